@@ -1,0 +1,346 @@
+"""Tests of workbench.moby (MoBY): closed forms, float64 references, slow loops and scikit-learn oracles."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench import moby
+from workbench.moby import MoBY, MoBYConfig
+
+torch.set_num_threads(1)
+
+
+class TinyEncoder(nn.Module):
+    """A stand-in backbone: conv + BN + global pool, with a drop-path-like stochastic residual."""
+
+    def __init__(self, drop_path_rate: float = 0.0, dim: int = 12):
+        super().__init__()
+        self.num_features = dim
+        self.drop_path_rate = drop_path_rate
+        self.conv = nn.Conv2d(3, dim, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(dim)
+        self.fc = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        f = torch.relu(self.bn(self.conv(x))).mean((2, 3))
+        r = self.fc(f)
+        if self.training and self.drop_path_rate > 0:
+            keep = (torch.rand(f.shape[0], 1) >= self.drop_path_rate).float() / (1 - self.drop_path_rate)
+            r = r * keep
+        return f + r
+
+
+def tiny_cfg(**kw):
+    base = dict(proj_hidden=32, pred_hidden=32, out_dim=8, queue_size=16, temperature=0.2,
+                drop_path_online=0.2, drop_path_target=0.0)
+    base.update(kw)
+    return MoBYConfig(**base)
+
+
+def tiny_moby(seed=0, **kw):
+    torch.manual_seed(seed)
+    return MoBY(lambda dp: TinyEncoder(dp), tiny_cfg(**kw))
+
+
+# ---------------------------------------------------------------------------------------------- config
+def test_official_defaults_match_the_paper():
+    c = moby.OFFICIAL
+    assert (c.proj_hidden, c.pred_hidden, c.out_dim, c.queue_size) == (4096, 4096, 256, 4096)
+    assert c.temperature == 0.2 and c.momentum == 0.99
+    assert (c.drop_path_online, c.drop_path_target) == (0.2, 0.0)
+
+
+@pytest.mark.parametrize("kw", [dict(queue_size=0), dict(temperature=0.0), dict(temperature=float("nan")),
+                                dict(momentum=1.5), dict(drop_path_online=1.0), dict(out_dim=-3)])
+def test_config_rejects_absurd_values(kw):
+    with pytest.raises(ValueError):
+        MoBYConfig(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- momentum
+def test_schedule_first_last_and_closed_form():
+    K = 37
+    assert moby.momentum_at(0, K) == pytest.approx(0.99, abs=1e-15)
+    assert moby.momentum_at(K, K) == pytest.approx(1.0, abs=1e-15)
+    for k in (1, 10, 18, 30):
+        expected = 1 - (1 - 0.99) * (math.cos(math.pi * k / K) + 1) / 2
+        assert moby.momentum_at(k, K) == pytest.approx(expected, abs=1e-15)
+    vals = [moby.momentum_at(k, K) for k in range(K + 1)]
+    assert all(b >= a for a, b in zip(vals, vals[1:]))  # monotone rise
+    assert moby.momentum_at(K // 2, 2 * (K // 2)) == pytest.approx(0.995, abs=1e-12)
+
+
+def test_momentum_update_equals_closed_form():
+    torch.manual_seed(1)
+    online, target = nn.Linear(5, 4), nn.Linear(5, 4)
+    before_t = {k: v.double().clone() for k, v in target.state_dict().items()}
+    before_o = {k: v.double().clone() for k, v in online.state_dict().items()}
+    m = 0.9731
+    moby.momentum_update_(target, online, m)
+    for k, v in target.state_dict().items():
+        torch.testing.assert_close(v.double(), m * before_t[k] + (1 - m) * before_o[k], rtol=0, atol=1e-6)
+    # the online module is untouched
+    for k, v in online.state_dict().items():
+        torch.testing.assert_close(v.double(), before_o[k], rtol=0, atol=0)
+
+
+def test_model_momentum_update_after_an_optimizer_step():
+    model = tiny_moby()
+    # the target starts as an exact copy of the online branch
+    for (n1, a), (n2, b) in zip(model.encoder.state_dict().items(), model.encoder_k.state_dict().items()):
+        assert n1 == n2 and torch.equal(a, b)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    x1, x2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    model(x1, x2).backward()
+    opt.step()
+    tk = {n: p.detach().double().clone() for n, p in model.encoder_k.named_parameters()}
+    tq = {n: p.detach().double().clone() for n, p in model.encoder.named_parameters()}
+    assert any(not torch.allclose(tk[n], tq[n]) for n in tk)  # the online branch moved
+    m = model.momentum_update(3, 20)
+    assert m == pytest.approx(moby.momentum_at(3, 20))
+    for n, p in model.encoder_k.named_parameters():
+        torch.testing.assert_close(p.double(), m * tk[n] + (1 - m) * tq[n], rtol=0, atol=1e-6)
+
+
+def test_asymmetric_drop_path():
+    rates = []
+
+    def factory(dp):
+        rates.append(dp)
+        return TinyEncoder(dp)
+
+    model = MoBY(factory, tiny_cfg(drop_path_online=0.3, drop_path_target=0.0))
+    assert rates == [0.3, 0.0]
+    assert model.encoder.drop_path_rate == 0.3 and model.encoder_k.drop_path_rate == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+def test_no_gradient_reaches_the_target_branch():
+    model = tiny_moby()
+    model.train()
+    x1, x2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    z = model.target(x1)
+    assert not z.requires_grad and z.grad_fn is None
+    loss = model(x1, x2)
+    loss.backward()
+    for mod in model.target_modules():
+        for n, p in mod.named_parameters():
+            assert not p.requires_grad and p.grad is None, n
+    assert model.queue1.grad_fn is None and not model.queue1.requires_grad
+    for name, mod in (("encoder", model.encoder), ("projector", model.projector), ("predictor", model.predictor)):
+        grads = [p.grad for p in mod.parameters()]
+        assert all(g is not None for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+# ---------------------------------------------------------------------------------------------- queues
+def test_queue_fifo_order_and_pointer_wrap():
+    model = tiny_moby(queue_size=8)
+    D, K, B = 8, 8, 2
+    batches = [(F.normalize(torch.randn(B, D), dim=1), F.normalize(torch.randn(B, D), dim=1)) for _ in range(6)]
+    for i, (k1, k2) in enumerate(batches):
+        model.enqueue(k1, k2)
+        assert int(model.queue_ptr) == ((i + 1) * B) % K
+    # slow reference: a list of columns written FIFO at a wrapping pointer
+    ref1 = [None] * K
+    ref2 = [None] * K
+    ptr = 0
+    for k1, k2 in batches:
+        for j in range(B):
+            ref1[ptr + j], ref2[ptr + j] = k1[j], k2[j]
+        ptr = (ptr + B) % K
+    torch.testing.assert_close(model.queue1, torch.stack(ref1, dim=1))
+    torch.testing.assert_close(model.queue2, torch.stack(ref2, dim=1))
+    # after wrapping, the oldest keys (batches 0 and 1) were overwritten by batches 4 and 5
+    torch.testing.assert_close(model.queue1[:, 0:2], batches[4][0].T)
+    torch.testing.assert_close(model.queue1[:, 2:4], batches[5][0].T)
+    torch.testing.assert_close(model.queue1[:, 4:6], batches[2][0].T)
+
+
+def test_queue_initialised_unit_columns():
+    model = tiny_moby(queue_size=16)
+    torch.testing.assert_close(model.queue1.norm(dim=0), torch.ones(16))
+    torch.testing.assert_close(model.queue2.norm(dim=0), torch.ones(16))
+    assert int(model.queue_ptr) == 0
+
+
+def test_queue_length_must_be_a_multiple_of_the_global_batch():
+    model = tiny_moby(queue_size=16)
+    with pytest.raises(ValueError, match="multiple of the global batch"):
+        model.enqueue(torch.randn(3, 8), torch.randn(3, 8))
+
+
+def test_forward_enqueues_target_keys_after_the_loss():
+    model = tiny_moby(queue_size=16)
+    model.train()
+    x1, x2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    q1_before, q2_before = model.queue1.clone(), model.queue2.clone()
+    torch.manual_seed(5)
+    model(x1, x2)
+    # recompute the keys with the same target state (BN in train mode uses batch statistics; no randomness)
+    with torch.no_grad():
+        z1, z2 = model.target(x1), model.target(x2)
+    torch.testing.assert_close(model.queue1[:, :4], z1.T, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.queue2[:, :4], z2.T, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.queue1[:, 4:], q1_before[:, 4:], rtol=0, atol=0)
+    torch.testing.assert_close(model.queue2[:, 4:], q2_before[:, 4:], rtol=0, atol=0)
+    assert int(model.queue_ptr) == 4
+
+
+# ---------------------------------------------------------------------------------------------- loss
+def reference_loss(p1, p2, z1, z2, Q1, Q2, tau):
+    """float64 slow loop of the symmetric MoBY loss."""
+    def ce(p, z, Q):
+        total = 0.0
+        for b in range(p.shape[0]):
+            pos = math.exp(sum(float(p[b, d]) * float(z[b, d]) for d in range(p.shape[1])) / tau)
+            neg = 0.0
+            for j in range(Q.shape[1]):
+                neg += math.exp(sum(float(p[b, d]) * float(Q[d, j]) for d in range(p.shape[1])) / tau)
+            total += -math.log(pos / (pos + neg))
+        return total / p.shape[0]
+    return ce(p1, z2, Q2) + ce(p2, z1, Q1)
+
+
+def test_loss_equals_float64_reference():
+    g = torch.Generator().manual_seed(3)
+    B, D, K, tau = 5, 6, 7, 0.2
+    p1, p2, z1, z2 = (F.normalize(torch.randn(B, D, generator=g), dim=1) for _ in range(4))
+    Q1, Q2 = (F.normalize(torch.randn(D, K, generator=g), dim=0) for _ in range(2))
+    got = moby.moby_loss(p1, p2, z1, z2, Q1, Q2, tau)
+    want = reference_loss(p1.double(), p2.double(), z1.double(), z2.double(), Q1.double(), Q2.double(), tau)
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # the float64 computation of our function agrees to near machine precision
+    got64 = moby.moby_loss(p1.double(), p2.double(), z1.double(), z2.double(), Q1.double(), Q2.double(), tau)
+    assert float(got64) == pytest.approx(want, rel=1e-12)
+
+
+def test_model_loss_equals_reference_from_its_branches():
+    model = tiny_moby(queue_size=16).double()
+    model.eval()  # deterministic branches; eval does not enqueue
+    x1, x2 = torch.rand(3, 3, 16, 16, dtype=torch.float64), torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    loss = model(x1, x2)
+    with torch.no_grad():
+        p1 = F.normalize(model.predictor(model.projector(model.encoder(x1))), dim=1)
+        p2 = F.normalize(model.predictor(model.projector(model.encoder(x2))), dim=1)
+        z1 = F.normalize(model.projector_k(model.encoder_k(x1)), dim=1)
+        z2 = F.normalize(model.projector_k(model.encoder_k(x2)), dim=1)
+    want = reference_loss(p1, p2, z1, z2, model.queue1, model.queue2, 0.2)
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-10)
+    assert int(model.queue_ptr) == 0
+
+
+def test_loss_shape_errors():
+    with pytest.raises(ValueError):
+        moby.contrastive_loss(torch.randn(4, 8), torch.randn(4, 8), torch.randn(7, 10), 0.2)
+    with pytest.raises(ValueError):
+        moby.contrastive_loss(torch.randn(4, 8), torch.randn(3, 8), torch.randn(8, 10), 0.2)
+
+
+# ---------------------------------------------------------------------------------------------- kNN
+def slow_knn(train, train_y, test, k, T, n_cls):
+    train = train / np.linalg.norm(train, axis=1, keepdims=True)
+    test = test / np.linalg.norm(test, axis=1, keepdims=True)
+    preds = []
+    for q in test:
+        sims = [(float(q @ t), int(y)) for t, y in zip(train, train_y)]
+        sims.sort(key=lambda s: -s[0])
+        scores = [0.0] * n_cls
+        for s, y in sims[:k]:
+            scores[y] += math.exp(s / T)
+        preds.append(int(np.argmax(scores)))
+    return np.array(preds)
+
+
+def test_knn_equals_slow_loop():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(60, 5))
+    train_y = rng.integers(0, 4, size=60)
+    test = rng.normal(size=(25, 5))
+    for k, T in ((1, 0.07), (5, 0.07), (20, 0.5)):
+        pred, scores = moby.knn_predict(torch.tensor(train), torch.tensor(train_y), torch.tensor(test), k, T, 4)
+        np.testing.assert_array_equal(pred.numpy(), slow_knn(train, train_y, test, k, T, 4))
+        assert scores.shape == (25, 4)
+
+
+def test_knn_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.eye(3, 8) * 5
+    y = torch.arange(90) % 3
+    x = centers[y] + 0.3 * torch.randn(90, 8, generator=g)
+    yt = torch.arange(30) % 3
+    xt = centers[yt] + 0.3 * torch.randn(30, 8, generator=g)
+    assert moby.knn_accuracy(x, y, xt, yt, k=10) == 100.0
+
+
+def test_knn_rejects_bad_input():
+    with pytest.raises(ValueError):
+        moby.knn_predict(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), torch.randn(2, 4))
+    with pytest.raises(ValueError):
+        moby.knn_predict(torch.randn(5, 3), torch.zeros(5, dtype=torch.long), torch.randn(2, 3), k=0)
+
+
+# ---------------------------------------------------------------------------------------------- linear probe
+def test_linear_probe_reaches_the_convex_optimum_of_sklearn():
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(1)
+    n, d, c = 240, 6, 3
+    w_true = rng.normal(size=(d, c))
+    x = rng.normal(size=(n, d))
+    y = (x @ w_true + rng.gumbel(size=(n, c))).argmax(1)
+    xt = rng.normal(size=(80, d))
+    yt = (xt @ w_true).argmax(1)
+    wd = 1e-2
+    res = moby.linear_probe(torch.tensor(x, dtype=torch.float32), torch.tensor(y), torch.tensor(xt, dtype=torch.float32),
+                            torch.tensor(yt), epochs=300, lr=0.5, weight_decay=wd, batch_size=n, standardize=False)
+    # sklearn minimises 0.5 ||W||^2 + C sum CE  ==  n C (mean CE + 1 / (2 n C) ||W||^2)
+    clf = LogisticRegression(C=1.0 / (n * wd), tol=1e-10, max_iter=10000).fit(x, y)
+    p = clf.predict_proba(x)
+    opt = -np.log(p[np.arange(n), y]).mean() + 0.5 * wd * (clf.coef_ ** 2).sum()
+    assert res["loss"] == pytest.approx(opt, abs=2e-4)
+    assert res["loss"] >= opt - 1e-6  # cannot beat the optimum
+    sk_acc = 100.0 * (clf.predict(xt) == yt).mean()
+    assert abs(res["acc"] - sk_acc) <= 100.0 / 80 * 2  # at most two test points differ
+
+
+def test_linear_probe_rejects_nan():
+    x = torch.randn(10, 3)
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError):
+        moby.linear_probe(x, torch.zeros(10, dtype=torch.long), torch.randn(4, 3), torch.zeros(4, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------------- embeddings
+def test_nearest_neighbours_match_brute_force():
+    g = torch.Generator().manual_seed(2)
+    e = torch.randn(40, 6, generator=g)
+    q = e[7]
+    idx, sims = moby.nearest_neighbours(e, q, k=5, exclude=7)
+    cos = [(float(F.cosine_similarity(e[i], q, dim=0)), i) for i in range(40) if i != 7]
+    cos.sort(reverse=True)
+    assert idx == [i for _, i in cos[:5]]
+    np.testing.assert_allclose(sims, [s for s, _ in cos[:5]], atol=1e-6)
+    with pytest.raises(ValueError):
+        moby.nearest_neighbours(e, q, k=0)
+
+
+def test_pca_projection_matches_numpy_svd():
+    g = torch.Generator().manual_seed(4)
+    e = torch.randn(50, 7, generator=g) * torch.tensor([5.0, 3, 1, 1, 1, 1, 1])
+    xy = moby.project_2d(e, "pca")
+    x = e.double().numpy()
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    ref = x @ vt[:2].T
+    for j in range(2):  # equal up to the sign of each component
+        s = np.sign(ref[:, j] @ xy[:, j])
+        np.testing.assert_allclose(xy[:, j], s * ref[:, j], atol=1e-9)
+    # variance of the first axis is the largest singular value squared / n
+    np.testing.assert_allclose(xy[:, 0].var(), (np.linalg.svd(x, compute_uv=False)[0] ** 2) / 50, rtol=1e-9)
+    with pytest.raises(ValueError):
+        moby.project_2d(e, "umap-ish")
