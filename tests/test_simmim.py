@@ -1,0 +1,436 @@
+"""Tests for workbench.simmim: masking, AvgDist, loss, head, model, key mapping, reconstruction.
+
+Oracles: the official generator's documented counts, a chi-square test of uniformity, brute-force float64
+distance loops, hand-written loss loops, explicit PixelShuffle index arithmetic, and state round trips.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from workbench import simmim as sm
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a tiny stand-in encoder following the backbone contract (patch embed, mask-token blend, stride, norm)
+# ----------------------------------------------------------------------------------------------------------
+class TinyEncoder(nn.Module):
+    def __init__(self, patch=4, stride=16, dim=8, mask_token=True):
+        super().__init__()
+        self.patch_size, self.encoder_stride, self.num_features, self.in_chans = patch, stride, dim, 3
+        self.num_layers = 2
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if mask_token else None
+        self.blocks = nn.ModuleList([nn.Conv2d(dim, dim, 3, padding=1), nn.Conv2d(dim, dim, 2, 2)])
+        self.reduce = nn.Conv2d(dim, dim, stride // patch // 2, stride // patch // 2)
+        self.cpb_mlp = nn.Linear(2, 4)  # a name the key mapping must rename
+        self.register_buffer("relative_position_index", torch.arange(4))
+        self.norm = nn.GroupNorm(1, dim)
+        self.last_blend = None
+
+    def forward_features(self, x, mask=None):
+        t = self.patch_embed(x)  # (B, C, h, w)
+        if mask is not None:
+            w = mask.unsqueeze(1).to(t.dtype)
+            t = t * (1 - w) + self.mask_token.view(1, -1, 1, 1) * w
+        self.last_blend = t
+        t = self.blocks[1](F.gelu(self.blocks[0](t)))
+        return self.norm(self.reduce(t))
+
+    def get_layer_id(self, name):
+        if name.startswith(("patch_embed", "mask_token")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers + 1 if name.startswith("head") else self.num_layers
+
+    def no_weight_decay(self):
+        return {"cpb_mlp"}
+
+
+def tiny_simmim(**cfg):
+    torch.manual_seed(0)
+    return sm.SimMIM(TinyEncoder(), sm.SimMIMConfig(**cfg))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# masking
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("input_size,mask_patch,model_patch,ratio,grid,coarse_count", [
+    (192, 32, 4, 0.6, 48, 22),   # official Swin: 6x6 coarse grid, ceil(21.6) = 22
+    (224, 32, 16, 0.6, 14, 30),  # official ViT: 7x7 grid, ceil(29.4) = 30
+    (64, 16, 4, 0.5, 16, 8),
+    (64, 8, 4, 0.75, 16, 48),
+    (64, 4, 4, 0.1, 16, 26),     # ceil(25.6)
+])
+def test_mask_generator_count_and_shape(input_size, mask_patch, model_patch, ratio, grid, coarse_count):
+    gen = sm.MaskGenerator(input_size, mask_patch, model_patch, ratio)
+    for seed in range(5):
+        m = gen(seed=seed)
+        assert m.shape == (grid, grid)
+        assert set(np.unique(m)) <= {0, 1}
+        scale = mask_patch // model_patch
+        assert m.sum() == coarse_count * scale * scale
+        c = gen.coarse(seed=seed)
+        assert np.array_equal(m, np.kron(c, np.ones((scale, scale), dtype=np.int64)))
+
+
+@pytest.mark.parametrize("n_side", [2, 3, 4, 6, 8, 16])
+@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.45, 0.6, 0.9])
+def test_mask_count_is_the_ceiling(n_side, ratio):
+    gen = sm.MaskGenerator(n_side * 8, 8, 4, ratio)
+    n = n_side * n_side
+    k = int(gen.coarse(seed=1).sum())
+    # smallest integer whose fraction reaches the ratio (allowing the float product the official code uses)
+    assert k / n >= ratio - 1e-12 and (k - 1) / n < ratio + 1e-12
+    assert k == math.ceil(n * ratio)
+
+
+def test_mask_is_uniform_chi_square():
+    from scipy.stats import chisquare
+
+    gen = sm.MaskGenerator(192, 32, 4, 0.6)
+    rng = np.random.default_rng(123)
+    draws = 3000
+    counts = sum(gen.coarse(rng=rng) for _ in range(draws)).ravel()
+    expected = np.full(36, draws * 22 / 36)
+    assert counts.sum() == draws * 22
+    assert chisquare(counts, expected).pvalue > 1e-3
+    # the number of masked mask-patches in each row follows the hypergeometric mean 6 * 22 / 36
+    assert np.allclose(counts.reshape(6, 6).sum(1) / draws, 6 * 22 / 36, atol=0.1)
+
+
+def test_mask_seeding_and_generator():
+    gen = sm.MaskGenerator(64, 16, 4, 0.5)
+    assert np.array_equal(gen(seed=3), gen(seed=3))
+    assert any(not np.array_equal(gen(seed=3), gen(seed=s)) for s in range(4, 10))
+    b = gen.batch(4, seed=0)
+    assert b.shape == (4, 16, 16) and int(b.sum()) == 4 * 8 * 16
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.2, 1.5, float("nan"), "x", None])
+def test_bad_ratio_rejected(bad):
+    with pytest.raises(ValueError):
+        sm.MaskGenerator(64, 16, 4, bad)
+    with pytest.raises(ValueError):
+        sm.make_mask("square", 64, 16, 4, bad)
+
+
+def test_bad_sizes_rejected():
+    with pytest.raises(ValueError):
+        sm.MaskGenerator(64, 24, 4, 0.5)  # 64 not a multiple of 24
+    with pytest.raises(ValueError):
+        sm.MaskGenerator(64, 16, 6, 0.5)
+    with pytest.raises(ValueError):
+        sm.make_mask("checkerboard", 64, 16, 4, 0.5)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.6, 0.9])
+def test_square_mask_is_central(ratio):
+    m = sm.square_mask(64, 4, ratio)
+    side = int(round(math.sqrt(ratio) * 16))
+    assert m.sum() == side * side
+    rows, cols = np.nonzero(m)
+    assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+    # centred: the masked box's centre is within half a token of the image centre
+    assert abs((rows.min() + rows.max()) / 2 - 7.5) <= 0.5 and abs((cols.min() + cols.max()) / 2 - 7.5) <= 0.5
+
+
+def test_blockwise_mask_structure():
+    reached = 0
+    for seed in range(20):
+        m = sm.blockwise_mask(192, 16, 4, 0.4, seed=seed)
+        assert m.shape == (48, 48)
+        coarse = m[::4, ::4]
+        assert np.array_equal(m, np.kron(coarse, np.ones((4, 4), dtype=np.int64)))
+        target = math.ceil(144 * 0.4)
+        assert coarse.sum() <= target
+        reached += coarse.sum() == target
+    assert reached >= 15  # BEiT's procedure reaches the target almost always on a 12x12 grid
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AvgDist
+# ----------------------------------------------------------------------------------------------------------
+def brute_avg_dist(m):
+    m = np.asarray(m, dtype=np.int64)
+    masked = np.argwhere(m == 1).astype(np.float64)
+    visible = np.argwhere(m == 0).astype(np.float64)
+    dists = []
+    for p in masked:
+        best = math.inf
+        for q in visible:
+            best = min(best, math.sqrt((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2))
+        dists.append(best)
+    return float(np.mean(dists))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_avg_dist_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(3, 13, size=2)
+    m = (rng.random((h, w)) < rng.uniform(0.3, 0.9)).astype(np.int64)
+    m[0, 0] = 0
+    m[-1, -1] = 1
+    assert sm.avg_dist(m) == pytest.approx(brute_avg_dist(m), rel=1e-12)
+
+
+def test_avg_dist_of_upsampled_generator_mask_matches_brute_force():
+    gen = sm.MaskGenerator(32, 8, 4, 0.6)
+    m = sm.upsample_mask(gen(seed=5), 4)
+    assert m.shape == (32, 32)
+    assert sm.avg_dist(m) == pytest.approx(brute_avg_dist(m), rel=1e-12)
+
+
+def test_avg_dist_closed_forms():
+    band = np.zeros((5, 9), dtype=np.int64)
+    band[:, 3:6] = 1  # a vertical band 3 pixels wide: distances 1, 2, 1
+    assert sm.avg_dist(band) == pytest.approx(4 / 3)
+    one = np.zeros((4, 4), dtype=np.int64)
+    one[2, 1] = 1
+    assert sm.avg_dist(one) == 1.0
+    assert sm.avg_dist(np.zeros((4, 4))) == 0.0
+    assert sm.avg_dist(np.ones((4, 4))) == math.inf
+    with pytest.raises(ValueError):
+        sm.avg_dist(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError):
+        sm.avg_dist(np.full((3, 3), 2))
+
+
+def test_avg_dist_grows_with_mask_patch_size():
+    vals = [sm.expected_avg_dist(192, p, 0.6, draws=4) for p in (4, 8, 16, 32)]
+    assert all(a < b for a, b in zip(vals, vals[1:]))
+
+
+def test_upsample_mask_numpy_and_torch():
+    m = np.random.default_rng(0).integers(0, 2, size=(3, 4))
+    want = np.kron(m, np.ones((4, 4), dtype=m.dtype))
+    assert np.array_equal(sm.upsample_mask(m, 4), want)
+    assert np.array_equal(sm.upsample_mask(torch.from_numpy(m)[None], 4)[0].numpy(), want)
+    with pytest.raises(ValueError):
+        sm.upsample_mask(m, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# loss and targets
+# ----------------------------------------------------------------------------------------------------------
+def test_masked_l1_equals_hand_computation():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [1.0, 1.0]], [[2.0, -1.0], [0.5, 0.5]]]],
+                     dtype=torch.float64)
+    y = torch.zeros_like(x)
+    mask = torch.tensor([[[1, 0], [0, 1]]], dtype=torch.float64)
+    # masked pixels (0,0) and (1,1): |x| summed over channels: (1+0+2) + (4+1+0.5) = 8.5
+    want = 8.5 / (2 + 1e-5) / 3
+    assert float(sm.masked_loss(x, y, mask, "l1")) == pytest.approx(want, rel=1e-12)
+    want2 = (1 + 0 + 4 + 16 + 1 + 0.25) / (2 + 1e-5) / 3
+    assert float(sm.masked_loss(x, y, mask, "l2")) == pytest.approx(want2, rel=1e-12)
+    sl1 = lambda d: 0.5 * d * d if abs(d) < 1 else abs(d) - 0.5  # noqa: E731
+    want3 = sum(sl1(v) for v in (1, 0, 2, 4, 1, 0.5)) / (2 + 1e-5) / 3
+    assert float(sm.masked_loss(x, y, mask, "smooth_l1")) == pytest.approx(want3, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", sm.LOSSES)
+def test_loss_ignores_visible_pixels(kind):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    mask = (torch.rand(2, 8, 8, generator=g) < 0.5).double()
+    base = sm.masked_loss(x, y, mask, kind)
+    x2 = x + torch.randn_like(x) * (1 - mask[:, None])
+    y2 = y + 5 * torch.randn_like(y) * (1 - mask[:, None])
+    assert float(sm.masked_loss(x2, y2, mask, kind)) == pytest.approx(float(base), rel=1e-12)
+    y3 = y + 0.1 * mask[:, None]
+    assert float(sm.masked_loss(x, y3, mask, kind)) != pytest.approx(float(base), rel=1e-6)
+    yy = y.clone().requires_grad_(True)
+    sm.masked_loss(x, yy, mask, kind).backward()
+    assert torch.all(yy.grad * (1 - mask[:, None]) == 0)
+
+
+def test_local_norm_targets_against_loop():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 2, 7, 6, generator=g, dtype=torch.float64)
+    w = 5
+    out = sm.local_norm_targets(x, w)
+    want = torch.empty_like(x)
+    for c in range(2):
+        for i in range(7):
+            for j in range(6):
+                win = x[0, c, max(0, i - 2):i + 3, max(0, j - 2):j + 3].reshape(-1)
+                want[0, c, i, j] = (x[0, c, i, j] - win.mean()) / math.sqrt(float(win.var(unbiased=True)) + 1e-6)
+    assert torch.allclose(out, want, atol=1e-10)
+    with pytest.raises(ValueError):
+        sm.local_norm_targets(x, 4)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# head and model
+# ----------------------------------------------------------------------------------------------------------
+def test_linear_head_is_conv1x1_then_pixel_shuffle():
+    torch.manual_seed(0)
+    head = sm.build_head(5, 4, 3, "linear").double()
+    z = torch.randn(2, 5, 2, 3, dtype=torch.float64)
+    with torch.no_grad():
+        out = head(z)
+    assert out.shape == (2, 3, 8, 12)
+    W, b = head[0].weight.detach()[:, :, 0, 0], head[0].bias.detach()
+    for n in range(2):
+        for c in range(3):
+            for i in range(8):
+                for j in range(12):
+                    h, w, di, dj = i // 4, j // 4, i % 4, j % 4
+                    ch = c * 16 + di * 4 + dj
+                    v = W[ch] @ z[n, :, h, w] + b[ch]
+                    assert float(out[n, c, i, j]) == pytest.approx(float(v), abs=1e-12)
+    mlp = sm.build_head(5, 4, 3, "mlp2", hidden=7)
+    assert [type(m) for m in mlp] == [nn.Conv2d, nn.GELU, nn.Conv2d, nn.PixelShuffle]
+    with pytest.raises(ValueError):
+        sm.build_head(5, 4, 3, "transformer")
+
+
+def test_simmim_requires_mask_token():
+    with pytest.raises(ValueError, match="mask_token"):
+        sm.SimMIM(TinyEncoder(mask_token=False))
+
+
+def test_simmim_forward_is_masked_loss_of_prediction():
+    model = tiny_simmim()
+    x = torch.randn(2, 3, 32, 32)
+    mask = sm.MaskGenerator(32, 8, 4, 0.5).batch(2, seed=0).float()
+    rec = model.predict(x, mask)
+    assert rec.shape == x.shape
+    want = sm.masked_loss(x, rec, sm.upsample_mask(mask, 4), "l1")
+    assert float(model(x, mask)) == pytest.approx(float(want), rel=1e-6)
+    with pytest.raises(ValueError):
+        model(x, mask[:, :4])
+    keys = {k for k in model.state_dict() if k.startswith("decoder")}
+    assert keys == {"decoder.0.weight", "decoder.0.bias"}
+
+
+def test_mask_token_only_affects_masked_tokens_in_stand_in():
+    model = tiny_simmim()
+    x = torch.randn(1, 3, 32, 32)
+    mask = torch.from_numpy(sm.MaskGenerator(32, 8, 4, 0.5)(seed=2)).float()[None]
+    model.encoder.forward_features(x, mask)
+    a = model.encoder.last_blend.clone()
+    with torch.no_grad():
+        model.encoder.mask_token.add_(1.0)
+    model.encoder.forward_features(x, mask)
+    diff = (model.encoder.last_blend - a).abs().sum(1)[0]
+    assert torch.all(diff[mask[0] == 0] == 0) and torch.all(diff[mask[0] == 1] > 0)
+
+
+def test_local_target_normalisation_changes_the_target_only():
+    model = tiny_simmim(norm_target_window=5)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.allclose(model.target(x), sm.local_norm_targets(x, 5))
+
+
+def test_no_weight_decay_prefixed():
+    assert tiny_simmim().no_weight_decay() == {"encoder.cpb_mlp", "encoder.mask_token"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoint keys
+# ----------------------------------------------------------------------------------------------------------
+def test_official_key_round_trip_with_rpe_mlp():
+    model = tiny_simmim()
+    off = sm.to_official_state_dict(model, rpe_mlp=True)
+    keys = set(off["model"])
+    assert any(".rpe_mlp." in k for k in keys) and not any(".cpb_mlp." in k for k in keys)
+    assert {"decoder.0.weight", "encoder.mask_token"} <= keys
+    # an official checkpoint carries a 'module.' prefix sometimes and the derived buffers may be absent
+    off2 = {"model": {"module." + k: v for k, v in off["model"].items()
+                      if not k.endswith("relative_position_index")}}
+    torch.manual_seed(99)
+    fresh = sm.SimMIM(TinyEncoder())
+    sm.load_official(fresh, off2)
+    for k, v in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    x = torch.randn(1, 3, 32, 32)
+    mask = sm.MaskGenerator(32, 8, 4, 0.5).batch(1, seed=0).float()
+    assert torch.equal(fresh(x, mask), model(x, mask))
+    bad = {"model": {**off["model"], "encoder.extra.weight": torch.zeros(1)}}
+    with pytest.raises(ValueError, match="unexpected"):
+        sm.load_official(fresh, bad)
+
+
+def test_encoder_state_dict_for_finetune():
+    model = tiny_simmim()
+    enc = sm.encoder_state_dict(sm.to_official_state_dict(model, rpe_mlp=True))
+    assert "mask_token" not in enc and not any(k.startswith("decoder") for k in enc)
+    assert "cpb_mlp.weight" in enc
+
+    class Clf(TinyEncoder):
+        def __init__(self):
+            super().__init__(mask_token=False)
+            self.head = nn.Linear(8, 4)
+
+    clf = Clf()
+    missing = sm.load_encoder_for_finetune(clf, sm.to_official_state_dict(model))
+    assert missing == ["head.bias", "head.weight"]
+    assert torch.equal(clf.patch_embed.weight, model.encoder.patch_embed.weight)
+
+
+def test_layer_decay_param_groups():
+    enc = TinyEncoder()
+    enc.head = nn.Linear(8, 4)
+    groups = sm.layer_decay_param_groups(enc, 0.05, 0.5)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["patch_embed.weight"]["lr_scale"] == 0.5 ** 3
+    assert by_name["blocks.1.weight"]["lr_scale"] == 0.5 ** 1
+    assert by_name["head.weight"]["lr_scale"] == 1.0
+    assert by_name["head.bias"]["weight_decay"] == 0.0 and by_name["head.weight"]["weight_decay"] == 0.05
+    assert by_name["cpb_mlp.weight"]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(enc.parameters()))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reconstruction
+# ----------------------------------------------------------------------------------------------------------
+def test_reconstruct_composite_and_errors():
+    model = tiny_simmim()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    mask = sm.MaskGenerator(32, 8, 4, 0.5)(seed=1)
+    r = sm.reconstruct(model, img, mask)
+    m = sm.upsample_mask(mask, 4).astype(bool)
+    orig = img.astype(np.float32) / 255
+    assert np.allclose(r.original, orig)
+    assert np.array_equal(r.composite[~m], r.original[~m])
+    assert np.array_equal(r.composite[m], r.reconstruction[m])
+    assert np.all(r.masked_input[m] == 0.5)
+    assert r.avg_dist == pytest.approx(sm.avg_dist(m.astype(int)))
+    # the loss is the model's training loss; the per-patch error is a slow loop over patches
+    x = sm.normalize(torch.from_numpy(orig).permute(2, 0, 1))[None]
+    mt = torch.from_numpy(mask).float()[None]
+    with torch.no_grad():
+        rec = model.predict(x, mt)
+        assert r.loss == pytest.approx(float(model(x, mt)), rel=1e-5)
+    e = (x - rec).abs().mean(1)[0].numpy()
+    for i in range(8):
+        for j in range(8):
+            assert r.patch_error[i, j] == pytest.approx(e[4 * i:4 * i + 4, 4 * j:4 * j + 4].mean(), rel=1e-5)
+
+
+def test_reconstruct_bad_inputs():
+    model = tiny_simmim()
+    img = np.zeros((32, 32, 3), dtype=np.uint8)
+    mask = sm.MaskGenerator(32, 8, 4, 0.5)(seed=1)
+    with pytest.raises(ValueError):
+        sm.reconstruct(model, img, mask[:4])
+    with pytest.raises(ValueError):
+        sm.reconstruct(model, np.zeros((32, 32)), mask)
+    with pytest.raises(ValueError):
+        sm.reconstruct(model, np.full((32, 32, 3), np.nan, dtype=np.float32), mask)
+    with pytest.raises(ValueError):
+        sm.reconstruct(model, np.zeros((36, 36, 3), dtype=np.uint8), np.zeros((9, 9)))
+    with pytest.raises(ValueError):
+        sm.reconstruct(model, img, mask * 2)
