@@ -344,3 +344,71 @@ def test_pca_projection_matches_numpy_svd():
     np.testing.assert_allclose(xy[:, 0].var(), (np.linalg.svd(x, compute_uv=False)[0] ** 2) / 50, rtol=1e-9)
     with pytest.raises(ValueError):
         moby.project_2d(e, "umap-ish")
+
+
+# ---------------------------------------------------------------------------------------------- two views
+def _test_image(size=32):
+    """A colourful, asymmetric image with bright and dark pixels (every op leaves a visible change)."""
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    img = torch.stack([xx, yy * 0.8, (1 - xx) * yy]) + 0.1 * torch.rand(3, size, size, generator=g)
+    return img.clamp(0, 1)
+
+
+def test_two_views_differ_and_follow_their_per_view_probabilities(monkeypatch):
+    """Instrument each op of both views and count how often it acted, over many seeded draws.
+
+    Solarise, grayscale and colour jitter are seen as a change of the image; blur is counted at the
+    blurring function itself (a sub-pixel sigma at 32 px can leave the image bit-identical).
+    """
+    from workbench.data import transforms as T
+    blurred = []
+    real_blur = T.gaussian_blur
+    monkeypatch.setattr(T, "gaussian_blur", lambda x, s: (blurred.append(1), real_blur(x, s))[1])
+    tv = moby.two_view_transform(32, normalize=False, scale=(0.5, 1.0))
+    n = 1000
+    names = {T.GaussianBlur: "blur", T.Solarize: "solarize", T.RandomGrayscale: "gray", T.RandomApply: "jitter"}
+    counts = [dict.fromkeys(names.values(), 0), dict.fromkeys(names.values(), 0)]
+    x0 = _test_image()
+    g = torch.Generator().manual_seed(123)
+    differ = 0
+    for _ in range(n):
+        outs = []
+        for v, view in enumerate((tv.view1, tv.view2)):
+            x = x0
+            for t in view.transforms:
+                nb = len(blurred)
+                y = t(x, g)
+                key = names.get(type(t))
+                if key == "blur":
+                    counts[v][key] += len(blurred) - nb
+                elif key is not None and not torch.equal(y, x):
+                    counts[v][key] += 1
+                x = y
+            outs.append(x)
+        differ += int(not torch.allclose(outs[0], outs[1]))
+    assert differ == n  # the two views of an image always differ
+
+    def close(count, p):  # within 4.5 binomial standard deviations
+        sd = math.sqrt(n * p * (1 - p)) if 0 < p < 1 else 0.0
+        return abs(count - n * p) <= 4.5 * sd + 0.5
+
+    # official recipe: view 1 blur 1.0 / solarize 0.0; view 2 blur 0.1 / solarize 0.2; both jitter 0.8, gray 0.2
+    expected = [dict(blur=1.0, solarize=0.0, gray=0.2, jitter=0.8), dict(blur=0.1, solarize=0.2, gray=0.2, jitter=0.8)]
+    for v in range(2):
+        for key, p in expected[v].items():
+            assert close(counts[v][key], p), (v, key, counts[v][key], p)
+
+
+def test_two_views_are_reproducible_from_the_seed_and_reject_bad_input():
+    img = (_test_image(40).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    a1, a2 = moby.two_views(img, size=32, seed=7)
+    b1, b2 = moby.two_views(img, size=32, seed=7)
+    c1, _ = moby.two_views(img, size=32, seed=8)
+    assert a1.shape == (3, 32, 32) and torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert not torch.equal(a1, c1)
+    assert float(a1.min()) >= 0 and float(a1.max()) <= 1
+    with pytest.raises(ValueError):
+        moby.two_views(np.zeros((10, 10)), size=32)
+    with pytest.raises(ValueError):
+        moby.two_views(img, size=4)

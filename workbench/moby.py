@@ -41,7 +41,7 @@ __all__ = [
     "MoBYConfig", "OFFICIAL", "LAPTOP", "MLP", "MoBY", "build_moby", "create_encoder",
     "momentum_at", "momentum_update_", "contrastive_loss", "moby_loss",
     "extract_features", "knn_predict", "knn_accuracy", "linear_probe", "supervised_train",
-    "two_view_transform", "two_views", "embed_images", "nearest_neighbours", "project_2d",
+    "two_view_transform", "two_views", "normalize_batch", "embed_images", "nearest_neighbours", "project_2d",
     "DEMO_NAME", "DEMO_COMMAND", "load_demo_encoder",
 ]
 
@@ -260,16 +260,25 @@ def build_moby(backbone: str = "swinv2_lite_window4_64", cfg: MoBYConfig | None 
 # --------------------------------------------------------------------------------------------------
 # augmentation
 # --------------------------------------------------------------------------------------------------
-def two_view_transform(size: int):
+def two_view_transform(size: int, normalize: bool = True, scale=(0.08, 1.0)):
     """The BYOL/MoBY asymmetric two-view recipe from :mod:`workbench.data.transforms`.
 
     Both views: RandomResizedCrop(scale 0.08-1), flip, ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8, grayscale
-    p 0.2; view 1: blur p 1.0; view 2: blur p 0.1 and solarize p 0.2.
+    p 0.2; view 1: blur p 1.0; view 2: blur p 0.1 and solarize p 0.2; then ImageNet normalisation
+    (``normalize=False`` keeps [0, 1] values for display).
     """
     from workbench.data.transforms import byol_two_view
     if not isinstance(size, int) or not 8 <= size <= 1024:
         raise ValueError(f"view size must be an integer in [8, 1024], got {size!r}")
-    return byol_two_view(size)
+    return byol_two_view(size, scale=scale, normalize=normalize)
+
+
+def normalize_batch(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet mean / std normalisation of a float batch (N, 3, H, W) in [0, 1] (what the encoder sees)."""
+    from workbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def _as_chw(image) -> torch.Tensor:
@@ -290,10 +299,11 @@ def _as_chw(image) -> torch.Tensor:
 
 
 def two_views(image, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two augmented views (float (3, size, size) in [0, 1]) of one image, reproducible from ``seed``."""
+    """Two augmented views (float (3, size, size) in [0, 1], not normalised) of one image, reproducible
+    from ``seed``."""
     t = _as_chw(image)
     g = torch.Generator().manual_seed(int(seed))
-    out = two_view_transform(size)(t, g)
+    out = two_view_transform(size, normalize=False)(t, g)
     return out[0], out[1]
 
 
@@ -491,7 +501,7 @@ def embed_images(encoder: nn.Module, images) -> torch.Tensor:
     size = size[0] if isinstance(size, (tuple, list)) else size
     if size is not None and x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return F.normalize(extract_features(encoder, x), dim=1)
+    return F.normalize(extract_features(encoder, x, normalize=normalize_batch), dim=1)
 
 
 def nearest_neighbours(embeddings: torch.Tensor, query: torch.Tensor, k: int = 8,
