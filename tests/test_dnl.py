@@ -1,0 +1,405 @@
+"""Tests of workbench.dnl: the decomposition identity, whitening, capture, slow-loop oracles, metrics."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import dnl
+
+torch.set_num_threads(1)
+
+
+def _randomise(block: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """Replace the zero initialisation by random weights so every branch contributes."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return block
+
+
+def _x(shape, seed=1, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def _conv1x1(conv: torch.nn.Conv2d, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+    """The 1x1 conv at one pixel, by hand: W x + b."""
+    w = conv.weight[:, :, 0, 0]
+    return w @ x[:, i, j] + (conv.bias if conv.bias is not None else 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the identity and whitening
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decomposition_identity_random(seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(2, 37, 6, generator=g, dtype=torch.float64) * 2 + torch.randn(6, generator=g, dtype=torch.float64)
+    k = torch.randn(2, 37, 6, generator=g, dtype=torch.float64) * 2 - 1.5
+    scale = 1 / math.sqrt(6)
+    pairwise, unary = dnl.decompose_logits(q, k, scale)
+    nl = torch.softmax(q @ k.transpose(1, 2) * scale, -1)
+    split = torch.softmax(pairwise + unary[:, None, :], -1)
+    torch.testing.assert_close(nl, split, rtol=0, atol=1e-12)
+    # and the dropped bracket really is constant over keys: logits - pairwise - unary has zero spread per row
+    rest = q @ k.transpose(1, 2) * scale - pairwise - unary[:, None, :]
+    assert (rest.max(-1).values - rest.min(-1).values).abs().max() < 1e-10
+
+
+def test_nl_block_attention_equals_whitened_plus_unary_softmax():
+    """NL's captured attention equals softmax(whitened pairwise + mu_q.k), computed here by hand from the
+    block's own conv weights, one pixel at a time."""
+    block = _randomise(dnl.NonLocal2d(6, reduction=2).double())
+    x = _x((1, 6, 4, 5))[0]
+    pos = [(i, j) for i in range(4) for j in range(5)]
+    q = torch.stack([_conv1x1(block.conv_query, x, i, j) for i, j in pos])
+    k = torch.stack([_conv1x1(block.conv_key, x, i, j) for i, j in pos])
+    mq, mk = q.mean(0), k.mean(0)
+    s = 1 / math.sqrt(3)
+    logits = torch.stack([torch.stack([((q[a] - mq) @ (k[b] - mk) + mq @ k[b]) * s for b in range(20)])
+                          for a in range(20)])
+    with dnl.capture_attention(block) as maps:
+        block(x[None])
+    torch.testing.assert_close(maps[""]["pairwise"][0], torch.softmax(logits, -1), rtol=0, atol=1e-12)
+
+
+def test_whitening_invariant_to_constant_shift_of_keys_and_queries():
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 30, 4, generator=g, dtype=torch.float64)
+    k = torch.randn(1, 30, 4, generator=g, dtype=torch.float64)
+    c = torch.randn(4, generator=g, dtype=torch.float64) * 5
+    p0, _ = dnl.decompose_logits(q, k)
+    p_k, _ = dnl.decompose_logits(q, k + c)
+    p_q, _ = dnl.decompose_logits(q + c, k)
+    torch.testing.assert_close(p_k, p0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(p_q, p0, rtol=0, atol=1e-12)
+
+
+def test_dnl_pairwise_invariant_to_key_and_query_bias_but_nl_is_not():
+    """Shifting the query/key conv biases adds a constant vector to every query/key.  DNL's whitened
+    pairwise map ignores both; NL's attention changes with a query shift (the unary term mu_q.k moves)."""
+    x = _x((2, 8, 5, 6))
+    dnl_block = _randomise(dnl.DNL2d(8).double())
+    nl_block = _randomise(dnl.NonLocal2d(8).double())
+
+    def maps(block):
+        with dnl.capture_attention(block) as m:
+            block(x)
+        return m[""]["pairwise"]
+
+    base_dnl, base_nl = maps(dnl_block), maps(nl_block)
+    shift = torch.randn(4, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 3
+    with torch.no_grad():
+        dnl_block.conv_key.bias += shift
+        dnl_block.conv_query.bias -= 2 * shift
+        nl_block.conv_query.bias -= 2 * shift
+    torch.testing.assert_close(maps(dnl_block), base_dnl, rtol=0, atol=1e-12)
+    assert (maps(nl_block) - base_nl).abs().max() > 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# slow-loop oracles of the three blocks (the fast SDPA path against float64 loops)
+# --------------------------------------------------------------------------------------------------
+def _loop_dnl(block, x, pairwise=True, unary=True):
+    b, c, h, w = x.shape
+    out = torch.empty_like(x)
+    d = block.inter_channels
+    for n in range(b):
+        pos = [(i, j) for i in range(h) for j in range(w)]
+        v = torch.stack([_conv1x1(block.conv_value, x[n], i, j) for i, j in pos])
+        agg = torch.zeros(len(pos), d, dtype=x.dtype)
+        if pairwise:
+            q = torch.stack([_conv1x1(block.conv_query, x[n], i, j) for i, j in pos])
+            k = torch.stack([_conv1x1(block.conv_key, x[n], i, j) for i, j in pos])
+            q, k = q - q.mean(0), k - k.mean(0)
+            for a in range(len(pos)):
+                logit = torch.stack([q[a] @ k[bb] for bb in range(len(pos))]) / math.sqrt(d) / block.temperature
+                wgt = torch.exp(logit - logit.max())
+                agg[a] += block.gamma[0] * (wgt / wgt.sum()) @ v
+        if unary:
+            m = torch.stack([_conv1x1(block.conv_mask, x[n], i, j)[0] for i, j in pos])
+            wu = torch.exp(m - m.max())
+            agg += (wu / wu.sum()) @ v
+        for a, (i, j) in enumerate(pos):
+            out[n, :, i, j] = x[n, :, i, j] + _conv1x1(block.conv_out, agg.T.reshape(d, h, w), i, j)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 3, 5), (2, 6, 4, 4), (1, 6, 7, 2)])
+@pytest.mark.parametrize("kind", ["dnl", "pairwise", "unary"])
+def test_dnl_block_matches_slow_loop(shape, kind):
+    block = _randomise(dnl.make_block(kind, 6, temperature=0.3).double())
+    x = _x(shape)
+    got = block(x)
+    want = _loop_dnl(block, x, pairwise=kind != "unary", unary=kind != "pairwise")
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 3, 5), (2, 4, 5, 5)])
+def test_nl_block_matches_slow_loop(shape):
+    block = _randomise(dnl.NonLocal2d(4, reduction=1).double())
+    x = _x(shape)
+    b, c, h, w = shape
+    pos = [(i, j) for i in range(h) for j in range(w)]
+    want = torch.empty_like(x)
+    for n in range(b):
+        q = torch.stack([_conv1x1(block.conv_query, x[n], i, j) for i, j in pos])
+        k = torch.stack([_conv1x1(block.conv_key, x[n], i, j) for i, j in pos])
+        v = torch.stack([_conv1x1(block.conv_value, x[n], i, j) for i, j in pos])
+        for a, (i, j) in enumerate(pos):
+            logit = torch.stack([q[a] @ k[bb] for bb in range(len(pos))]) / math.sqrt(4)
+            agg = torch.softmax(logit, 0) @ v
+            want[n, :, i, j] = x[n, :, i, j] + block.conv_out.weight[:, :, 0, 0] @ agg + block.conv_out.bias
+    torch.testing.assert_close(block(x), want, rtol=1e-9, atol=1e-9)
+
+
+def test_gc_block_matches_slow_loop():
+    block = _randomise(dnl.GlobalContext2d(8, reduction=2).double())
+    x = _x((2, 8, 3, 4))
+    want = torch.empty_like(x)
+    for n in range(2):
+        pos = [(i, j) for i in range(3) for j in range(4)]
+        m = torch.stack([_conv1x1(block.conv_mask, x[n], i, j)[0] for i, j in pos])
+        wu = torch.softmax(m, 0)
+        ctx = sum(wu[a] * x[n, :, i, j] for a, (i, j) in enumerate(pos))
+        t1 = block.transform[0].weight[:, :, 0, 0] @ ctx + block.transform[0].bias
+        ln = block.transform[1]
+        t1 = (t1 - t1.mean()) / torch.sqrt(t1.var(unbiased=False) + ln.eps) * ln.weight[:, 0, 0] + ln.bias[:, 0, 0]
+        t2 = block.transform[3].weight[:, :, 0, 0] @ torch.relu(t1) + block.transform[3].bias
+        want[n] = x[n] + t2[:, None, None]
+    torch.testing.assert_close(block(x), want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["nl", "dnl", "gc", "pairwise", "unary"])
+def test_fresh_blocks_are_identity(kind):
+    """Zero-initialised output projections: a new block passes its input through unchanged."""
+    x = _x((2, 8, 5, 3), dtype=torch.float32)
+    torch.testing.assert_close(dnl.make_block(kind, 8)(x), x, rtol=0, atol=0)
+
+
+def test_dnl_gamma_leaves_zero_under_training():
+    """gamma = 0 and W_out = 0 at start: the unary branch feeds W_out a gradient, after which gamma moves."""
+    torch.manual_seed(0)
+    block = dnl.DNL2d(8, temperature=0.5)
+    x, target = torch.randn(4, 8, 6, 6), torch.randn(4, 8, 6, 6)
+    opt = torch.optim.SGD(block.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(block(x), target).backward()
+        opt.step()
+    assert block.gamma.abs().item() > 1e-4
+    assert block.conv_query.weight.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# capture
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["nl", "dnl", "gc", "pairwise", "unary"])
+@pytest.mark.parametrize("shape", [(1, 8, 5, 7), (3, 8, 4, 4), (2, 8, 1, 9)])
+def test_capture_keeps_outputs_and_rows(kind, shape):
+    block = _randomise(dnl.make_block(kind, 8, temperature=0.2), std=0.4)
+    x = _x(shape, dtype=torch.float32)
+    plain = block(x)
+    with dnl.capture_attention(block) as full:
+        captured = block(x)
+    n = shape[2] * shape[3]
+    queries = [0, n - 1, n // 2]
+    with dnl.capture_attention(block, queries=queries) as rows:
+        captured_rows = block(x)
+    torch.testing.assert_close(captured, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(captured_rows, plain, rtol=0, atol=0)  # rows use the fast path unchanged
+    entry, part = full[""], rows[""]
+    assert entry["hw"] == shape[2:]
+    if "pairwise" in entry:
+        assert entry["pairwise"].shape == (shape[0], n, n)
+        torch.testing.assert_close(entry["pairwise"].sum(-1), torch.ones(shape[0], n))
+        assert part["pairwise"].shape == (shape[0], 3, n)
+        torch.testing.assert_close(part["pairwise"], entry["pairwise"][:, queries], rtol=1e-5, atol=1e-6)
+    if "unary" in entry:
+        assert entry["unary"].shape == (shape[0], n)
+        torch.testing.assert_close(entry["unary"].sum(-1), torch.ones(shape[0]))
+        torch.testing.assert_close(part["unary"], entry["unary"])
+    assert ("pairwise" in entry) == (kind in ("nl", "dnl", "pairwise"))
+    assert ("unary" in entry) == (kind != "pairwise")
+
+
+def test_nl_capture_terms_match_decomposition():
+    block = _randomise(dnl.NonLocal2d(8))
+    x = _x((2, 8, 4, 6), dtype=torch.float32)
+    with dnl.capture_attention(block) as maps:
+        block(x)
+    f = lambda conv: conv(x).flatten(2).transpose(1, 2)  # noqa: E731
+    pw, un = dnl.decompose_logits(f(block.conv_query), f(block.conv_key), block.scale)
+    torch.testing.assert_close(maps[""]["whitened"], torch.softmax(pw, -1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(maps[""]["unary"], torch.softmax(un, -1), rtol=1e-5, atol=1e-6)
+
+
+def test_capture_query_forms_agree_and_reject_bad_queries():
+    block = _randomise(dnl.DNL2d(8))
+    x = _x((1, 8, 4, 6), dtype=torch.float32)
+    with dnl.capture_attention(block, queries=[7, 20]) as flat:
+        block(x)
+    with dnl.capture_attention(block, queries=[(1, 1), (3, 2)]) as rc:
+        block(x)
+    torch.testing.assert_close(flat[""]["pairwise"], rc[""]["pairwise"], rtol=0, atol=0)
+    for bad in ([24], [-1], [(4, 0)], [(0, 6)], [[1, 2, 3]]):
+        with dnl.capture_attention(block, queries=bad):
+            with pytest.raises(ValueError):
+                block(x)
+    assert block._capture_sink is None  # the context manager cleans up after exceptions
+
+
+def test_capture_on_segnet_names_blocks_and_is_removed_afterwards():
+    net = dnl.SegNet(head="dnl").eval()
+    x = torch.rand(2, 3, 40, 56)
+    with dnl.capture_attention(net, queries=[3]) as maps:
+        y = net(x)
+    assert list(maps) == ["block"]
+    assert maps.only()["hw"] == (5, 7) and maps.only()["pairwise"].shape == (2, 1, 35)
+    torch.testing.assert_close(net(x), y, rtol=1e-5, atol=1e-6)
+    assert net.block._capture_sink is None
+    with pytest.raises(ValueError, match="no NonLocal2d"):
+        with dnl.capture_attention(dnl.SegNet(head="none")):
+            pass
+
+
+def test_temperature_scales_whitened_logits():
+    block = _randomise(dnl.DNL2d(8, temperature=0.1))
+    x = _x((1, 8, 5, 5), dtype=torch.float64)
+    block.double()
+
+    def logits():
+        with dnl.capture_attention(block) as m:
+            block(x)
+        return m[""]["pairwise"][0].log()  # log softmax = logits - logsumexp(row)
+
+    a = logits()
+    block.temperature = 0.4
+    b = logits()
+    # centred log-rows scale by T_old / T_new
+    ca, cb = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    torch.testing.assert_close(cb, ca * 0.25, rtol=1e-9, atol=1e-9)
+    for bad in (0, -1, float("nan"), float("inf"), 1e9, "hot"):
+        with pytest.raises(ValueError):
+            block.temperature = bad
+
+
+def test_blocks_reject_bad_inputs():
+    block = dnl.DNL2d(8)
+    with pytest.raises(ValueError, match="channels"):
+        block(torch.randn(1, 4, 3, 3))
+    with pytest.raises(ValueError, match="feature map"):
+        block(torch.randn(8, 3, 3))
+    with pytest.raises(ValueError):
+        dnl.make_block("transformer", 8)
+    with pytest.raises(ValueError):
+        dnl.DNL2d(8, pairwise=False, unary=False)
+    with pytest.raises(ValueError):
+        dnl.SegNetConfig(head="bogus")
+    with pytest.raises(ValueError):
+        dnl.SegNet(head="dnl")(torch.rand(1, 1, 32, 32))
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (45, 71), (8, 8)])
+def test_segnet_shapes(hw):
+    net = dnl.SegNet(head="nl", num_classes=5).eval()
+    assert net(torch.rand(1, 3, *hw)).shape == (1, 5, *hw)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics and statistics
+# --------------------------------------------------------------------------------------------------
+def test_confusion_and_miou_against_sklearn():
+    from sklearn.metrics import confusion_matrix as sk_conf, jaccard_score
+
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 5, size=500)
+    p = np.where(rng.random(500) < 0.6, t, rng.integers(0, 4, size=500))  # class 4 never predicted
+    conf = dnl.confusion_matrix(torch.from_numpy(p), torch.from_numpy(t), 6)  # class 5 absent everywhere
+    np.testing.assert_array_equal(conf.numpy(), sk_conf(t, p, labels=range(6)))
+    m, iou = dnl.miou(conf)
+    want = jaccard_score(t, p, labels=range(5), average=None)
+    np.testing.assert_allclose(iou[:5].numpy(), want, rtol=1e-12)
+    assert math.isnan(iou[5]) and m == pytest.approx(want.mean(), rel=1e-12)
+    with pytest.raises(ValueError):
+        dnl.confusion_matrix(torch.tensor([0, 7]), torch.tensor([0, 1]), 6)
+
+
+def test_boundary_map_against_scipy():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    m = np.zeros((2, 20, 23), dtype=np.uint8)
+    m[0, 3:9, 4:15] = 2
+    m[0, 12:18, 10:20] = 5
+    m[1] = rng.integers(0, 3, size=(20, 23)) * (rng.random((20, 23)) < 0.1)
+    for r in (1, 2):
+        got = dnl.boundary_map(torch.from_numpy(m), r).numpy()
+        size = (1, 2 * r + 1, 2 * r + 1)
+        want = ndimage.maximum_filter(m, size, mode="nearest") != ndimage.minimum_filter(m, size, mode="nearest")
+        np.testing.assert_array_equal(got.astype(bool), want)
+
+
+def test_within_region_share_loop_and_limits():
+    rng = np.random.default_rng(2)
+    masks = np.zeros((2, 16, 16), dtype=np.int64)
+    masks[0, 2:10, 3:9] = 3
+    masks[0, 11:15, 10:16] = 1
+    masks[1, 4:12, 4:12] = 2
+    hw, n = (4, 4), 16
+    attn = torch.from_numpy(rng.random((2, n, n)))
+    attn = attn / attn.sum(-1, keepdim=True)
+    got = dnl.within_region_share(attn, torch.from_numpy(masks), hw, num_labels=4)
+    # loop oracle: cells are 4x4 pixel blocks
+    shares, unif = [], []
+    for b in range(2):
+        frac = np.zeros((4, n))
+        for lab in range(4):
+            frac[lab] = (masks[b] == lab).reshape(4, 4, 4, 4).mean(axis=(1, 3)).reshape(-1)
+        for i in range(n):
+            lab = int(np.argmax(frac[:, i]))
+            if lab == 0:
+                continue
+            shares.append(float(attn[b, i].numpy() @ frac[lab]))
+            unif.append(frac[lab].mean())
+    assert got["n"] == len(shares)
+    assert got["share"] == pytest.approx(np.mean(shares), rel=1e-12)
+    assert got["uniform"] == pytest.approx(np.mean(unif), rel=1e-12)
+    # uniform attention: lift exactly 1; attention only on the query's own cell: share = own cell purity
+    flat = dnl.within_region_share(torch.full((2, n, n), 1 / n), torch.from_numpy(masks), hw)
+    assert flat["lift"] == pytest.approx(1.0, rel=1e-12)
+    eye = dnl.within_region_share(torch.eye(n).expand(2, n, n), torch.from_numpy(masks), hw, queries=None)
+    assert eye["share"] > got["share"] and eye["lift"] > 1
+    rows = dnl.within_region_share(attn[:, [5, 6]], torch.from_numpy(masks), hw, queries=[5, 6])
+    assert rows["n"] == 3  # cells 5, 6 are objects in image 0 (label 3); in image 1 only cell 5 is (label 2)
+
+
+def test_boundary_concentration_against_numpy():
+    masks = np.zeros((2, 16, 16), dtype=np.int64)
+    masks[0, 4:12, 4:12] = 1
+    masks[1, 0:8, :] = 2
+    rng = np.random.default_rng(3)
+    u = torch.from_numpy(rng.random((2, 16)))
+    u = u / u.sum(-1, keepdim=True)
+    got = dnl.boundary_concentration(u, torch.from_numpy(masks), (4, 4), radius=2)
+    bmap = dnl.boundary_map(torch.from_numpy(masks), 2).numpy()
+    b = bmap.reshape(2, 4, 4, 4, 4).mean(axis=(2, 4)).reshape(2, 16)
+    corr = np.mean([np.corrcoef(u[i].numpy(), b[i])[0, 1] for i in range(2)])
+    assert got["corr"] == pytest.approx(corr, rel=1e-10)
+    assert got["mass"] == pytest.approx(np.mean((u.numpy() * b).sum(-1)), rel=1e-12)
+    assert got["uniform"] == pytest.approx(b.mean(), rel=1e-12)
+    # a map that puts all mass on the most boundary-heavy cell has lift = max(b) / mean(b)
+    peak = torch.zeros(2, 16, dtype=torch.float64)
+    peak[torch.arange(2), torch.from_numpy(b.argmax(-1))] = 1
+    assert dnl.boundary_concentration(peak, torch.from_numpy(masks), (4, 4))["mass"] == pytest.approx(b.max(-1).mean())
+
+
+def test_query_index():
+    assert dnl.query_index(0, 0, (64, 64), (8, 8)) == 0
+    assert dnl.query_index(63, 63, (64, 64), (8, 8)) == 63
+    assert dnl.query_index(17, 40, (64, 64), (8, 8)) == 2 * 8 + 5
+    with pytest.raises(ValueError):
+        dnl.query_index(64, 0, (64, 64), (8, 8))
