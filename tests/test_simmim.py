@@ -26,7 +26,7 @@ class TinyEncoder(nn.Module):
     def __init__(self, patch=4, stride=16, dim=8, mask_token=True):
         super().__init__()
         self.patch_size, self.encoder_stride, self.num_features, self.in_chans = patch, stride, dim, 3
-        self.num_layers = 2
+        self.num_layers = 4  # ids: patch 0, blocks 1-2, the rest (norm, head) 3
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)
         self.mask_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02) if mask_token else None
         self.blocks = nn.ModuleList([nn.Conv2d(dim, dim, 3, padding=1), nn.Conv2d(dim, dim, 2, 2)])
@@ -50,7 +50,7 @@ class TinyEncoder(nn.Module):
             return 0
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
-        return self.num_layers + 1 if name.startswith("head") else self.num_layers
+        return self.num_layers - 1
 
     def no_weight_decay(self):
         return {"cpb_mlp"}
@@ -307,7 +307,7 @@ def test_simmim_forward_is_masked_loss_of_prediction():
     rec = model.predict(x, mask)
     assert rec.shape == x.shape
     want = sm.masked_loss(x, rec, sm.upsample_mask(mask, 4), "l1")
-    assert float(model(x, mask)) == pytest.approx(float(want), rel=1e-6)
+    assert float(model(x, mask).detach()) == pytest.approx(float(want.detach()), rel=1e-6)
     with pytest.raises(ValueError):
         model(x, mask[:, :4])
     keys = {k for k in model.state_dict() if k.startswith("decoder")}
@@ -434,3 +434,64 @@ def test_reconstruct_bad_inputs():
         sm.reconstruct(model, np.zeros((36, 36, 3), dtype=np.uint8), np.zeros((9, 9)))
     with pytest.raises(ValueError):
         sm.reconstruct(model, img, mask * 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the real laptop backbones
+# ----------------------------------------------------------------------------------------------------------
+BACKBONES = [("swinv2_lite_window4_64", 32, 4, "layers"), ("vit_lite_patch8_64", 8, 8, "blocks")]
+
+
+@pytest.mark.parametrize("name,stride,patch,first", BACKBONES)
+def test_real_backbone_mask_token_only_affects_masked_tokens(name, stride, patch, first):
+    torch.manual_seed(0)
+    model = sm.build_simmim(name)
+    assert model.encoder_stride == stride and model.patch_size == patch
+    x = torch.randn(2, 3, 64, 64)
+    mask = sm.MaskGenerator(64, 16, patch, 0.5).batch(2, seed=0).float()
+    seen = []
+    hook = getattr(model.encoder, first)[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    model.eval()
+    with torch.no_grad():
+        rec = model.predict(x, mask)
+        model.encoder.mask_token.add_(0.5)
+        model.predict(x, mask)
+    hook.remove()
+    assert rec.shape == x.shape
+    diff = (seen[1] - seen[0]).abs().sum(-1)  # (B, L) or (B, 1 + L) with the class token first
+    if diff.shape[1] == mask[0].numel() + 1:
+        assert torch.all(diff[:, 0] == 0)
+        diff = diff[:, 1:]
+    m = mask.flatten(1).bool()
+    assert torch.all(diff[~m] == 0) and torch.all(diff[m] > 0)
+    # the blended value at a masked token is the mask token itself (plus any position embedding)
+    assert torch.allclose((seen[1] - seen[0])[:, -m.shape[1]:][m], torch.full_like(
+        (seen[1] - seen[0])[:, -m.shape[1]:][m], 0.5), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [b[0] for b in BACKBONES])
+def test_real_backbone_official_round_trip_and_finetune_load(name):
+    torch.manual_seed(0)
+    model = sm.build_simmim(name)
+    off = sm.to_official_state_dict(model, rpe_mlp=True)
+    if name.startswith("swin"):
+        assert any(".rpe_mlp." in k for k in off["model"])
+    off["model"] = {k: v for k, v in off["model"].items() if k.rsplit(".", 1)[-1] not in sm.BUFFER_SUFFIXES}
+    torch.manual_seed(1)
+    fresh = sm.build_simmim(name)
+    sm.load_official(fresh, off)
+    x = torch.randn(1, 3, 64, 64)
+    mask = sm.MaskGenerator(64, 16, model.patch_size, 0.6).batch(1, seed=3).float()
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, mask), fresh(x, mask))
+    clf = sm.create_encoder(name, num_classes=10)
+    missing = sm.load_encoder_for_finetune(clf, off)
+    clf.eval()
+    assert missing and all(k.startswith("head") for k in missing)
+    with torch.no_grad():
+        assert torch.allclose(clf.forward_features(x), model.encoder.forward_features(x), atol=1e-6)
+    groups = sm.layer_decay_param_groups(clf, 0.05, 0.75)
+    scales = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    assert scales["head.weight"] == 1.0
+    assert scales["patch_embed.proj.weight"] == pytest.approx(0.75 ** (clf.num_layers - 1))

@@ -366,13 +366,10 @@ def build_simmim(name: str = "swinv2_lite_window4_64", cfg: SimMIMConfig | None 
 
 
 def create_encoder(name: str, **overrides) -> nn.Module:
-    if name.startswith("vit"):
-        from workbench import vit as backbone
-    else:
-        from workbench import swin_v2 as backbone
-    if name not in backbone.MODEL_CONFIGS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(backbone.MODEL_CONFIGS)}")
-    return backbone.create_model(name, **overrides)
+    """A backbone by name (``workbench.swin_v2.create_model`` also builds the ``vit_*`` names)."""
+    from workbench import swin_v2
+
+    return swin_v2.create_model(name, **overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -457,9 +454,14 @@ def load_encoder_for_finetune(classifier: nn.Module, sd: dict[str, Any]) -> list
 
 def layer_decay_param_groups(model: nn.Module, weight_decay: float, layer_decay: float,
                              skip: set[str] | tuple = ()) -> list[dict]:
-    """Parameter groups with ``lr_scale = decay ** (num_layers + 1 - layer_id)`` and no weight decay for
-    1-D parameters, biases and the model's ``no_weight_decay`` names / keywords."""
-    num_layers = int(model.num_layers)
+    """Parameter groups with ``lr_scale = decay ** (max_id - layer_id)`` and no weight decay for 1-D
+    parameters, biases and the model's ``no_weight_decay`` names / keywords.
+
+    The backbones number layers ``0 .. num_layers - 1`` (patch embedding 0, one id per block, the head and
+    final norm ``num_layers - 1``), so ``max_id = num_layers - 1``; with the official ``num_layers`` =
+    sum(depths) this is the official ``decay ** (num_layers + 1 - layer_id)``.
+    """
+    max_id = int(model.num_layers) - 1
     nwd = set(skip)
     if hasattr(model, "no_weight_decay"):
         nwd |= set(model.no_weight_decay())
@@ -472,7 +474,7 @@ def layer_decay_param_groups(model: nn.Module, weight_decay: float, layer_decay:
         key = (lid, no_decay)
         if key not in groups:
             groups[key] = {"params": [], "names": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                           "lr_scale": layer_decay ** (num_layers + 1 - lid)}
+                           "lr_scale": layer_decay ** (max_id - lid)}
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
     return [groups[k] for k in sorted(groups)]
