@@ -1,0 +1,318 @@
+"""Tests of workbench.icar: cosine classifier, text meta-network, descriptions, contrastive loss, tokenizer."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench import icar
+from workbench.data import shapes
+
+torch.set_num_threads(1)
+
+CLASSES = [icar.ClassText(n, shapes.CLASS_DESCRIPTIONS[n]) for n in shapes.CLASSES]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return shapes.generate(shapes.ShapesConfig(n=64, size=32, seed=3))
+
+
+@pytest.fixture(scope="module")
+def tok(data):
+    return icar.WordTokenizer.build(data.captions + icar.class_texts(CLASSES) + ["blob a thing"])
+
+
+def make_model(tok, method="icar", **kw):
+    torch.manual_seed(0)
+    m = icar.ICARModel(icar.ICARConfig(method=method, vocab_size=len(tok), num_classes=10, **kw))
+    return m.eval()
+
+
+def images_of(data, n=8):
+    return torch.tensor(data.images[:n]).permute(0, 3, 1, 2).float() / 255
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+
+def test_tokenizer_round_trip_on_all_texts(data, tok):
+    for t in data.captions + icar.class_texts(CLASSES):
+        ids = tok.encode(t)
+        assert ids[0] == icar.BOS and ids[-1] == icar.EOS and icar.UNK not in ids
+        assert tok.decode(ids) == t.lower()
+        assert tok.encode(tok.decode(ids)) == ids
+    # the padded batch decodes to the same texts
+    batch = tok.batch(data.captions[:5], 24)
+    assert [tok.decode(r) for r in batch] == [c.lower() for c in data.captions[:5]]
+
+
+def test_tokenizer_truncation_unknown_words_and_vocab_checks(tok):
+    long = " ".join(["circle"] * 50)
+    ids = tok.encode(long, context_length=10)
+    assert len(ids) == 10 and ids[-1] == icar.EOS
+    assert tok.decode(ids) == " ".join(["circle"] * 8)  # documented: first context_length - 2 words
+    assert tok.is_truncated(long, 10) and not tok.is_truncated("circle", 10)
+    assert tok.encode("zorblax circle")[1] == icar.UNK
+    assert tok.unknown_words("Zorblax circle") == ["zorblax"]
+    with pytest.raises(ValueError, match="special tokens"):
+        icar.WordTokenizer(["a", "b"])
+    with pytest.raises(ValueError, match="at least 3"):
+        tok.encode("circle", context_length=2)
+    with pytest.raises(ValueError, match="string"):
+        tok.encode(3)
+
+
+# ----------------------------------------------------------------------------------------- class tables
+
+def test_parse_classes_errors_and_blank_rows():
+    classes, notes = icar.parse_classes([("star", "five points"), ("", ""), ["ring", None]])
+    assert classes == [icar.ClassText("star", "five points"), icar.ClassText("ring", "")]
+    assert notes == ["ignored 1 empty row"]
+    with pytest.raises(ValueError, match="empty"):
+        icar.parse_classes([])
+    with pytest.raises(ValueError, match="empty"):
+        icar.parse_classes([("", ""), (" ", " ")])
+    with pytest.raises(ValueError, match="duplicate class name 'Star'"):
+        icar.parse_classes([("star", "a"), ("Star", "b")])
+    with pytest.raises(ValueError, match="ASCII"):
+        icar.parse_classes([("étoile", "five points")])
+    with pytest.raises(ValueError, match="ASCII"):
+        icar.parse_classes([("star", "five points \u2605")])
+    with pytest.raises(ValueError, match="at most 300"):
+        icar.parse_classes([("star", "x" * 301)])
+    with pytest.raises(ValueError, match="no class name"):
+        icar.parse_classes([("", "a thing")])
+    with pytest.raises(ValueError, match="no words"):
+        icar.parse_classes([("!!", "")])
+
+
+def test_parse_classes_accepts_a_dataframe():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"name": ["star", "ring", ""], "description": ["five points", "a hole", ""]})
+    classes, notes = icar.parse_classes(df)
+    assert [c.name for c in classes] == ["star", "ring"] and notes
+
+
+def test_class_text_with_and_without_description():
+    c = icar.ClassText("star", "a shape with five sharp points")
+    assert icar.class_text(c) == "star: a shape with five sharp points"
+    assert icar.class_text(c, use_description=False) == "star"
+    assert icar.class_text(icar.ClassText("star")) == "star"
+
+
+# ---------------------------------------------------------------------------- cosine classifier, losses
+
+def test_cosine_logits_match_float64_loop_and_are_bounded_by_tau():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(7, 5, generator=g) * 10
+    w = torch.randn(4, 5, generator=g) * 0.1
+    tau = 13.0
+    z = icar.cosine_logits(f, w, tau)
+    assert z.abs().max() <= tau * (1 + 1e-6)
+    f64, w64 = f.double(), w.double()
+    for i in range(7):
+        for c in range(4):
+            ref = tau * float(f64[i] @ w64[c]) / math.sqrt(float(f64[i] @ f64[i]) * float(w64[c] @ w64[c]))
+            assert abs(float(z[i, c]) - ref) < 1e-4
+    # parallel weight -> exactly +tau; antiparallel -> -tau
+    z2 = icar.cosine_logits(f[:1], torch.cat([3 * f[:1], -f[:1]]), tau)
+    assert torch.allclose(z2, torch.tensor([[tau, -tau]]), atol=1e-4)
+    with pytest.raises(ValueError, match="expected"):
+        icar.cosine_logits(f, torch.randn(4, 6), tau)
+
+
+def test_temperature_learnable_fixed_and_clamped():
+    t = icar.Temperature(10.0, learnable=True, max_value=100.0)
+    assert isinstance(t.log_tau, torch.nn.Parameter) and abs(float(t().detach()) - 10.0) < 1e-5
+    with torch.no_grad():
+        t.log_tau.fill_(math.log(1e4))
+    assert abs(float(t().detach()) - 100.0) < 1e-3
+    fixed = icar.Temperature(5.0, learnable=False)
+    assert not list(fixed.parameters()) and abs(float(fixed()) - 5.0) < 1e-5
+    with pytest.raises(ValueError):
+        icar.Temperature(0.0)
+
+
+def _contrastive_reference(img, txt, tau, text_ids):
+    """float64 loops: mean over rows of -sum_j T_ij log softmax, both directions, averaged."""
+    img = img.double() / img.double().norm(dim=1, keepdim=True)
+    txt = txt.double() / txt.double().norm(dim=1, keepdim=True)
+    n = img.shape[0]
+    s = [[tau * float(img[i] @ txt[j]) for j in range(n)] for i in range(n)]
+    pos = [[1.0 if text_ids[i] == text_ids[j] else 0.0 for j in range(n)] for i in range(n)]
+    total = 0.0
+    for direction in (0, 1):
+        for i in range(n):
+            row = [s[i][j] if direction == 0 else s[j][i] for j in range(n)]
+            lse = math.log(sum(math.exp(v) for v in row))
+            npos = sum(pos[i])
+            total -= sum(pos[i][j] / npos * (row[j] - lse) for j in range(n)) / n
+    return total / 2
+
+
+def test_contrastive_loss_equals_float64_reference():
+    g = torch.Generator().manual_seed(1)
+    img, txt = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    got = icar.contrastive_loss(img, txt, 7.0)
+    assert abs(float(got) - _contrastive_reference(img, txt, 7.0, list(range(6)))) < 1e-5
+    # unique text ids give exactly the plain CLIP loss; duplicates become shared positives
+    same = icar.contrastive_loss(img, txt, 7.0, torch.arange(6))
+    assert abs(float(same) - float(got)) < 1e-6
+    ids = [0, 1, 0, 2, 1, 3]
+    dup = icar.contrastive_loss(img, txt, 7.0, torch.tensor(ids))
+    assert abs(float(dup) - _contrastive_reference(img, txt, 7.0, ids)) < 1e-5
+    with pytest.raises(ValueError, match="one shape"):
+        icar.contrastive_loss(img, txt[:5], 7.0)
+
+
+def test_prototype_accuracy_matches_slow_loop():
+    g = torch.Generator().manual_seed(2)
+    sup, sl = torch.randn(12, 4, generator=g), torch.tensor([0, 0, 0, 0, 3, 3, 3, 3, 5, 5, 5, 5])
+    q = torch.randn(20, 4, generator=g)
+    ql = torch.tensor([0, 3, 5])[torch.randint(0, 3, (20,), generator=g)]
+    got = icar.prototype_accuracy(sup, sl, q, ql)
+    sup64, q64 = sup.double(), q.double()
+    protos = {}
+    for c in (0, 3, 5):
+        rows = [sup64[i] / sup64[i].norm() for i in range(12) if sl[i] == c]
+        protos[c] = sum(rows) / len(rows)
+    correct = 0
+    for i in range(20):
+        cos = {c: float(q64[i] @ p) / float(q64[i].norm() * p.norm()) for c, p in protos.items()}
+        correct += max(cos, key=cos.get) == int(ql[i])
+    assert abs(got - correct / 20) < 1e-9
+
+
+# ----------------------------------------------------------------------------------- the text encoder
+
+def test_text_embedding_does_not_depend_on_padding_or_batch(tok):
+    m = make_model(tok)
+    texts = ["star: a shape with five sharp points", "circle", "a large red cross on a noisy background"]
+    together = m.encode_text(tok.batch(texts, 24))
+    for i, t in enumerate(texts):
+        alone = m.encode_text(tok.batch([t], len(tok.encode(t))))  # no padding at all
+        assert torch.allclose(together[i], alone[0], atol=1e-5)
+
+
+def test_class_weights_change_when_only_the_description_changes(tok):
+    m = make_model(tok)
+    cache = icar.ClassWeightCache(m, tok)
+    a = [icar.ClassText("star", "a shape with five sharp points"), icar.ClassText("circle", "a round shape")]
+    b = [icar.ClassText("star", "a shape with six equal sides"), icar.ClassText("circle", "a round shape")]
+    wa = cache.weights(icar.class_texts(a))
+    wb = cache.weights(icar.class_texts(b))
+    assert (wa[0] - wb[0]).norm() > 1e-3  # the edited class moves
+    assert torch.equal(wa[1], wb[1])  # the untouched class does not
+    # names only: the description is ignored
+    na, nb = cache.weights(icar.class_texts(a, False)), cache.weights(icar.class_texts(b, False))
+    assert torch.equal(na, nb)
+    x = images_of(tok_data := shapes.generate(shapes.ShapesConfig(n=4, size=32, seed=1)), 4)
+    pa, pb = icar.predict_proba(m, tok, x, a), icar.predict_proba(m, tok, x, b)
+    assert (pa - pb).abs().max() > 1e-6
+    assert torch.allclose(icar.predict_proba(m, tok, x, a, use_descriptions=False),
+                          icar.predict_proba(m, tok, x, b, use_descriptions=False))
+    del tok_data
+
+
+def test_cache_encodes_only_new_texts_and_refreshes_after_training(tok):
+    m = make_model(tok)
+    cache = icar.ClassWeightCache(m, tok)
+    texts = icar.class_texts(CLASSES)
+    w1 = cache.weights(texts)
+    direct = F.normalize(m.encode_text(tok.batch(texts, 24)), dim=-1)
+    assert torch.allclose(w1, direct, atol=1e-6)
+    assert (cache.hits, cache.misses) == (0, 10)
+    cache.weights(texts[:3] + ["blob: a thing"])
+    assert (cache.hits, cache.misses) == (3, 11)
+    # one optimizer step on the text encoder invalidates the cache
+    opt = torch.optim.SGD(m.text.parameters(), lr=0.5)
+    m.encode_text(tok.batch(texts, 24)).pow(2).sum().backward()
+    opt.step()
+    w2 = cache.weights(texts)
+    fresh = F.normalize(m.encode_text(tok.batch(texts, 24)), dim=-1)
+    assert torch.allclose(w2, fresh, atol=1e-6) and not torch.allclose(w1, w2, atol=1e-4)
+
+
+def test_zero_shot_class_added_at_inference_time(data, tok):
+    m = make_model(tok)
+    x = images_of(data, 6)
+    p10 = icar.predict_proba(m, tok, x, CLASSES)
+    p11 = icar.predict_proba(m, tok, x, CLASSES + [icar.ClassText("blob", "a thing")])
+    assert p10.shape == (6, 10) and p11.shape == (6, 11)
+    assert torch.allclose(p11.sum(1), torch.ones(6), atol=1e-5)
+    # softmax over a longer list keeps the ratios among the old classes (no retraining, no re-fit)
+    assert torch.allclose(p11[:, :10] / p11[:, :10].sum(1, keepdim=True), p10, atol=1e-5)
+    # the new class's logit is tau * cos(image embedding, text embedding of its text): check the log-ratio
+    z = F.normalize(m.encode_image(x), dim=-1).double()
+    w = F.normalize(m.encode_text(tok.batch([icar.class_text(CLASSES[0]), "blob: a thing"], 24)), dim=-1).double()
+    tau = float(m.tau_cls().detach())
+    ref = tau * (z @ w[1] - z @ w[0])
+    assert torch.allclose(torch.log(p11[:, 10] / p11[:, 0]).double(), ref, atol=1e-4)
+
+
+def test_methods_build_the_documented_parts(tok, data):
+    x, y = images_of(data, 8), torch.tensor(data.labels[:8])
+    cap = tok.batch(data.captions[:8], 24)
+    uid = torch.arange(8)
+    cid = tok.batch(icar.class_texts(CLASSES), 24)
+    for name, spec in icar.METHODS.items():
+        m = make_model(tok, name).train()
+        assert hasattr(m, "text") == (spec.head == "text" or spec.align)
+        assert hasattr(m, "cls_proj") == (not spec.shared_projection)
+        loss, logs = m.loss(x, y, cap, uid, cid)
+        assert torch.isfinite(loss)
+        assert ("align" in logs) == spec.align and ("cls" in logs) == (spec.head is not None)
+        # the loss is the sum of its logged parts
+        assert abs(float(loss) - logs.get("cls", 0.0) - logs.get("align", 0.0)) < 1e-5
+        loss.backward()
+        if spec.head == "text":  # class weights come from the text encoder: classification trains it
+            m.zero_grad()
+            l_cls = F.cross_entropy(m.classify(x, cid), y)
+            l_cls.backward()
+            assert m.text.token.weight.grad.abs().sum() > 0
+    # images of held-out classes (label -1) take no part in classification
+    m = make_model(tok, "cosine")
+    loss, logs = m.loss(x, torch.full((8,), -1), cap, uid, cid)
+    assert float(loss) == 0.0 and logs == {}
+
+
+def test_bad_inputs_raise_clear_errors(tok):
+    with pytest.raises(ValueError, match="unknown method"):
+        icar.ICARModel(icar.ICARConfig(method="nope", vocab_size=len(tok)))
+    with pytest.raises(ValueError, match="num_classes"):
+        icar.ICARModel(icar.ICARConfig(method="linear"))
+    with pytest.raises(ValueError, match="vocabulary"):
+        icar.ICARModel(icar.ICARConfig(method="icar"))
+    with pytest.raises(ValueError, match="image_encoder"):
+        icar.ICARModel(icar.ICARConfig(method="icar", vocab_size=len(tok), image_encoder="vgg"))
+    m = make_model(tok)
+    with pytest.raises(ValueError, match="NaN"):
+        m.features(torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        m.features(torch.rand(3, 32, 32))
+    with pytest.raises(ValueError, match="context"):
+        m.encode_text(torch.ones(1, 40, dtype=torch.long))
+    lin = make_model(tok, "linear")
+    with pytest.raises(ValueError, match="no text encoder"):
+        icar.predict_proba(lin, tok, torch.rand(1, 3, 32, 32), CLASSES)
+    with pytest.raises(ValueError, match="empty"):
+        icar.predict_proba(m, tok, torch.rand(1, 3, 32, 32), [])
+
+
+def test_retrieve_captions_ranks_by_cosine(tok, data):
+    m = make_model(tok)
+    x = images_of(data, 3)
+    caps = list(dict.fromkeys(data.captions))[:12]
+    scores, idx = icar.retrieve_captions(m, tok, x, caps, k=4)
+    z = F.normalize(m.encode_image(x), dim=-1).double()
+    t = F.normalize(m.encode_text(tok.batch(caps, 24)), dim=-1).double()
+    full = (z @ t.t()).detach().numpy()
+    for i in range(3):
+        order = np.argsort(-full[i])[:4]
+        assert list(idx[i].numpy()) == list(order)
+        assert np.allclose(scores[i].numpy(), full[i][order], atol=1e-5)
+    with pytest.raises(ValueError, match="no captions"):
+        icar.retrieve_captions(m, tok, x, [])
