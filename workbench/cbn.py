@@ -1,0 +1,699 @@
+"""Cross-Iteration Batch Normalization (Yao, Cao, Zheng, Huang, Lin — "Cross-Iteration Batch
+Normalization", CVPR 2021).
+
+Batch normalization estimates per-channel statistics from the current mini-batch only; with a few
+images per iteration the estimates are noisy and the network degrades. CBN pools the statistics of the
+last ``k`` iterations. The past statistics were produced by older weights, so each is first moved to
+the current weights with a first-order Taylor step. For a BN input ``x = conv(u, W) (+ b)`` of
+channel ``c``:
+
+    μ_t      = E[x],  ν_t = E[x²]                              (over N, H, W of iteration t)
+    μ_{t-τ}(W_t) ≈ μ_{t-τ} + ρ ⟨∂μ_{t-τ}/∂W_{t-τ}, W_t − W_{t-τ}⟩                    (compensation)
+    ν_{t-τ}(W_t) ≈ ν_{t-τ} + ρ ⟨∂ν_{t-τ}/∂W_{t-τ}, W_t − W_{t-τ}⟩
+    μ̄_t = (1/n_t) Σ_τ μ_{t-τ}(W_t),   ν̄_t = (1/n_t) Σ_τ ν_{t-τ}(W_t),   σ̄²_t = ν̄_t − μ̄_t²
+    y = γ (x − μ̄_t) / sqrt(σ̄²_t + ε) + β
+
+where τ runs over the current iteration and the ``window − 1`` stored ones, and a past entry whose
+compensated ν is below its compensated μ² (an impossible pair) is left out; ``n_t`` counts the entries
+kept. The current iteration's statistics keep their gradient; past ones (and the weights used in the
+compensation) are detached, as in the official code. ``ρ = 0`` is the naive window without
+compensation (the darknet "CmBN" baseline of the paper).
+
+The statistics gradients are channel-diagonal (channel ``c`` depends only on filter ``W_c``), so they
+have closed forms, with ``p`` the input patch a conv output position sees (``F.unfold``):
+
+    ∂μ_c/∂W_c = E[p],        ∂ν_c/∂W_c = 2 E[x_c p]
+
+:class:`ConvCBN` evaluates them without an autograd graph (``E[x_c p]`` is the conv weight-gradient
+kernel with ``2x/n`` as the output gradient; ``E[p]`` the same kernel on the batch-summed input).
+:class:`CrossIterationBatchNorm2d` keeps the official call ``forward(x, weight)`` and obtains them by
+autograd, like the official layer.
+
+Differences from the official layer: the window lives in fixed-size registered buffers (saved in
+``state_dict``, moved by ``.to()``, restored on resume), statistics are accumulated in float32 (AMP
+safe), any device works, and ``convert_to_cbn`` rewrites the conv→BN pairs of an existing network.
+
+Distributed training: statistics stay per-process (no all-reduce), as in the paper's per-GPU setting;
+each process keeps its own window.
+
+Non-finite input: the plain BatchNorm path (window 1 or burn-in not reached) propagates NaN/Inf
+exactly like ``nn.BatchNorm2d``; the windowed path raises ``ValueError`` before touching the window,
+because a stored NaN would poison the next ``window − 1`` iterations.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "CBNConfig",
+    "ConvGeometry",
+    "CrossIterationBatchNorm2d",
+    "ConvCBN",
+    "convert_to_cbn",
+    "cbn_layers",
+    "batch_stats",
+    "stat_grads",
+    "stat_grads_unfold",
+    "stat_grads_autograd",
+    "compensate",
+    "record_summary",
+    "SmallResNet",
+    "make_model",
+    "DiagnosticConfig",
+    "diagnostic_run",
+    "NORMS",
+]
+
+_WINDOW_MAX = 64
+
+
+# --------------------------------------------------------------------------------------------------
+# statistics and their gradients
+# --------------------------------------------------------------------------------------------------
+def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(μ, ν) = (E[x], E[x²])`` over (N, H, W), in float32 (float64 for float64 input),
+    differentiable."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    var, mu = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
+    return mu, var + mu * mu
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """What the closed-form gradients need to know about a ``Conv2d``."""
+
+    weight_shape: tuple[int, int, int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> "ConvGeometry":
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"expected an nn.Conv2d, got {type(conv).__name__}")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"CBN's closed-form gradients need padding_mode='zeros', got {conv.padding_mode!r}")
+        if isinstance(conv.padding, str):
+            if conv.padding != "valid":
+                raise ValueError("CBN's closed-form gradients need numeric conv padding (not 'same')")
+            padding = (0, 0)
+        else:
+            padding = tuple(conv.padding)
+        return cls(tuple(conv.weight.shape), tuple(conv.stride), padding, tuple(conv.dilation), conv.groups)
+
+
+def _out_positions(inp: torch.Tensor, g: ConvGeometry) -> tuple[int, int]:
+    kh, kw = g.weight_shape[2:]
+    ho = (inp.shape[2] + 2 * g.padding[0] - g.dilation[0] * (kh - 1) - 1) // g.stride[0] + 1
+    wo = (inp.shape[3] + 2 * g.padding[1] - g.dilation[1] * (kw - 1) - 1) // g.stride[1] + 1
+    return ho, wo
+
+
+def stat_grads(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form ``(∂μ/∂W, ∂ν/∂W)`` for ``out = conv(inp, W) (+ b)``, each ``(C_out, C_in/g·kh·kw)``.
+
+    Row ``c`` holds ``∂μ_c/∂W_c = E[p]`` and ``∂ν_c/∂W_c = 2 E[x_c p]`` (the other rows of the full
+    Jacobian are zero). No autograd graph is built; the result is float32 (float64 for float64 input).
+    """
+    cout, cpg, kh, kw = geom.weight_shape
+    gr = geom.groups
+    dt = torch.promote_types(torch.promote_types(inp.dtype, out.dtype), torch.float32)
+    with torch.no_grad(), torch.autocast(inp.device.type, enabled=False):
+        u = inp.detach().to(dt)
+        y = out.detach().to(dt)
+        n = y.shape[0] * y.shape[2] * y.shape[3]
+        dnu = torch.nn.grad.conv2d_weight(u, geom.weight_shape, y * (2.0 / n), geom.stride, geom.padding,
+                                          geom.dilation, gr)
+        ho, wo = y.shape[2], y.shape[3]
+        ones = torch.full((1, gr, ho, wo), 1.0 / n, device=u.device, dtype=u.dtype)
+        dmu = torch.nn.grad.conv2d_weight(u.sum(0, keepdim=True), (gr, cpg, kh, kw), ones, geom.stride,
+                                          geom.padding, geom.dilation, gr)
+        dmu = dmu.reshape(gr, -1).repeat_interleave(cout // gr, dim=0)
+    return dmu, dnu.reshape(cout, -1)
+
+
+def stat_grads_unfold(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same closed form written literally with ``F.unfold`` patches (reference, memory hungry)."""
+    cout, cpg, kh, kw = geom.weight_shape
+    gr = geom.groups
+    with torch.no_grad():
+        dt = torch.promote_types(inp.dtype, torch.float32)
+        p = F.unfold(inp.detach().to(dt), (kh, kw), geom.dilation, geom.padding, geom.stride)  # (N, Cin·k, L)
+        nb, _, L = p.shape
+        p = p.reshape(nb, gr, cpg * kh * kw, L)
+        y = out.detach().to(dt).reshape(nb, gr, cout // gr, L)
+        n = nb * L
+        dmu = p.mean(dim=(0, 3)).repeat_interleave(cout // gr, dim=0)
+        dnu = 2.0 * torch.einsum("ngol,ngkl->gok", y, p).reshape(cout, -1) / n
+    return dmu, dnu
+
+
+def stat_grads_autograd(mu: torch.Tensor, nu: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(∂μ/∂W, ∂ν/∂W)`` by autograd, as the official layer does (channel-diagonal, so the gradient of
+    ``Σ_c μ_c`` gives every row at once)."""
+    if not (torch.is_grad_enabled() and mu.requires_grad and weight.requires_grad):
+        raise ValueError("CrossIterationBatchNorm2d.forward(x, weight) in training mode needs x computed from "
+                         "weight with autograd enabled (or use ConvCBN, whose gradients are closed-form)")
+    try:
+        (dmu,) = torch.autograd.grad(mu.sum(), weight, retain_graph=True)
+        (dnu,) = torch.autograd.grad(nu.sum(), weight, retain_graph=True)
+    except RuntimeError as e:  # weight not in x's graph
+        raise ValueError(f"the weight passed to CrossIterationBatchNorm2d is not the one that produced x: {e}") from e
+    c = weight.shape[0]
+    dt = torch.promote_types(dmu.dtype, torch.float32)
+    return dmu.detach().to(dt).reshape(c, -1), dnu.detach().to(dt).reshape(c, -1)
+
+
+def compensate(stat: torch.Tensor, dstat: torch.Tensor, w_now: torch.Tensor, w_then: torch.Tensor,
+               rho: float = 1.0) -> torch.Tensor:
+    """First-order Taylor move of past statistics to today's weights:
+    ``stat + ρ ⟨dstat, W_now − W_then⟩`` per channel. Shapes ``(..., C)``, ``(..., C, K)``, ``(C, K)``,
+    ``(..., C, K)``."""
+    return stat + rho * ((w_now - w_then) * dstat).sum(-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# the layer
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class CBNConfig:
+    """The hyper-parameters of a CBN layer (``window`` counts the current iteration)."""
+
+    window: int = 4
+    rho: float = 1.0
+    burnin: int = 0
+    eps: float = 1e-5
+    momentum: float | None = 0.1
+    affine: bool = True
+
+    def validate(self) -> "CBNConfig":
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or not 1 <= self.window <= _WINDOW_MAX:
+            raise ValueError(f"window must be an integer in [1, {_WINDOW_MAX}] (current iteration included), got {self.window!r}")
+        if not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho) or not 0.0 <= self.rho <= 4.0:
+            raise ValueError(f"rho must be a finite number in [0, 4] (1 = full compensation, 0 = naive window), got {self.rho!r}")
+        if isinstance(self.burnin, bool) or not isinstance(self.burnin, int) or self.burnin < 0:
+            raise ValueError(f"burnin must be a non-negative integer (iterations of plain BN), got {self.burnin!r}")
+        if not isinstance(self.eps, (int, float)) or not self.eps > 0:
+            raise ValueError(f"eps must be positive, got {self.eps!r}")
+        if self.momentum is not None and not (isinstance(self.momentum, (int, float)) and 0.0 < self.momentum <= 1.0):
+            raise ValueError(f"momentum must be in (0, 1] or None, got {self.momentum!r}")
+        return self
+
+
+_WINDOW_KEYS = ("past_dmean", "past_dsqmean", "past_weight")
+
+
+class CrossIterationBatchNorm2d(nn.Module):
+    """Batch normalization over the current and ``window − 1`` past iterations (see module docstring).
+
+    ``forward(x, weight)``: ``x`` (N, C, H, W) is the BN input and ``weight`` the weight of the conv
+    that produced it (the official call). In training mode the statistics gradients come from autograd,
+    so ``x`` must be computed from ``weight`` with autograd on. In eval mode ``weight`` is ignored and
+    the running statistics are used, exactly like ``nn.BatchNorm2d``.
+
+    State: ``weight``, ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked`` (the same
+    keys as ``nn.BatchNorm2d``) plus the window: ``past_mean``/``past_sqmean`` (window−1, C),
+    ``past_dmean``/``past_dsqmean``/``past_weight`` (window−1, C, K) and ``past_filled``/``past_head``.
+    ``K`` (the conv's fan-in) is learnt at the first windowed step unless ``weight_shape`` is given.
+    """
+
+    def __init__(self, num_features: int, window: int = 4, rho: float = 1.0, burnin: int = 0, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True, *, weight_shape: tuple[int, ...] | None = None):
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
+        self.cfg = CBNConfig(window, rho, burnin, eps, momentum, affine).validate()
+        self.num_features = num_features
+        self.window, self.rho, self.burnin = window, float(rho), burnin
+        self.eps, self.momentum, self.affine = float(eps), momentum, affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        m = window - 1
+        k = 0
+        if weight_shape is not None:
+            if weight_shape[0] != num_features:
+                raise ValueError(f"weight_shape {tuple(weight_shape)} does not match num_features={num_features}")
+            k = int(math.prod(weight_shape[1:]))
+        self.register_buffer("past_mean", torch.zeros(m, num_features))
+        self.register_buffer("past_sqmean", torch.zeros(m, num_features))
+        for key in _WINDOW_KEYS:
+            self.register_buffer(key, torch.zeros(m, num_features, k))
+        self.register_buffer("past_filled", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("past_head", torch.tensor(0, dtype=torch.long))
+        self.last_info: dict | None = None  # filled when ``keep_info`` is True (diagnostics)
+        self.keep_info = False
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, window={self.window}, rho={self.rho}, burnin={self.burnin}, eps={self.eps}, "
+                f"momentum={self.momentum}, affine={self.affine}")
+
+    # -- state -------------------------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # the fan-in K of the window buffers may be unknown (0) until the first step: adopt the saved one
+        for key in _WINDOW_KEYS:
+            src = state_dict.get(prefix + key)
+            mine = getattr(self, key)
+            if src is not None and src.dim() == 3 and src.shape[:2] == mine.shape[:2] and src.shape != mine.shape:
+                setattr(self, key, torch.zeros(src.shape, dtype=mine.dtype, device=mine.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def reset_window(self) -> None:
+        """Forget the stored iterations (e.g. after loading weights trained elsewhere)."""
+        self.past_filled.zero_()
+        self.past_head.zero_()
+
+    def _ensure_window(self, k: int, device: torch.device) -> None:
+        for key in _WINDOW_KEYS:
+            buf = getattr(self, key)
+            if buf.shape[2] != k:
+                if buf.shape[2] != 0:
+                    raise ValueError(f"the conv weight's fan-in changed from {buf.shape[2]} to {k}")
+                setattr(self, key, torch.zeros(buf.shape[0], buf.shape[1], k, device=device))
+
+    def window_active(self) -> bool:
+        """Whether the next training step uses the window (window > 1 and burn-in over)."""
+        return self.window > 1 and int(self.num_batches_tracked) >= self.burnin
+
+    # -- forward -----------------------------------------------------------------------------------
+    def _check(self, x: torch.Tensor, weight: torch.Tensor | None) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"CBN expects a 4-D input (N, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"CBN has {self.num_features} channels but the input has {x.shape[1]}")
+        if weight is not None and (weight.dim() < 2 or weight.shape[0] != self.num_features):
+            raise ValueError(f"the conv weight {tuple(weight.shape)} must have {self.num_features} output channels "
+                             f"(its first dimension) to match this CBN layer")
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        self._check(x, weight)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        if weight is None:
+            raise ValueError("in training mode CrossIterationBatchNorm2d needs the preceding conv's weight: "
+                             "call cbn(x, conv.weight)")
+        return self._train_forward(x, weight, lambda mu, nu: stat_grads_autograd(mu, nu, weight))
+
+    def _factor(self) -> float:
+        if self.momentum is None:
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
+    def _train_forward(self, x: torch.Tensor, weight: torch.Tensor,
+                       grads_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        if not self.window_active():  # plain BatchNorm: bit-identical to nn.BatchNorm2d
+            self.last_info = None
+            self.num_batches_tracked.add_(1)
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True,
+                                self._factor(), self.eps)
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        if n < 2:
+            raise ValueError("CBN needs more than one value per channel in training mode (N·H·W ≥ 2)")
+        mu_t, nu_t = batch_stats(x)
+        var_t = (nu_t - mu_t * mu_t).clamp_min(0.0)
+        if not bool(torch.isfinite(nu_t).all()):
+            raise ValueError("non-finite values (NaN/Inf) in the CBN input; refusing to store them in the window")
+        dmu, dnu = grads_fn(mu_t, nu_t)
+        w_now = weight.detach().float().reshape(self.num_features, -1)
+        self._ensure_window(w_now.shape[1], x.device)
+        f = int(self.past_filled)
+        info = None
+        if f > 0:
+            mu_raw, nu_raw = self.past_mean[:f], self.past_sqmean[:f]
+            mu_p = compensate(mu_raw, self.past_dmean[:f], w_now, self.past_weight[:f], self.rho)
+            nu_p = compensate(nu_raw, self.past_dsqmean[:f], w_now, self.past_weight[:f], self.rho)
+            valid = nu_p >= mu_p * mu_p
+            cnt = 1.0 + valid.sum(0).float()
+            mu = (mu_t + (mu_p * valid).sum(0)) / cnt
+            nu = (nu_t + (nu_p * valid).sum(0)) / cnt
+            var = (nu - mu * mu).clamp_min(0.0)
+            if self.keep_info:
+                info = dict(mu_cur=mu_t.detach(), nu_cur=nu_t.detach(), mu_raw=mu_raw.clone(), nu_raw=nu_raw.clone(),
+                            mu_comp=mu_p.detach(), nu_comp=nu_p.detach(), valid=valid, mu=mu.detach(),
+                            var=var.detach(), slots=list(range(f)))
+        else:
+            mu, var = mu_t, var_t
+            if self.keep_info:
+                info = dict(mu_cur=mu_t.detach(), nu_cur=nu_t.detach(), mu=mu.detach(), var=var.detach(), slots=[])
+        self.last_info = info
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            a = self._factor()
+            self.running_mean.mul_(1.0 - a).add_(mu_t.detach(), alpha=a)
+            self.running_var.mul_(1.0 - a).add_(var_t.detach() * (n / (n - 1)), alpha=a)
+            if self.window > 1:
+                h = int(self.past_head)
+                self.past_mean[h] = mu_t.detach()
+                self.past_sqmean[h] = nu_t.detach()
+                self.past_dmean[h] = dmu
+                self.past_dsqmean[h] = dnu
+                self.past_weight[h] = w_now
+                if info is not None:
+                    info["stored_slot"] = h
+                self.past_head.fill_((h + 1) % (self.window - 1))
+                self.past_filled.fill_(min(f + 1, self.window - 1))
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight.float()
+        shift = -mu * scale
+        if self.bias is not None:
+            shift = shift + self.bias.float()
+        out = torch.addcmul(shift[None, :, None, None], x.float(), scale[None, :, None, None])
+        return out.to(x.dtype)
+
+
+class ConvCBN(nn.Module):
+    """A conv followed by CBN. ``forward(x)`` takes the conv's input; the statistics gradients are
+    evaluated in closed form (``gradients="closed"``) or by autograd like the official layer
+    (``gradients="autograd"``). ``bn`` (an ``nn.BatchNorm2d``) optionally supplies affine parameters and
+    running statistics. ``diagnostics=True`` records, per training step, the current, naive-window,
+    compensated-window and *true* statistics (the stored past inputs re-run through this conv's current
+    weights) in ``self.records`` — it keeps ``window − 1`` past inputs and costs ``window − 1`` extra
+    convs per step.
+    """
+
+    def __init__(self, conv: nn.Conv2d, window: int = 4, rho: float = 1.0, burnin: int = 0, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True, *, bn: nn.BatchNorm2d | None = None,
+                 gradients: str = "closed", diagnostics: bool = False, max_records: int = 10_000):
+        super().__init__()
+        self.geom = ConvGeometry.of(conv)
+        if gradients not in ("closed", "autograd"):
+            raise ValueError(f"gradients must be 'closed' or 'autograd', got {gradients!r}")
+        if bn is not None:
+            if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels:
+                raise ValueError("bn must be an nn.BatchNorm2d with the conv's out_channels")
+            eps, momentum, affine = bn.eps, bn.momentum, bn.affine
+        self.conv = conv
+        self.bn = CrossIterationBatchNorm2d(conv.out_channels, window, rho, burnin, eps, momentum, affine,
+                                            weight_shape=tuple(conv.weight.shape))
+        if bn is not None:
+            with torch.no_grad():
+                if affine:
+                    self.bn.weight.copy_(bn.weight)
+                    self.bn.bias.copy_(bn.bias)
+                if bn.running_mean is not None:
+                    self.bn.running_mean.copy_(bn.running_mean)
+                    self.bn.running_var.copy_(bn.running_var)
+                    self.bn.num_batches_tracked.copy_(bn.num_batches_tracked)
+            self.bn.to(conv.weight.device)
+        self.gradients = gradients
+        self.max_records = max_records
+        self.records: list[dict] = []
+        self._past_inputs: dict[int, torch.Tensor] = {}
+        self.diagnostics = diagnostics
+
+    @property
+    def diagnostics(self) -> bool:
+        return self._diagnostics
+
+    @diagnostics.setter
+    def diagnostics(self, on: bool) -> None:
+        self._diagnostics = bool(on)
+        self.bn.keep_info = bool(on)
+        if not on:
+            self._past_inputs.clear()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if not self.training:
+            return self.bn(y)
+        if self.gradients == "autograd":
+            out = self.bn(y, self.conv.weight)
+        else:
+            out = self.bn._train_forward(y, self.conv.weight, lambda mu, nu: stat_grads(x, y, self.geom))
+        if self._diagnostics:
+            self._record(x)
+        return out
+
+    @torch.no_grad()
+    def _record(self, x: torch.Tensor) -> None:
+        info = self.bn.last_info
+        if info is None:
+            return
+        mu_t, nu_t = info["mu_cur"], info["nu_cur"]
+        slots = [s for s in info["slots"] if s in self._past_inputs]
+        rec = {"step": int(self.bn.num_batches_tracked) - 1, "n_past": len(slots),
+               "mu_cur": mu_t.cpu(), "var_cur": (nu_t - mu_t ** 2).clamp_min(0).cpu(),
+               "mu_cbn": info["mu"].cpu(), "var_cbn": info["var"].cpu()}
+        if slots:
+            idx = torch.tensor(slots, device=mu_t.device)
+            mu_raw, nu_raw = info["mu_raw"][idx], info["nu_raw"][idx]
+            mu_c, nu_c = info["mu_comp"][idx], info["nu_comp"][idx]
+            trues = [batch_stats(self.conv(self._past_inputs[s])) for s in slots]
+            mu_true = torch.stack([t[0] for t in trues])
+            nu_true = torch.stack([t[1] for t in trues])
+
+            def pooled(m, v):
+                mm = (mu_t + m.sum(0)) / (1 + len(slots))
+                vv = (nu_t + v.sum(0)) / (1 + len(slots))
+                return mm.cpu(), (vv - mm * mm).clamp_min(0).cpu()
+
+            rec["mu_naive"], rec["var_naive"] = pooled(mu_raw, nu_raw)
+            rec["mu_comp"], rec["var_comp"] = pooled(mu_c, nu_c)
+            rec["mu_true"], rec["var_true"] = pooled(mu_true, nu_true)
+            rec["err_mu_naive"] = float((mu_raw - mu_true).abs().mean())
+            rec["err_mu_comp"] = float((mu_c - mu_true).abs().mean())
+            rec["err_nu_naive"] = float((nu_raw - nu_true).abs().mean())
+            rec["err_nu_comp"] = float((nu_c - nu_true).abs().mean())
+        else:
+            for k in ("naive", "comp", "true"):
+                rec[f"mu_{k}"], rec[f"var_{k}"] = rec["mu_cur"], rec["var_cur"]
+        if len(self.records) < self.max_records:
+            self.records.append(rec)
+        h = info.get("stored_slot")
+        if h is not None:
+            self._past_inputs[h] = x.detach().clone()
+
+
+# --------------------------------------------------------------------------------------------------
+# converting a network
+# --------------------------------------------------------------------------------------------------
+def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: int = 0, *, strict: bool = True,
+                   gradients: str = "closed", diagnostics: bool = False) -> nn.Module:
+    """Rewrite, in place, every ``Conv2d → BatchNorm2d`` pair of ``model`` into a :class:`ConvCBN`
+    (the conv attribute becomes the pair, the BN attribute an ``nn.Identity``). The data flow is read
+    with ``torch.fx``: a BN counts as "following a conv" only if its input is a ``Conv2d`` call whose
+    output goes nowhere else. Other BNs raise ``ValueError`` (``strict=True``) or are left as
+    BatchNorm (``strict=False``). BN affine parameters and running statistics are kept.
+    """
+    CBNConfig(window, rho, burnin).validate()
+    import torch.fx as fx
+
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # data-dependent control flow etc.
+        raise ValueError(f"convert_to_cbn could not trace {type(model).__name__} with torch.fx ({e}); "
+                         "wrap its conv/BN pairs with ConvCBN by hand") from e
+    mods = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs, problems = [], []
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(mods.get(node.target), nn.BatchNorm2d):
+            continue
+        src = node.args[0] if node.args else None
+        if not isinstance(src, fx.Node) or src.op != "call_module" or not isinstance(mods.get(src.target), nn.Conv2d):
+            what = f"{src.op} {src.target}" if isinstance(src, fx.Node) else repr(src)
+            problems.append(f"BatchNorm2d '{node.target}' does not follow a Conv2d (its input is {what})")
+        elif len(src.users) != 1:
+            problems.append(f"the output of Conv2d '{src.target}' feeds more than BatchNorm2d '{node.target}'")
+        elif calls[src.target] != 1 or calls[node.target] != 1:
+            problems.append(f"'{src.target}' / '{node.target}' are called more than once")
+        else:
+            pairs.append((src.target, node.target))
+    for name, mod in mods.items():
+        if isinstance(mod, nn.BatchNorm2d) and name not in calls:
+            problems.append(f"BatchNorm2d '{name}' is never called in forward")
+    if problems and strict:
+        raise ValueError("convert_to_cbn: " + "; ".join(problems))
+    for conv_name, bn_name in pairs:
+        conv, bn = mods[conv_name], mods[bn_name]
+        try:
+            pair = ConvCBN(conv, window, rho, burnin, bn=bn, gradients=gradients, diagnostics=diagnostics)
+        except ValueError as e:
+            if strict:
+                raise ValueError(f"convert_to_cbn: '{conv_name}': {e}") from e
+            continue
+        pair.train(bn.training)
+        _set(model, conv_name, pair)
+        _set(model, bn_name, nn.Identity())
+    return model
+
+
+def _set(model: nn.Module, name: str, mod: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, mod)
+
+
+def cbn_layers(model: nn.Module) -> list[tuple[str, ConvCBN]]:
+    """The (name, ConvCBN) pairs of a model, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, ConvCBN)]
+
+
+# --------------------------------------------------------------------------------------------------
+# a small ResNet for the study, the app and the benchmark
+# --------------------------------------------------------------------------------------------------
+NORMS = ("bn", "naive", "cbn", "gn")
+
+
+def _norm(kind: str, c: int) -> nn.Module:
+    if kind == "gn":
+        return nn.GroupNorm(min(8, c), c)
+    return nn.BatchNorm2d(c)
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = _norm(norm, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = _norm(norm, cout)
+        self.shortcut = None
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet-style classifier for small images: stem conv, ``len(widths)`` stages of one basic
+    block (stride 2 from the second stage), global average pooling, linear head."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (16, 32), norm: str = "bn"):
+        super().__init__()
+        if norm not in ("bn", "gn"):
+            raise ValueError(f"SmallResNet builds 'bn' or 'gn' layers (use make_model for CBN), got {norm!r}")
+        self.stem = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
+        self.stem_bn = _norm(norm, widths[0])
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            blocks.append(_Block(cin, w, 1 if i == 0 else 2, norm))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.stem_bn(self.stem(x)))
+        x = self.blocks(x)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def make_model(norm: str = "bn", *, window: int = 4, burnin: int = 0, rho: float | None = None,
+               widths: tuple[int, ...] = (16, 32), in_chans: int = 1, num_classes: int = 10,
+               gradients: str = "closed", seed: int | None = None) -> nn.Module:
+    """``SmallResNet`` with ``norm`` in ``NORMS``: ``bn``, ``gn`` (GroupNorm), ``cbn`` (ρ = 1) or
+    ``naive`` (window without compensation, ρ = 0); ``rho`` overrides ρ for ``cbn``."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = SmallResNet(in_chans, num_classes, widths, "gn" if norm == "gn" else "bn")
+    if norm in ("cbn", "naive"):
+        r = 0.0 if norm == "naive" else (1.0 if rho is None else rho)
+        convert_to_cbn(model, window, r, burnin, gradients=gradients)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# a diagnostic run: short training with the statistics of one layer recorded
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class DiagnosticConfig:
+    """A short SGD run of ``SmallResNet`` with CBN on digits, recording one layer's statistics."""
+
+    batch_size: int = 4
+    window: int = 4
+    rho: float = 1.0
+    burnin: int = 0
+    steps: int = 150
+    lr: float = 0.05
+    layer: str = "blocks.1.conv1"
+    seed: int = 0
+    every: int = 10  # yield every this many steps
+
+    def validate(self) -> "DiagnosticConfig":
+        CBNConfig(self.window, self.rho, self.burnin).validate()
+        for name, lo, hi in (("batch_size", 2, 64), ("steps", 1, 2000), ("every", 1, 2000)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or not 0 < self.lr <= 1.0:
+            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
+        if self.window < 2:
+            raise ValueError("a diagnostic run needs window ≥ 2 (window 1 is plain BatchNorm)")
+        return self
+
+
+def record_summary(records: list[dict], channel: int | None = None) -> dict[str, list[float]]:
+    """Per-step series from ``ConvCBN.records``: step, loss-free statistics for one channel (or the
+    channel mean when ``channel`` is None) and the per-entry compensation errors."""
+    out: dict[str, list[float]] = {"step": []}
+    for r in records:
+        out["step"].append(r["step"])
+        for k in ("cur", "naive", "comp", "true", "cbn"):
+            for s in ("mu", "var"):
+                t = r[f"{s}_{k}"]
+                v = float(t.mean()) if channel is None else float(t[channel])
+                out.setdefault(f"{s}_{k}", []).append(v)
+        for k in ("err_mu_naive", "err_mu_comp", "err_nu_naive", "err_nu_comp"):
+            out.setdefault(k, []).append(r.get(k, float("nan")))
+    return out
+
+
+def diagnostic_run(cfg: DiagnosticConfig, data: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> Iterator[dict]:
+    """Train ``make_model('cbn')`` for ``cfg.steps`` SGD steps with diagnostics on ``cfg.layer`` and
+    yield, every ``cfg.every`` steps and at the end, ``{"step", "loss": [...], "records": [...]}``
+    (cumulative). ``data`` defaults to the scikit-learn digits training split."""
+    cfg.validate()
+    if data is None:
+        from workbench.data.natural import digits
+
+        data = digits("train")
+    x_all, y_all = data
+    g = torch.Generator().manual_seed(cfg.seed)
+    model = make_model("cbn", window=cfg.window, burnin=cfg.burnin, rho=cfg.rho, seed=cfg.seed,
+                       in_chans=x_all.shape[1])
+    layers = dict(cbn_layers(model))
+    if cfg.layer not in layers:
+        raise ValueError(f"unknown layer {cfg.layer!r}; choose one of {sorted(layers)}")
+    layer = layers[cfg.layer]
+    layer.diagnostics = True
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    losses: list[float] = []
+    perm = torch.randperm(len(x_all), generator=g)
+    pos = 0
+    for step in range(cfg.steps):
+        if pos + cfg.batch_size > len(perm):
+            perm, pos = torch.randperm(len(x_all), generator=g), 0
+        idx = perm[pos:pos + cfg.batch_size]
+        pos += cfg.batch_size
+        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if (step + 1) % cfg.every == 0 or step + 1 == cfg.steps:
+            yield {"step": step + 1, "loss": list(losses), "records": list(layer.records)}
