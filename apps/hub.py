@@ -1,0 +1,108 @@
+"""The app hub: one ``gr.Blocks`` with a welcome tab and one tab per entry of ``apps/registry.py``.
+
+Adding a paper never edits this file: its module ``apps/<module>.py`` exposes ``build()`` and the
+registry names it. A registered module that does not exist yet shows what is coming; a module that fails
+to import shows the error in its tab instead of taking the hub down.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python apps/hub.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from apps.common import configure, guard, launch_kwargs  # noqa: E402
+from apps.registry import TABS  # noqa: E402
+
+INTRO = """# Vision Workbench
+Run, see and trust seven vision papers: **Swin Transformer V2**, **SimMIM**, **MoBY**,
+**Cross-Iteration BN**, **Disentangled Non-Local**, **iCAR** and **Balanced Sparsity**.
+Each tab is a thin shell over the `workbench` package; the notebooks in `notebooks/` show the same figures
+with the equations and our measured numbers."""
+
+
+def load_tab_module(module: str):
+    """Import ``apps.<module>``: returns ``(module, None)``, ``(None, "coming")`` or ``(None, error text)``."""
+    try:
+        return importlib.import_module(f"apps.{module}"), None
+    except ModuleNotFoundError as e:
+        if e.name == f"apps.{module}":
+            return None, "coming"
+        return None, traceback.format_exc(limit=3)
+    except Exception:
+        return None, traceback.format_exc(limit=3)
+
+
+def _welcome():
+    import gradio as gr
+
+    from workbench.data import shapes
+    from workbench.widgets.core import render_shape_sample
+
+    gr.Markdown("### The shapes dataset\nEvery study uses procedurally generated shapes (or photos and digits "
+                "that installed packages ship). Pick the attributes of a sample:")
+    with gr.Row():
+        shape = gr.Dropdown(list(shapes.CLASSES), value="star", label="shape", elem_id="hub-shape")
+        color = gr.Dropdown(list(shapes.COLORS), value="red", label="colour")
+        size = gr.Dropdown(list(shapes.SIZES), value="large", label="size")
+        background = gr.Dropdown(list(shapes.BACKGROUNDS), value="striped", label="background")
+        seed = gr.Slider(0, 99, value=0, step=1, label="seed")
+    caption = gr.Markdown(elem_id="hub-caption")
+    plot = gr.Plot(elem_id="hub-shapes-plot")
+
+    def show(shape, color, size, background, seed):
+        fig, text = render_shape_sample(shape, color, size, background, int(seed), 64)
+        return fig, text.replace("<i>", "*").replace("</i>", "*")
+
+    inputs = [shape, color, size, background, seed]
+    for c in inputs:
+        c.change(guard(show), inputs, [plot, caption], api_name=False)
+    return (show, inputs, [plot, caption])
+
+
+def build_hub(only: str | None = None):
+    import gradio as gr
+
+    tabs = [t for t in TABS if only is None or t.module == only]
+    if only is not None and not tabs:
+        raise ValueError(f"unknown tab {only!r}; choose from {[t.module for t in TABS]}")
+    with gr.Blocks(title="Vision Workbench") as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            if only is None:
+                with gr.Tab("Welcome", id="welcome", elem_id="tab-welcome"):
+                    show, inputs, outputs = _welcome()
+                demo.load(guard(show), inputs, outputs, api_name=False)
+            for t in tabs:
+                with gr.Tab(t.title, id=t.module, elem_id=f"tab-{t.module}"):
+                    gr.Markdown(f"*{t.blurb}*")
+                    mod, problem = load_tab_module(t.module)
+                    if mod is not None:
+                        mod.build()
+                    elif problem == "coming":
+                        gr.Markdown(f"**Coming soon.** The `{t.module}` app has not landed yet; "
+                                    "nothing in this tab runs.", elem_id=f"{t.module}-coming")
+                    else:
+                        gr.Markdown(f"**This tab failed to load.**\n```\n{problem}\n```",
+                                    elem_id=f"{t.module}-error")
+    return configure(demo)
+
+
+def main(host: str = "127.0.0.1", port: int = 7860, tab: str | None = None):
+    demo = build_hub(only=tab)
+    print(f"Vision Workbench hub on http://{host}:{port}")
+    demo.launch(**launch_kwargs(host, port))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="Vision Workbench app hub")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--tab", default=None)
+    a = p.parse_args()
+    main(a.host, a.port, a.tab)

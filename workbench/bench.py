@@ -1,0 +1,141 @@
+"""The timing protocol every benchmark under ``benchmarks/`` follows.
+
+- methods are timed side by side in one process and *interleaved* (round-robin), so drifting machine load
+  hits all of them alike; ratios come from the same run;
+- an optional ``setup`` before each repetition (e.g. :func:`flush_cache`, so no method profits from data
+  left in the caches by the previous one) and ``sync`` after each call (e.g. ``torch.cuda.synchronize``);
+- medians (and p95) are reported, with the machine it ran on (:func:`machine_info`);
+- results go to ``benchmarks/results/<name>.json`` and ``.md``. Benchmarks never decide a test's outcome.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .records import markdown_table, repo_root
+
+_FLUSH = None
+
+
+def flush_cache(mb: int = 64) -> None:
+    """Evict CPU caches by streaming over a buffer larger than the last-level cache."""
+    global _FLUSH
+    n = mb * 1024 * 1024 // 8
+    if _FLUSH is None or _FLUSH.size != n:
+        _FLUSH = np.ones(n, dtype=np.float64)
+    _FLUSH += 1.0
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU, cores, load, library versions, torch threads and the GPU (if any)."""
+    import torch
+
+    info = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import scipy
+
+        info["scipy"] = scipy.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int = 20, warmup: int = 2,
+                setup: Callable[[], None] | None = None, sync: Callable[[], None] | None = None,
+                max_seconds: float | None = None) -> dict[str, list[float]]:
+    """Time each callable ``repeats`` times, round-robin, after ``warmup`` untimed rounds.
+
+    Returns ``{name: [seconds, ...]}``. ``max_seconds`` stops early (at least 3 rounds) on slow machines.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    names = list(fns)
+    for _ in range(warmup):
+        for k in names:
+            fns[k]()
+            if sync:
+                sync()
+    out: dict[str, list[float]] = {k: [] for k in names}
+    start = time.perf_counter()
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]  # alternate order: no method always runs first
+        for k in order:
+            if setup:
+                setup()
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fns[k]()
+            if sync:
+                sync()
+            out[k].append(time.perf_counter() - t0)
+        if max_seconds is not None and r >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    return out
+
+
+def summarize(samples: Sequence[float]) -> dict[str, float]:
+    s = sorted(samples)
+    if not s:
+        raise ValueError("no samples")
+    return {"median": statistics.median(s), "p95": s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))],
+            "min": s[0], "n": len(s)}
+
+
+def results_dir() -> Path:
+    path = repo_root() / "benchmarks" / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_results(name: str, rows: Sequence[dict], *, title: str, columns: Sequence[str] | None = None,
+                  notes: str = "", out_dir: str | os.PathLike | None = None, info: dict | None = None,
+                  floatfmt: str = ".4g") -> tuple[Path, Path]:
+    """Write ``<name>.json`` (rows + machine info) and ``<name>.md`` (a table of ``columns``)."""
+    out = Path(out_dir) if out_dir else results_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    info = info or machine_info()
+    jpath, mpath = out / f"{name}.json", out / f"{name}.md"
+    jpath.write_text(json.dumps({"name": name, "title": title, "machine": info, "rows": list(rows),
+                                 "notes": notes}, indent=1, default=float))
+    columns = list(columns) if columns else (list(rows[0]) if rows else [])
+    table = markdown_table(columns, [[r.get(c, "") for c in columns] for r in rows], floatfmt=floatfmt)
+    machine = ", ".join(f"{k}: {v}" for k, v in info.items() if v is not None)
+    mpath.write_text(f"# {title}\n\n{table}\n\nMachine: {machine}\n\n{notes.strip()}\n")
+    return jpath, mpath
+
+
+def load_results(name: str, out_dir: str | os.PathLike | None = None) -> dict:
+    path = (Path(out_dir) if out_dir else repo_root() / "benchmarks" / "results") / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no benchmark results at {path}; run `workbench bench {name}`")
+    return json.loads(path.read_text())
