@@ -1,0 +1,496 @@
+"""Swin V2 / V1 backbones against independent oracles.
+
+Oracles: HF transformers' Swinv2ForImageClassification / SwinForImageClassification (built offline from a
+config, random weights mapped onto ours), closed forms of the CPB coordinate table and the shift masks, a
+slow per-window loop for shifted-window attention, float64 references, and hand-applied key renames for
+the timm / rpe_mlp formats.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench import swin_v2
+from workbench.swin_v2 import create_model
+
+torch.set_num_threads(1)
+
+
+def randomize_(model, seed=0, scale=0.2):
+    """Give every parameter non-trivial values (post-norm LNs start at zero, which would hide bugs)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("logit_scale"):
+                p.copy_(math.log(10) + 0.5 * torch.randn(p.shape, generator=g))
+            elif "norm" in n and n.endswith("weight"):
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+# ---- mapping our (official) keys onto HF's ---------------------------------------------------------
+
+
+def _to_hf(sd: dict, v2: bool, prefix: str) -> dict:
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("head."):
+            out["classifier." + k[5:]] = v
+            continue
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.(.*)", k)
+        if m:
+            i, j, rest = m.groups()
+            b = f"{prefix}.encoder.layers.{i}.blocks.{j}."
+            if rest == "attn.qkv.weight":
+                q, kk, vv = v.chunk(3, 0)
+                names = ("attention.self.query", "attention.self.key", "attention.self.value") if v2 else \
+                    ("attention.q_proj", "attention.k_proj", "attention.v_proj")
+                for nm, t in zip(names, (q, kk, vv)):
+                    out[b + nm + ".weight"] = t
+                continue
+            if rest == "attn.qkv.bias":   # V1
+                for nm, t in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3, 0)):
+                    out[b + f"attention.{nm}.bias"] = t
+                continue
+            ren = {
+                "attn.q_bias": "attention.self.query.bias", "attn.v_bias": "attention.self.value.bias",
+                "attn.logit_scale": "attention.self.logit_scale",
+                "attn.cpb_mlp.0.weight": "attention.self.continuous_position_bias_mlp.0.weight",
+                "attn.cpb_mlp.0.bias": "attention.self.continuous_position_bias_mlp.0.bias",
+                "attn.cpb_mlp.2.weight": "attention.self.continuous_position_bias_mlp.2.weight",
+                "attn.proj.weight": "attention.output.dense.weight" if v2 else "attention.o_proj.weight",
+                "attn.proj.bias": "attention.output.dense.bias" if v2 else "attention.o_proj.bias",
+                "attn.relative_position_bias_table": "attention.relative_position_bias.relative_position_bias_table",
+                "norm1.weight": "layernorm_before.weight", "norm1.bias": "layernorm_before.bias",
+                "norm2.weight": "layernorm_after.weight", "norm2.bias": "layernorm_after.bias",
+                "mlp.fc1.weight": "intermediate.dense.weight" if v2 else "mlp.fc1.weight",
+                "mlp.fc1.bias": "intermediate.dense.bias" if v2 else "mlp.fc1.bias",
+                "mlp.fc2.weight": "output.dense.weight" if v2 else "mlp.fc2.weight",
+                "mlp.fc2.bias": "output.dense.bias" if v2 else "mlp.fc2.bias",
+            }
+            out[b + ren[rest]] = v
+            continue
+        k2 = (k.replace("patch_embed.proj.", "embeddings.patch_embeddings.projection.")
+               .replace("patch_embed.norm.", "embeddings.norm."))
+        k2 = re.sub(r"^layers\.", "encoder.layers.", k2)
+        if k2.startswith("norm."):
+            k2 = "layernorm." + k2[5:]
+        out[f"{prefix}.{k2}"] = v
+    return out
+
+
+def _hf_pair(v2: bool, img=256, window=8, embed=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), seed=0,
+             num_classes=1000, pws=(0, 0, 0, 0)):
+    from transformers import (SwinConfig, SwinForImageClassification, Swinv2Config,
+                              Swinv2ForImageClassification)
+    kw = dict(image_size=img, patch_size=4, embed_dim=embed, depths=list(depths), num_heads=list(heads),
+              window_size=window, num_labels=num_classes, drop_path_rate=0.0)
+    if v2:
+        hf = Swinv2ForImageClassification(Swinv2Config(pretrained_window_sizes=list(pws), **kw))
+    else:
+        hf = SwinForImageClassification(SwinConfig(**kw))
+    ours = swin_v2.SwinTransformerV2(
+        img_size=img, window_size=window, embed_dim=embed, depths=depths, num_heads=heads, num_classes=num_classes,
+        drop_path_rate=0.0, pretrained_window_sizes=pws, **(swin_v2.V2_SWITCHES if v2 else swin_v2.V1_SWITCHES))
+    randomize_(ours, seed)
+    missing, unexpected = hf.load_state_dict(_to_hf(ours.state_dict(), v2, "swinv2" if v2 else "swin"), strict=False)
+    assert not unexpected, unexpected
+    assert all(re.search(r"relative_position_index|relative_coords_table", k) for k in missing), missing
+    return ours.eval(), hf.eval()
+
+
+@pytest.mark.parametrize("use_sdpa", [True, False])
+def test_tiny_window8_matches_hf_swinv2(use_sdpa):
+    ours, hf = _hf_pair(True)
+    ours.set_sdpa(use_sdpa)
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a = ours(x)
+        b = hf(pixel_values=x).logits
+    assert a.shape == b.shape == (1, 1000)
+    assert (a - b).abs().max().item() <= 1e-4, (a - b).abs().max().item()
+
+
+def test_lite_pretrained_window_matches_hf_swinv2():
+    ours, hf = _hf_pair(True, img=64, window=4, embed=32, depths=(2, 2, 2, 2), heads=(2, 4, 8, 16),
+                        num_classes=10, pws=(2, 2, 3, 2), seed=3)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert (ours(x) - hf(pixel_values=x).logits).abs().max().item() <= 1e-4
+
+
+def test_v1_switches_match_hf_swin():
+    ours, hf = _hf_pair(False, img=224, window=7, embed=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), seed=4)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (ours(x) - hf(pixel_values=x).logits).abs().max().item() <= 1e-4
+
+
+def test_mask_token_blend_matches_hf_bool_masked_pos():
+    from transformers import Swinv2Config, Swinv2Model
+    cfg = dict(img_size=64, window_size=4, embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+               pretrained_window_sizes=(0, 0), drop_path_rate=0.0, mask_token=True, num_classes=0)
+    ours = randomize_(swin_v2.SwinTransformerV2(**cfg), 5).eval()
+    hf = Swinv2Model(Swinv2Config(image_size=64, patch_size=4, embed_dim=32, depths=[2, 2], num_heads=[2, 4],
+                                  window_size=4), use_mask_token=True).eval()
+    sd = {k.removeprefix("swinv2."): v for k, v in _to_hf(ours.state_dict(), True, "swinv2").items()}
+    sd["embeddings.mask_token"] = sd.pop("mask_token")
+    hf.load_state_dict(sd, strict=False)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, generator=g)
+    mask = (torch.rand(2, 16, 16, generator=g) < 0.6).long()
+    with torch.no_grad():
+        ours_map = ours.forward_features(x, mask=mask)
+        h = hf(pixel_values=x, bool_masked_pos=mask.flatten(1).bool()).last_hidden_state  # B, 64, 64
+    assert ours_map.shape == (2, 64, 8, 8)
+    assert torch.allclose(ours_map.flatten(2).transpose(1, 2), h, atol=1e-4)
+
+
+# ---- closed forms ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("M,P", [(4, 0), (8, 0), (8, 4), (16, 8), (12, 12)])
+def test_cpb_coordinates_closed_form(M, P):
+    t = swin_v2.relative_coords_table(M, P, "log")[0]
+    assert t.shape == (2 * M - 1, 2 * M - 1, 2)
+    denom = (P if P > 0 else M) - 1
+    for i, dy in enumerate(range(-(M - 1), M)):
+        for j, dx in enumerate(range(-(M - 1), M)):
+            for val, d in ((t[i, j, 0], dy), (t[i, j, 1], dx)):
+                u = 8.0 * d / denom
+                ref = math.copysign(math.log2(abs(u) + 1) / 3.0, u) if u else 0.0
+                assert abs(val.item() - ref) < 1e-6
+    lin = swin_v2.relative_coords_table(M, P, "linear")[0]
+    assert torch.allclose(lin[..., 1], torch.arange(-(M - 1), M).float().expand(2 * M - 1, -1) / denom)
+
+
+def test_cpb_bias_is_16_sigmoid_of_mlp_at_each_offset():
+    m = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 7)
+    attn = m.layers[0].blocks[1].attn
+    M = attn.window_size
+    bias = swin_v2.cpb_bias(m, 0, 1)          # nH, M^2, M^2
+    W1, b1 = attn.cpb_mlp[0].weight.double(), attn.cpb_mlp[0].bias.double()
+    W2 = attn.cpb_mlp[2].weight.double()
+    for qi in range(M * M):
+        for ki in range(M * M):
+            dy, dx = qi // M - ki // M, qi % M - ki % M
+            c = torch.tensor([dy, dx], dtype=torch.float64) * 8 / (M - 1)
+            c = torch.sign(c) * torch.log2(c.abs() + 1) / 3
+            ref = 16 * torch.sigmoid(W2 @ torch.relu(W1 @ c + b1))
+            assert torch.allclose(bias[:, qi, ki].double(), ref, atol=1e-5)
+    assert float(bias.min()) >= 0 and float(bias.max()) <= 16
+
+
+def test_relative_position_index_closed_form():
+    M = 5
+    idx = swin_v2.relative_position_index(M)
+    for qi in range(M * M):
+        for ki in range(M * M):
+            dy, dx = qi // M - ki // M, qi % M - ki % M
+            assert idx[qi, ki] == (dy + M - 1) * (2 * M - 1) + dx + M - 1
+
+
+@pytest.mark.parametrize("H,M", [(8, 4), (16, 4), (12, 6)])
+def test_shift_mask_matches_region_labels(H, M):
+    s = M // 2
+    mask = swin_v2.shift_attention_mask(H, H, M, s)
+    # region of each position of the rolled map, from its original (unrolled) coordinate
+    def region(c):
+        return 0 if c < H - M else (1 if c < H - s else 2)
+    nW = (H // M) ** 2
+    assert mask.shape == (nW, M * M, M * M)
+    for w in range(nW):
+        wy, wx = divmod(w, H // M)
+        labels = [region(wy * M + a) * 3 + region(wx * M + b) for a in range(M) for b in range(M)]
+        for i in range(M * M):
+            for j in range(M * M):
+                assert mask[w, i, j].item() == (0.0 if labels[i] == labels[j] else -100.0)
+    assert swin_v2.shift_attention_mask(H, H, M, 0) is None
+
+
+def test_shifted_block_equals_slow_loop_over_windows():
+    """One shifted block vs. an independent loop: roll, attend inside each window with masks, roll back."""
+    torch.manual_seed(0)
+    blk = swin_v2.SwinBlock(16, 8, 2, window_size=4, shift_size=2, attn="cosine", bias="cpb_log", norm="post")
+    randomize_(blk, 1)
+    blk.eval()
+    x = torch.randn(2, 64, 16)
+    out = blk(x, (8, 8)).double()
+    a = blk.attn
+    H = W = 8
+    M, s, nH, hd = 4, 2, 2, 8
+    xd = x.double().view(2, H, W, 16)
+    rolled = torch.roll(xd, (-s, -s), (1, 2))
+    region = lambda c: 0 if c < H - M else (1 if c < H - s else 2)
+    res = torch.zeros_like(rolled)
+    Wq = a.qkv.weight.double()
+    bias = a.position_bias().double()
+    scale = torch.clamp(a.logit_scale.double(), max=math.log(100)).exp().view(nH)
+    for b in range(2):
+        for wy in range(0, H, M):
+            for wx in range(0, W, M):
+                tok = rolled[b, wy:wy + M, wx:wx + M].reshape(M * M, 16)
+                lab = [region(wy + i) * 3 + region(wx + j) for i in range(M) for j in range(M)]
+                qkv = tok @ Wq.T + torch.cat([a.q_bias.double(), torch.zeros(16).double(), a.v_bias.double()])
+                q, k, v = qkv.split(16, -1)
+                o = torch.zeros(M * M, 16, dtype=torch.float64)
+                for h in range(nH):
+                    qh, kh, vh = (t[:, h * hd:(h + 1) * hd] for t in (q, k, v))
+                    logit = F.normalize(qh, dim=-1) @ F.normalize(kh, dim=-1).T * scale[h] + bias[h]
+                    for i in range(M * M):
+                        for j in range(M * M):
+                            if lab[i] != lab[j]:
+                                logit[i, j] -= 100.0
+                    o[:, h * hd:(h + 1) * hd] = logit.softmax(-1) @ vh
+                o = o @ a.proj.weight.double().T + a.proj.bias.double()
+                res[b, wy:wy + M, wx:wx + M] = o.view(M, M, 16)
+    attn_out = torch.roll(res, (s, s), (1, 2)).reshape(2, 64, 16)
+    n1 = F.layer_norm(attn_out, (16,), blk.norm1.weight.double(), blk.norm1.bias.double())
+    y = x.double() + n1
+    h1 = F.gelu(y @ blk.mlp.fc1.weight.double().T + blk.mlp.fc1.bias.double())
+    m = h1 @ blk.mlp.fc2.weight.double().T + blk.mlp.fc2.bias.double()
+    ref = y + F.layer_norm(m, (16,), blk.norm2.weight.double(), blk.norm2.bias.double())
+    assert (out - ref).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("switches", [swin_v2.V2_SWITCHES, swin_v2.V1_SWITCHES,
+                                      dict(attn="cosine", norm="pre", bias="cpb_linear", merge="v2")])
+def test_sdpa_path_equals_explicit_path_forward_and_backward(switches):
+    m = randomize_(create_model("swinv2_lite_window8_128", drop_path_rate=0.0, **switches), 2)
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    outs, grads = [], []
+    for flag in (True, False):
+        m.set_sdpa(flag).zero_grad()
+        y = m(x)
+        y.square().sum().backward()
+        outs.append(y.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    assert (outs[0] - outs[1]).abs().max().item() < 1e-4
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4)
+
+
+def test_float64_reference_agrees_with_float32():
+    m = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 3).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y32 = m(x)
+        y64 = m.double().set_sdpa(False)(x.double())
+    assert (y32.double() - y64).abs().max().item() < 1e-3
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    m = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 4)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for flag in (False, True):
+        m.set_grad_checkpointing(flag).zero_grad()
+        m(x).sum().backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---- structure, API, configs -----------------------------------------------------------------------
+
+
+def test_tiny_parameter_count_and_official_keys():
+    m = create_model("swinv2_tiny_window8_256")
+    assert round(sum(p.numel() for p in m.parameters()) / 1e6, 2) == 28.35
+    keys = set(m.state_dict())
+    # the official checkpoint has 250 keys: ours + the 24 index/coords buffers + 5 shift masks
+    n_blocks, n_shift = 12, 5
+    assert len(keys) + 2 * n_blocks + n_shift == 250
+    for k in ("patch_embed.proj.weight", "patch_embed.norm.weight", "layers.0.blocks.0.attn.logit_scale",
+              "layers.0.blocks.0.attn.q_bias", "layers.0.blocks.0.attn.v_bias", "layers.0.blocks.0.attn.qkv.weight",
+              "layers.0.blocks.0.attn.cpb_mlp.0.weight", "layers.0.blocks.0.attn.cpb_mlp.2.weight",
+              "layers.2.downsample.reduction.weight", "layers.2.downsample.norm.weight", "norm.weight", "head.weight"):
+        assert k in keys, k
+    assert "layers.0.blocks.0.attn.qkv.bias" not in keys and "layers.3.downsample.reduction.weight" not in keys
+    assert m.layers[0].blocks[0].attn.cpb_mlp[0].weight.shape == (512, 2)
+    assert m.layers[0].blocks[0].attn.logit_scale.shape == (3, 1, 1)
+    assert m.layers[0].downsample.norm.weight.shape == (192,)          # V2 merge: LN(2C)
+    v1 = create_model("swin_tiny_patch4_window7_224")
+    assert v1.layers[0].downsample.norm.weight.shape == (384,)         # V1 merge: LN(4C)
+    assert round(sum(p.numel() for p in v1.parameters()) / 1e6, 2) == 28.29
+
+
+def test_post_norm_starts_as_identity_and_logit_scale_log10():
+    m = create_model("swinv2_lite_window4_64")
+    blk = m.layers[0].blocks[0]
+    assert blk.norm1.weight.abs().sum() == 0 and blk.norm2.bias.abs().sum() == 0
+    assert torch.allclose(blk.attn.logit_scale, torch.full((2, 1, 1), math.log(10)))
+    x = torch.randn(1, 256, 32)
+    assert torch.equal(blk(x, (16, 16)), x)
+
+
+def test_api_shapes_pyramid_head_and_layer_ids():
+    m = create_model("swinv2_lite_window4_64", num_classes=0, mask_token=True, drop_path_rate=0.0).eval()
+    assert (m.num_features, m.embed_dim, m.patch_size, m.encoder_stride, m.img_size) == (256, 32, 4, 32, 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        f = m.forward_features(x)
+        pyr = m.forward_pyramid(x)
+        assert f.shape == (2, 256, 2, 2)
+        assert [p.shape[-1] for p in pyr] == [16, 8, 4, 2] and [p.shape[1] for p in pyr] == [32, 64, 128, 256]
+        assert torch.allclose(pyr[-1], f, atol=1e-6)
+        assert torch.allclose(m(x), f.mean((2, 3)), atol=1e-6)      # num_classes=0 -> pooled features
+    m.reset_classifier(7)
+    assert m(x).shape == (2, 7) and m.forward_head(f, pre_logits=True).shape == (2, 256)
+    assert m.num_layers == sum(m.depths) + 2
+    ids = {n: m.get_layer_id(n) for n, _ in m.named_parameters()}
+    assert ids["patch_embed.proj.weight"] == 0 and ids["mask_token"] == 0
+    assert ids["layers.0.blocks.0.attn.qkv.weight"] == 1 and ids["layers.1.blocks.1.norm1.weight"] == 4
+    assert ids["layers.0.downsample.reduction.weight"] == 2
+    assert ids["norm.weight"] == ids["head.weight"] == m.num_layers - 1
+    assert max(ids.values()) == m.num_layers - 1
+    nwd = m.no_weight_decay()
+    assert "mask_token" in nwd and "layers.0.blocks.0.attn.logit_scale" in nwd
+    assert "layers.0.blocks.0.attn.cpb_mlp.0.weight" in nwd and "layers.0.blocks.0.attn.qkv.weight" not in nwd
+
+
+def test_mask_token_blend_is_exact_at_the_embedding():
+    m = create_model("swinv2_lite_window4_64", mask_token=True)
+    x = torch.randn(1, 3, 64, 64)
+    tok, hw = m.patch_embed(x)
+    mask = torch.zeros(1, 16, 16)
+    mask[0, 3, 5] = 1
+    blended, _ = m._embed(x, mask)
+    assert torch.allclose(blended[0, 3 * 16 + 5], m.mask_token[0, 0])
+    assert torch.allclose(blended[0, 0], tok[0, 0])
+
+
+def test_window_larger_than_feature_map_shrinks_and_drops_shift():
+    m = create_model("swinv2_lite_window8_128", img_size=64)   # stage maps 16, 8, 4, 2 with window 8
+    ws = [(b.window_size, b.shift_size) for layer in m.layers for b in layer.blocks]
+    assert ws == [(8, 0), (8, 4), (8, 0), (8, 0), (4, 0), (4, 0), (2, 0), (2, 0)]
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(img_size=66), "not divisible by patch_size"),
+    (dict(img_size=72, window_size=3), "odd"),
+    (dict(img_size=96, window_size=5), "not divisible by the window"),
+    (dict(attn="nope"), "attn"),
+    (dict(img_size=100000), "absurd"),
+])
+def test_bad_configs_raise_clear_errors(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        create_model("swinv2_lite_window4_64", **kw)
+
+
+def test_bad_inputs_raise_clear_errors():
+    m = create_model("swinv2_lite_window4_64")
+    with pytest.raises(ValueError, match="channels"):
+        m(torch.randn(1, 1, 64, 64))
+    with pytest.raises(ValueError, match="encoder stride"):
+        m(torch.randn(1, 3, 70, 70))
+    with pytest.raises(ValueError, match="mask token"):
+        m.forward_features(torch.randn(1, 3, 64, 64), mask=torch.zeros(1, 16, 16))
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("swinv9_huge")
+    with pytest.raises(ValueError, match="unknown override"):
+        create_model("swinv2_lite_window4_64", windw_size=3)
+
+
+# ---- state-dict formats and transfer ---------------------------------------------------------------
+
+
+def _official_checkpoint(model):
+    """Our state dict + the buffers the official checkpoints carry, wrapped like the official files."""
+    sd = dict(model.state_dict())
+    for name, mod in model.named_modules():
+        if isinstance(mod, swin_v2.WindowAttention):
+            sd[f"{name}.relative_position_index"] = mod.relative_position_index
+            if hasattr(mod, "relative_coords_table"):
+                sd[f"{name}.relative_coords_table"] = mod.relative_coords_table
+        if isinstance(mod, swin_v2.SwinBlock) and mod.attn_mask is not None:
+            sd[f"{name}.attn_mask"] = mod.attn_mask
+    return {"model": sd}
+
+
+def _timm_format(sd):
+    """The documented timm layout: downsample at the start of stages 1..3, head.fc, no buffers."""
+    out = {}
+    for k, v in sd.items():
+        m = re.match(r"layers\.(\d+)\.downsample\.(.*)", k)
+        if m:
+            k = f"layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
+        if k.startswith("head."):
+            k = "head.fc." + k[5:]
+        out[k] = v
+    return out
+
+
+def test_convert_official_timm_and_rpe_mlp_formats():
+    src = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 6).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = src(x)
+    official = _official_checkpoint(src)
+    timm_sd = _timm_format(src.state_dict())
+    rpe = {("encoder." + k).replace("cpb_mlp", "rpe_mlp"): v for k, v in official["model"].items()}
+    rpe["decoder.0.weight"] = torch.zeros(3)
+    for sd in (official, timm_sd, rpe, {"module." + k: v for k, v in src.state_dict().items()}):
+        dst = create_model("swinv2_lite_window4_64", drop_path_rate=0.0).eval()
+        dst.load_state_dict(swin_v2.convert_state_dict(sd), strict=True)
+        with torch.no_grad():
+            assert torch.equal(dst(x), ref)
+    assert set(swin_v2.convert_state_dict(timm_sd)) == set(src.state_dict())
+
+
+def test_v2_state_dict_transfers_to_other_resolution_and_window():
+    """256/w8 -> 512/w16 style transfer at laptop scale: 64/w4 -> 128/w8, nothing but the state dict."""
+    src = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 8)
+    dst = create_model("swinv2_lite_window8_128", pretrained_window_sizes=(4, 4, 4, 2), drop_path_rate=0.0)
+    dst.load_state_dict(src.state_dict(), strict=True)          # V2: no shape depends on the window
+    # with the pretrained window set, the CPB sees exactly the coordinates it was trained on at the old offsets
+    c_src = src.layers[0].blocks[0].attn.relative_coords_table[0]
+    c_dst = dst.layers[0].blocks[0].attn.relative_coords_table[0]
+    assert torch.allclose(c_dst[4:11, 4:11], c_src)
+    b_src = swin_v2.cpb_bias(src, 0, 0)
+    b_dst = swin_v2.cpb_bias(dst, 0, 0)
+    # bias between tokens (0,0) and (dy,dx) agrees for every offset the small window has
+    for dy in range(4):
+        for dx in range(4):
+            assert torch.allclose(b_dst[:, 0, dy * 8 + dx], b_src[:, 0, dy * 4 + dx], atol=1e-6)
+    assert dst(torch.randn(1, 3, 128, 128)).shape == (1, 10)
+
+
+def test_v1_table_is_interpolated_bicubically_on_transfer():
+    src = randomize_(create_model("swin_lite_window4_64", drop_path_rate=0.0), 9)
+    dst = create_model("swin_lite_window4_64", img_size=128, window_size=8, drop_path_rate=0.0)
+    with pytest.raises(RuntimeError):
+        dst.load_state_dict(src.state_dict())
+    swin_v2.transfer_state_dict(dst, src.state_dict())
+    t_src = src.layers[0].blocks[0].attn.relative_position_bias_table    # 49 x nH
+    t_dst = dst.layers[0].blocks[0].attn.relative_position_bias_table    # 225 x nH
+    nH = t_src.shape[1]
+    ref = F.interpolate(t_src.detach().T.reshape(1, nH, 7, 7), size=(15, 15), mode="bicubic",
+                        align_corners=False).reshape(nH, 225).T
+    assert torch.allclose(t_dst, ref, atol=1e-6)
+    with torch.no_grad():   # and the transferred V1 model still runs at the new size
+        assert dst(torch.randn(1, 3, 128, 128)).shape == (1, 10)
+
+
+def test_measurements_activation_amplitudes_and_logits():
+    m = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 10)
+    x = torch.randn(2, 3, 64, 64)
+    amps = swin_v2.activation_amplitudes(m, x)
+    assert len(amps) == 8
+    # first block amplitude by hand
+    with torch.no_grad():
+        t, hw = m._embed(x, None)
+        ref = m.layers[0].blocks[0](t, hw).abs().mean().item()
+    assert abs(amps[0] - ref) < 1e-5
+    logits = swin_v2.attention_logits(m, x)
+    assert len(logits) == 8
+    # cosine logits are bounded by the (clamped) scale: |cos| <= 1
+    for lg, a in zip(logits, [mm for mm in m.modules() if isinstance(mm, swin_v2.WindowAttention)]):
+        bound = torch.clamp(a.logit_scale, max=math.log(100)).exp().max().item()
+        assert lg.abs().max().item() <= bound * (1 + 1e-5)
