@@ -40,8 +40,8 @@ from torch import nn
 __all__ = [
     "MoBYConfig", "OFFICIAL", "LAPTOP", "MLP", "MoBY", "build_moby", "create_encoder",
     "momentum_at", "momentum_update_", "contrastive_loss", "moby_loss",
-    "extract_features", "knn_predict", "knn_accuracy", "linear_probe", "supervised_train",
-    "two_view_transform", "two_views", "normalize_batch", "embed_images", "nearest_neighbours", "project_2d",
+    "extract_features", "knn_predict", "knn_accuracy", "linear_probe", "supervised_train", "Classifier", "LabeledImages",
+    "two_view_transform", "two_views", "normalize_batch", "TwoViewImages", "pretrain", "embed_images", "nearest_neighbours", "project_2d",
     "DEMO_NAME", "DEMO_COMMAND", "load_demo_encoder",
 ]
 
@@ -205,6 +205,10 @@ class MoBY(nn.Module):
     def target_modules(self) -> tuple[nn.Module, nn.Module]:
         return self.encoder_k, self.projector_k
 
+    def no_weight_decay(self) -> set[str]:
+        """The backbone's no-decay names / keywords (matched as substrings by the training helper)."""
+        return set(self.encoder.no_weight_decay()) if hasattr(self.encoder, "no_weight_decay") else set()
+
     @torch.no_grad()
     def momentum_update(self, step: int, total: int) -> float:
         """Momentum step ``k`` of ``K``: encoder_k, projector_k <- m (.)_k + (1 - m) (.)_q. Returns m."""
@@ -305,6 +309,42 @@ def two_views(image, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch
     g = torch.Generator().manual_seed(int(seed))
     out = two_view_transform(size, normalize=False)(t, g)
     return out[0], out[1]
+
+
+class TwoViewImages(torch.utils.data.Dataset):
+    """A pre-training set: float images (N, 3, H, W) in [0, 1] -> two normalised augmented views (global RNG)."""
+
+    def __init__(self, images: torch.Tensor, size: int | None = None):
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        self.images = images
+        self.views = two_view_transform(int(size or images.shape[-1]))
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.views(self.images[i].float())
+
+
+def pretrain(model: MoBY, images: torch.Tensor, train_cfg, *, eval_fn: Callable | None = None,
+             size: int | None = None) -> dict:
+    """MoBY pre-training through :func:`workbench.train.fit`: the symmetric loss per batch of two views,
+    the cosine momentum update after every optimizer step, keys enqueued (all-gathered under DDP)."""
+    from workbench.train import fit, unwrap, world_size
+    global_batch = train_cfg.batch_size * world_size()
+    if model.cfg.queue_size % global_batch:
+        raise ValueError(f"MoBY queue_size ({model.cfg.queue_size}) must be a multiple of the global batch size "
+                         f"({train_cfg.batch_size} x {world_size()} process(es) = {global_batch})")
+    if not train_cfg.drop_last:
+        raise ValueError("MoBY pre-training needs drop_last=True (every batch must have the same size)")
+
+    def loss_fn(m, batch):
+        loss = m(batch[0], batch[1])
+        return loss, {"momentum": unwrap(m).last_momentum}
+
+    return fit(model, TwoViewImages(images, size), loss_fn, train_cfg, eval_fn=eval_fn,
+               on_step=lambda m, step, total: m.momentum_update(step, total))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,7 +462,9 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
             "bias": head.bias.detach().clone(), "mean": mean.float(), "std": std.float()}
 
 
-class _Classifier(nn.Module):
+class Classifier(nn.Module):
+    """An encoder (pooled features) with a linear head: supervised training and fine-tuning."""
+
     def __init__(self, encoder: nn.Module, num_classes: int):
         super().__init__()
         self.encoder = encoder
@@ -431,47 +473,52 @@ class _Classifier(nn.Module):
     def forward(self, x):
         return self.head(self.encoder(x))
 
+    def no_weight_decay(self):
+        return set(self.encoder.no_weight_decay()) if hasattr(self.encoder, "no_weight_decay") else set()
+
+
+class LabeledImages(torch.utils.data.Dataset):
+    """Float images (N, 3, H, W) in [0, 1] + labels; ``augment(x)`` per sample (global RNG), then ImageNet
+    normalisation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: Callable | None = None):
+        if images.ndim != 4 or labels.shape != (images.shape[0],):
+            raise ValueError("images (N, C, H, W) and labels (N,) expected")
+        self.images, self.labels, self.augment = images, labels.long(), augment
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        x = self.images[i].float()
+        if self.augment is not None:
+            x = self.augment(x)
+        return normalize_batch(x[None])[0], self.labels[i]
+
 
 def supervised_train(encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 5,
                      lr: float = 1e-3, weight_decay: float = 0.05, batch_size: int = 64, seed: int = 0,
-                     augment: Callable | None = None, test: tuple[torch.Tensor, torch.Tensor] | None = None
-                     ) -> dict:
-    """Train ``encoder`` + a linear head end to end with cross-entropy (AdamW, cosine lr, 1 warm-up epoch).
-
-    Used for supervised training from scratch and for fine-tuning a pre-trained encoder (same budget).
-    ``augment(x, g)`` is applied per sample. Returns ``{"acc", "train_loss", "model"}``.
-    """
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
+                     augment: Callable | None = None, test: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     device: str = "auto") -> dict:
+    """Train ``encoder`` + a linear head end to end with cross-entropy through :func:`workbench.train.fit`
+    (AdamW, 1 warm-up epoch, cosine). Supervised training from scratch and fine-tuning of a pre-trained
+    encoder (same budget). Returns ``{"acc" (if test), "train_loss", "steps", "model"}``."""
+    from workbench.train import TrainConfig, fit
     n_cls = int(labels.max()) + 1 if test is None else int(max(int(labels.max()), int(test[1].max()))) + 1
-    model = _Classifier(encoder, n_cls)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n = images.shape[0]
-    spe = max(1, n // batch_size)
-    total, warm = epochs * spe, spe
-    step, last = 0, float("nan")
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        for i in range(spe):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            x = images[idx].float()
-            if augment is not None:
-                x = torch.stack([augment(xi, g) for xi in x])
-            cur = lr * (step + 1) / warm if step < warm else lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-            for group in opt.param_groups:
-                group["lr"] = cur
-            loss = F.cross_entropy(model(x), labels[idx].long())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            last = float(loss)
-    out = {"train_loss": last, "model": model}
+    torch.manual_seed(seed)
+    model = Classifier(encoder, n_cls)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_lr=lr * 0.01, warmup_epochs=1,
+                      weight_decay=weight_decay, seed=seed, progress=False, log_every=0, device=device)
+    res = fit(model, LabeledImages(images, labels, augment), lambda m, b: F.cross_entropy(m(b[0]), b[1]), cfg)
+    out = {"train_loss": res["history"][-1]["train_loss"] if res["history"] else float("nan"),
+           "steps": res["steps"], "model": model}
     if test is not None:
+        feats_fn = lambda x: model(normalize_batch(x))  # noqa: E731
         model.eval()
+        dev = next(model.parameters()).device
         with torch.no_grad():
-            logits = torch.cat([model(test[0][i:i + 256].float()) for i in range(0, test[0].shape[0], 256)])
+            logits = torch.cat([feats_fn(test[0][i:i + 256].float().to(dev)).cpu()
+                                for i in range(0, test[0].shape[0], 256)])
         out["acc"] = 100.0 * (logits.argmax(1) == test[1].long()).float().mean().item()
     return out
 
