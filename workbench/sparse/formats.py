@@ -1,0 +1,185 @@
+"""The packed balanced format of Balanced Sparsity (Yao et al., AAAI 2019) — "Compressed Sparse Banks".
+
+A balanced matrix W (rows x cols) split into banks of B columns keeps k weights per bank. It is stored as
+
+    values  (rows, banks, k)   the kept weights, in increasing column order inside each bank
+    offsets (rows, banks, k)   their position inside the bank, 0 <= o < B, in the smallest integer type
+                               (uint8 for B <= 256, int16 for B <= 32768, else int32)
+
+so that  W[r, b*B + offsets[r, b, j]] = values[r, b, j]  and  y = W x  is
+
+    y_r = sum_b sum_j values[r, b, j] * x[b*B + offsets[r, b, j]]                         (3)
+
+— every row (and every bank) does exactly the same amount of work, and the format costs
+sizeof(value) + sizeof(offset) bytes per nonzero (5 for fp32 with uint8 offsets; scipy's CSR needs 8).
+This module knows masks only through :mod:`workbench.sparse.prune`; the kernels that evaluate (3) live in
+:mod:`workbench.sparse.kernels`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from workbench.sparse.prune import balanced_mask
+
+CPU_DTYPES = (torch.float32, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.float16)
+INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
+_INDEX_MAX = {torch.uint8: 256, torch.int16: 32768, torch.int32: 2 ** 31}
+
+
+def index_dtype_for(bank_size: int) -> torch.dtype:
+    """Smallest integer type that holds an in-bank offset 0..bank_size-1."""
+    for dt in INDEX_DTYPES:
+        if bank_size <= _INDEX_MAX[dt]:
+            return dt
+    raise ValueError(f"bank_size {bank_size} is too large")
+
+
+@dataclass
+class BalancedMatrix:
+    values: torch.Tensor   # (rows, banks, k)
+    offsets: torch.Tensor  # (rows, banks, k), uint8 / int16 / int32
+    shape: tuple[int, int]
+    bank_size: int
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_dense(cls, W: torch.Tensor, sparsity: float = 0.9, bank_size: int = 64, *, pad: bool = False,
+                   index_dtype: torch.dtype | None = None) -> "BalancedMatrix":
+        """Prune W with the balanced mask (eq. 1) and pack it."""
+        return cls.from_mask(W, balanced_mask(W, sparsity, bank_size, pad=pad), bank_size, pad=pad,
+                             index_dtype=index_dtype)
+
+    @classmethod
+    def from_mask(cls, W: torch.Tensor, mask: torch.Tensor, bank_size: int = 64, *, pad: bool = False,
+                  index_dtype: torch.dtype | None = None) -> "BalancedMatrix":
+        """Pack W * mask; the mask must keep the same number k in every bank (the last, shorter bank of a
+        padded row may keep fewer: its empty slots hold value 0 at offset 0)."""
+        if not isinstance(W, torch.Tensor) or W.dim() != 2:
+            raise ValueError(f"W must be a 2-D tensor, got {getattr(W, 'shape', type(W).__name__)}")
+        if not W.is_floating_point():
+            raise ValueError(f"W must be floating point, got {W.dtype}")
+        if not isinstance(mask, torch.Tensor) or mask.shape != W.shape:
+            raise ValueError(f"mask shape {getattr(mask, 'shape', None)} does not match W {tuple(W.shape)}")
+        bank_size = int(bank_size)
+        if bank_size < 1:
+            raise ValueError(f"bank_size must be >= 1, got {bank_size}")
+        idt = index_dtype or index_dtype_for(bank_size)
+        if idt not in INDEX_DTYPES:
+            raise ValueError(f"index_dtype must be one of {INDEX_DTYPES}, got {idt}")
+        if bank_size > _INDEX_MAX[idt]:
+            raise ValueError(f"bank_size {bank_size} does not fit offsets of type {idt}")
+        rows, cols = W.shape
+        rem = cols % bank_size
+        if rem and not pad:
+            raise ValueError(f"row length {cols} is not a multiple of bank_size {bank_size}; "
+                             f"choose a bank size that divides it or pass pad=True")
+        m = mask.to(torch.bool)
+        Wd = W.detach()
+        if rem:
+            m = torch.cat([m, m.new_zeros(rows, bank_size - rem)], 1)
+            Wd = torch.cat([Wd, Wd.new_zeros(rows, bank_size - rem)], 1)
+        banks = m.shape[1] // bank_size
+        mb = m.reshape(rows, banks, bank_size)
+        counts = mb.sum(-1)
+        k = int(counts.max()) if counts.numel() else 0
+        if k == 0:
+            raise ValueError("the mask keeps no weights")
+        full = counts[:, :-1] if rem else counts
+        if full.numel() and (full != k).any():
+            raise ValueError("the mask is not balanced: banks keep different numbers of weights "
+                             f"(min {int(full.min())}, max {k}); use prune.balanced_mask")
+        # positions of the kept weights, ascending inside each bank (stable sort puts True first, in order)
+        order = torch.sort((~mb).to(torch.int8), dim=-1, stable=True).indices[..., :k]
+        valid = torch.gather(mb, -1, order)
+        vals = torch.gather(Wd.reshape(rows, banks, bank_size), -1, order)
+        vals = torch.where(valid, vals, torch.zeros_like(vals))
+        offs = torch.where(valid, order, torch.zeros_like(order))
+        return cls(vals.contiguous(), offs.to(idt).contiguous(), (rows, cols), bank_size)
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def banks(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[2]
+
+    @property
+    def nnz(self) -> int:
+        """Stored entries (k per bank): the work every kernel does."""
+        return self.values.numel()
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.shape[0] * self.shape[1])
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.numel() * self.values.element_size() + self.offsets.numel() * self.offsets.element_size()
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    def columns(self) -> torch.Tensor:
+        """Absolute column of every stored entry, int64 (rows, banks, k)."""
+        base = torch.arange(self.banks, device=self.device, dtype=torch.int64)[None, :, None] * self.bank_size
+        return base + self.offsets.to(torch.int64)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "BalancedMatrix":
+        v = self.values.to(device=device, dtype=dtype) if dtype else self.values.to(device)
+        return BalancedMatrix(v.contiguous(), self.offsets.to(device).contiguous(), self.shape, self.bank_size)
+
+    def to_dense(self) -> torch.Tensor:
+        rows, cols = self.shape
+        out = torch.zeros(rows, self.banks * self.bank_size, dtype=self.dtype, device=self.device)
+        out.scatter_add_(1, self.columns().reshape(rows, -1), self.values.reshape(rows, -1))
+        return out[:, :cols]
+
+    # ---------------------------------------------------------------- products
+    def _check_x(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x must be a torch tensor, got {type(x).__name__}")
+        if x.dim() not in (1, 2) or x.shape[0] != self.shape[1]:
+            raise ValueError(f"x must have shape ({self.shape[1]},) or ({self.shape[1]}, n), got {tuple(x.shape)}")
+        if x.device != self.device:
+            raise ValueError(f"x is on {x.device} but the matrix is on {self.device}; move one of them")
+        if x.dtype != self.dtype:
+            raise ValueError(f"x has dtype {x.dtype} but the matrix has {self.dtype}")
+        allowed = CUDA_DTYPES if x.is_cuda else CPU_DTYPES
+        if x.dtype not in allowed:
+            raise ValueError(f"dtype {x.dtype} is not supported on {x.device.type} (use one of {allowed})")
+        if not x.is_contiguous():
+            raise ValueError("x must be contiguous (call x.contiguous())")
+
+    def matmul(self, x: torch.Tensor, *, threads: int | None = None) -> torch.Tensor:
+        """W @ x for x of shape (in,) or (in, n), on CPU (numba) or CUDA (CuPy RawModule) tensors."""
+        self._check_x(x)
+        if x.is_cuda:
+            from workbench.sparse.kernels import gpu
+            return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1])
+        from workbench.sparse.kernels import cpu
+        return cpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, threads=threads)
+
+    __matmul__ = matmul
+
+    def matmul_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Pure-torch gather + sum version of eq. (3), float64 — the slow oracle for tests."""
+        xv = x.to(torch.float64)
+        cols = self.columns().reshape(self.shape[0], -1)
+        vals = self.values.reshape(self.shape[0], -1).to(torch.float64)
+        if xv.dim() == 1:
+            return (vals * xv[cols]).sum(-1)
+        return torch.einsum("re,ren->rn", vals, xv[cols])

@@ -1,0 +1,1 @@
+"""Kernels for the balanced product y = W x: ``cpu`` (numba) and ``gpu`` (CuPy RawModule over balanced.cu)."""
