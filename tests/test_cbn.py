@@ -245,8 +245,8 @@ def test_invalid_past_entries_are_left_out():
     x1 = torch.randn(3, 1, 5, 5)
     layer(conv(x1), conv.weight)
     with torch.no_grad():  # corrupt the stored entry of channel 0 so that ν < μ²
-        layer.past_sqmean[0, 0] = -1.0
-        layer.past_dsqmean[0, 0] = 0.0
+        layer.past_stats[0, 1, 0] = -1.0  # ν of channel 0
+        layer.past_grads[0, 1, 0] = 0.0
     x2 = torch.randn(3, 1, 5, 5)
     y2 = conv(x2)
     out = layer(y2, conv.weight)
@@ -285,7 +285,8 @@ def test_buffers_are_registered_state():
     pair = ConvCBN(_conv(), window=5)
     names = dict(pair.named_buffers())
     assert names["bn.past_weight"].shape == (4, 5, 27)
-    assert names["bn.past_mean"].shape == (4, 5)
+    assert names["bn.past_grads"].shape == (4, 2, 5, 27)
+    assert names["bn.past_stats"].shape == (4, 2, 5)
     assert pair.double().bn.past_weight.dtype == torch.float64  # buffers follow .to()/.double()
 
 
@@ -411,7 +412,7 @@ def test_bfloat16_autocast_close_to_float32():
         ya = a(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             yb = b(x)
-    assert yb.dtype == torch.bfloat16 and a.bn.past_mean.dtype == torch.float32
+    assert yb.dtype == torch.bfloat16 and a.bn.past_stats.dtype == torch.float32
     torch.testing.assert_close(yb.float(), ya, rtol=0.05, atol=0.05)
 
 
@@ -426,3 +427,19 @@ def test_cuda_matches_cpu():
             yb = b(x.cuda())
     torch.testing.assert_close(yb.float().cpu(), ya, rtol=0.02, atol=0.02)
     assert b.bn.past_weight.device.type == "cuda"
+
+
+@pytest.mark.parametrize("with_past,affine", [(False, True), (True, True), (True, False)])
+def test_window_norm_backward_gradcheck(with_past, affine):
+    """The hand-written backward of the normalisation equals finite differences (float64)."""
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(3, 4, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    sums = cnt = None
+    if with_past:
+        mu_p = torch.randn(2, 4, generator=g, dtype=torch.float64)
+        sums = torch.stack([mu_p.sum(0), (mu_p ** 2 + 1.5).sum(0)])
+        cnt = torch.full((4,), 3.0, dtype=torch.float64)
+    gamma = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True) if affine else None
+    beta = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True) if affine else None
+    inputs = (x, sums, cnt, gamma, beta, 1e-5)
+    assert torch.autograd.gradcheck(lambda *a: cbn._WindowNorm.apply(*a)[0], inputs)

@@ -129,14 +129,17 @@ def stat_grads(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tupl
         u = inp.detach().to(dt)
         y = out.detach().to(dt)
         n = y.shape[0] * y.shape[2] * y.shape[3]
-        dnu = torch.nn.grad.conv2d_weight(u, geom.weight_shape, y * (2.0 / n), geom.stride, geom.padding,
-                                          geom.dilation, gr)
+        dnu = torch.nn.grad.conv2d_weight(u, geom.weight_shape, y, geom.stride, geom.padding, geom.dilation, gr)
+        dnu = dnu.reshape(cout, -1).mul_(2.0 / n)
+        # E[p]: sum the batch, then one correlation with an all-ones (Ho × Wo) kernel dilated by the stride
+        # gives, at offset (i·dh, j·dw), the sum of the input values tap (i, j) of the filter sees.
         ho, wo = y.shape[2], y.shape[3]
-        ones = torch.full((1, gr, ho, wo), 1.0 / n, device=u.device, dtype=u.dtype)
-        dmu = torch.nn.grad.conv2d_weight(u.sum(0, keepdim=True), (gr, cpg, kh, kw), ones, geom.stride,
-                                          geom.padding, geom.dilation, gr)
-        dmu = dmu.reshape(gr, -1).repeat_interleave(cout // gr, dim=0)
-    return dmu, dnu.reshape(cout, -1)
+        (ph, pw), (sh, sw), (dh, dw) = geom.padding, geom.stride, geom.dilation
+        s = F.pad(u.sum(0), (pw, pw, ph, ph))[:, None]  # (Cin, 1, Hp, Wp)
+        ones = torch.ones(1, 1, ho, wo, device=u.device, dtype=u.dtype)
+        r = F.conv2d(s, ones, dilation=(sh, sw))[:, 0, : dh * (kh - 1) + 1: dh, : dw * (kw - 1) + 1: dw]
+        dmu = (r.reshape(gr, -1) * (1.0 / n)).repeat_interleave(cout // gr, dim=0)
+    return dmu, dnu
 
 
 def stat_grads_unfold(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +210,55 @@ class CBNConfig:
         return self
 
 
-_WINDOW_KEYS = ("past_dmean", "past_dsqmean", "past_weight")
+_WINDOW_KEYS = ("past_grads", "past_weight")
+
+
+class _WindowNorm(torch.autograd.Function):
+    """``y = γ (x − μ̄) / sqrt(σ̄² + ε) + β`` with ``μ̄ = (μ_t + A)/n``, ``σ̄² = (ν_t + B)/n − μ̄²`` where
+    ``(A, B)`` are the detached sums of the kept past entries and ``n`` their count + 1. The backward
+    pass is written out (two reductions and one fused pass over ``x``) instead of autograd's chain of
+    small ops; it is checked against autograd in the tests. Also returns the current ``μ_t``, ``σ²_t``
+    and ``ν_t`` (non-differentiable) for the window and the running statistics."""
+
+    @staticmethod
+    def forward(ctx, x, sums, cnt, gamma, beta, eps):
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        var_t, mu_t = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
+        nu_t = var_t + mu_t * mu_t
+        if sums is None:
+            mu, var = mu_t, var_t
+        else:
+            mu = (mu_t + sums[0]) / cnt
+            var = ((nu_t + sums[1]) / cnt - mu * mu).clamp_min(0.0)
+        r = torch.rsqrt(var + eps)
+        scale = r if gamma is None else r * gamma.to(r.dtype)
+        shift = -mu * scale if beta is None else beta.to(r.dtype) - mu * scale
+        y = torch.addcmul(shift[:, None, None], xf, scale[:, None, None]).to(x.dtype)
+        ctx.save_for_backward(x, mu, r, scale, cnt, gamma)
+        ctx.has_beta = beta is not None
+        ctx.mark_non_differentiable(mu_t, var_t, nu_t)
+        return y, mu_t, var_t, nu_t
+
+    @staticmethod
+    def backward(ctx, gy, _gm, _gv, _gn):
+        x, mu, r, scale, cnt, gamma = ctx.saved_tensors
+        xf = x.to(mu.dtype)
+        g = gy.to(mu.dtype)
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        sg = g.sum(dim=(0, 2, 3))
+        sgx = torch.einsum("nchw,nchw->c", g, xf)
+        s_gxc = sgx - mu * sg  # Σ g (x − μ̄)
+        gam = 1.0 if gamma is None else gamma.to(mu.dtype)
+        d_var = -0.5 * gam * r ** 3 * s_gxc  # ∂L/∂σ̄² = ∂L/∂ν̄
+        d_mu = -gam * r * sg - 2.0 * mu * d_var  # ∂L/∂μ̄ (σ̄² = ν̄ − μ̄²)
+        if cnt is not None:
+            d_mu, d_var = d_mu / cnt, d_var / cnt  # ∂L/∂μ_t, ∂L/∂ν_t
+        coef_x = (2.0 / m) * d_var  # ν_t = E[x²]
+        const = d_mu / m
+        dx = torch.addcmul(const[:, None, None], xf, coef_x[:, None, None]).addcmul_(g, scale[:, None, None])
+        dgamma = (s_gxc * r).to(gamma.dtype) if gamma is not None and ctx.needs_input_grad[3] else None
+        dbeta = sg.to(gamma.dtype if gamma is not None else sg.dtype) if ctx.has_beta and ctx.needs_input_grad[4] else None
+        return dx.to(x.dtype), None, None, dgamma, dbeta, None
 
 
 class CrossIterationBatchNorm2d(nn.Module):
@@ -219,8 +270,9 @@ class CrossIterationBatchNorm2d(nn.Module):
     the running statistics are used, exactly like ``nn.BatchNorm2d``.
 
     State: ``weight``, ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked`` (the same
-    keys as ``nn.BatchNorm2d``) plus the window: ``past_mean``/``past_sqmean`` (window−1, C),
-    ``past_dmean``/``past_dsqmean``/``past_weight`` (window−1, C, K) and ``past_filled``/``past_head``.
+    keys as ``nn.BatchNorm2d``) plus the window: ``past_stats`` (window−1, 2, C) holding (μ, ν),
+    ``past_grads`` (window−1, 2, C, K) holding (∂μ/∂W, ∂ν/∂W), ``past_weight`` (window−1, C, K) and the
+    ring-buffer counters ``past_filled``/``past_head``.
     ``K`` (the conv's fan-in) is learnt at the first windowed step unless ``weight_shape`` is given.
     """
 
@@ -248,10 +300,9 @@ class CrossIterationBatchNorm2d(nn.Module):
             if weight_shape[0] != num_features:
                 raise ValueError(f"weight_shape {tuple(weight_shape)} does not match num_features={num_features}")
             k = int(math.prod(weight_shape[1:]))
-        self.register_buffer("past_mean", torch.zeros(m, num_features))
-        self.register_buffer("past_sqmean", torch.zeros(m, num_features))
-        for key in _WINDOW_KEYS:
-            self.register_buffer(key, torch.zeros(m, num_features, k))
+        self.register_buffer("past_stats", torch.zeros(m, 2, num_features))
+        self.register_buffer("past_grads", torch.zeros(m, 2, num_features, k))
+        self.register_buffer("past_weight", torch.zeros(m, num_features, k))
         self.register_buffer("past_filled", torch.tensor(0, dtype=torch.long))
         self.register_buffer("past_head", torch.tensor(0, dtype=torch.long))
         self.last_info: dict | None = None  # filled when ``keep_info`` is True (diagnostics)
@@ -268,7 +319,7 @@ class CrossIterationBatchNorm2d(nn.Module):
         for key in _WINDOW_KEYS:
             src = state_dict.get(prefix + key)
             mine = getattr(self, key)
-            if src is not None and src.dim() == 3 and src.shape[:2] == mine.shape[:2] and src.shape != mine.shape:
+            if src is not None and src.dim() == mine.dim() and src.shape[:-1] == mine.shape[:-1] and src.shape != mine.shape:
                 setattr(self, key, torch.zeros(src.shape, dtype=mine.dtype, device=mine.device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
@@ -281,10 +332,10 @@ class CrossIterationBatchNorm2d(nn.Module):
     def _ensure_window(self, k: int, device: torch.device) -> None:
         for key in _WINDOW_KEYS:
             buf = getattr(self, key)
-            if buf.shape[2] != k:
-                if buf.shape[2] != 0:
-                    raise ValueError(f"the conv weight's fan-in changed from {buf.shape[2]} to {k}")
-                setattr(self, key, torch.zeros(buf.shape[0], buf.shape[1], k, device=device))
+            if buf.shape[-1] != k:
+                if buf.shape[-1] != 0:
+                    raise ValueError(f"the conv weight's fan-in changed from {buf.shape[-1]} to {k}")
+                setattr(self, key, torch.zeros(*buf.shape[:-1], k, device=device, dtype=buf.dtype))
 
     def window_active(self) -> bool:
         """Whether the next training step uses the window (window > 1 and burn-in over)."""
@@ -307,7 +358,7 @@ class CrossIterationBatchNorm2d(nn.Module):
         if weight is None:
             raise ValueError("in training mode CrossIterationBatchNorm2d needs the preceding conv's weight: "
                              "call cbn(x, conv.weight)")
-        return self._train_forward(x, weight, lambda mu, nu: stat_grads_autograd(mu, nu, weight))
+        return self._train_forward(x, weight, lambda: stat_grads_autograd(*batch_stats(x), weight))
 
     def _factor(self) -> float:
         if self.momentum is None:
@@ -315,7 +366,7 @@ class CrossIterationBatchNorm2d(nn.Module):
         return self.momentum
 
     def _train_forward(self, x: torch.Tensor, weight: torch.Tensor,
-                       grads_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+                       grads_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         if not self.window_active():  # plain BatchNorm: bit-identical to nn.BatchNorm2d
             self.last_info = None
             self.num_batches_tracked.add_(1)
@@ -324,57 +375,50 @@ class CrossIterationBatchNorm2d(nn.Module):
         n = x.shape[0] * x.shape[2] * x.shape[3]
         if n < 2:
             raise ValueError("CBN needs more than one value per channel in training mode (N·H·W ≥ 2)")
-        mu_t, nu_t = batch_stats(x)
-        var_t = (nu_t - mu_t * mu_t).clamp_min(0.0)
-        if not bool(torch.isfinite(nu_t).all()):
-            raise ValueError("non-finite values (NaN/Inf) in the CBN input; refusing to store them in the window")
-        dmu, dnu = grads_fn(mu_t, nu_t)
-        w_now = weight.detach().float().reshape(self.num_features, -1)
+        w_now = weight.detach().reshape(self.num_features, -1).to(self.past_weight.dtype)
         self._ensure_window(w_now.shape[1], x.device)
         f = int(self.past_filled)
-        info = None
+        sums = cnt = comp = valid = None
         if f > 0:
-            mu_raw, nu_raw = self.past_mean[:f], self.past_sqmean[:f]
-            mu_p = compensate(mu_raw, self.past_dmean[:f], w_now, self.past_weight[:f], self.rho)
-            nu_p = compensate(nu_raw, self.past_dsqmean[:f], w_now, self.past_weight[:f], self.rho)
-            valid = nu_p >= mu_p * mu_p
-            cnt = 1.0 + valid.sum(0).float()
-            mu = (mu_t + (mu_p * valid).sum(0)) / cnt
-            nu = (nu_t + (nu_p * valid).sum(0)) / cnt
-            var = (nu - mu * mu).clamp_min(0.0)
-            if self.keep_info:
-                info = dict(mu_cur=mu_t.detach(), nu_cur=nu_t.detach(), mu_raw=mu_raw.clone(), nu_raw=nu_raw.clone(),
-                            mu_comp=mu_p.detach(), nu_comp=nu_p.detach(), valid=valid, mu=mu.detach(),
-                            var=var.detach(), slots=list(range(f)))
-        else:
-            mu, var = mu_t, var_t
-            if self.keep_info:
-                info = dict(mu_cur=mu_t.detach(), nu_cur=nu_t.detach(), mu=mu.detach(), var=var.detach(), slots=[])
+            raw = self.past_stats[:f]  # (f, 2, C)
+            comp = raw
+            if self.rho != 0.0:
+                dw = (w_now - self.past_weight[:f]).unsqueeze(1)  # (f, 1, C, K)
+                comp = raw + self.rho * (self.past_grads[:f] * dw).sum(-1)
+            valid = comp[:, 1] >= comp[:, 0] * comp[:, 0]  # (f, C)
+            sums = (comp * valid.unsqueeze(1)).sum(0)  # (2, C)
+            cnt = valid.sum(0).to(sums.dtype) + 1.0
+        out, mu_t, var_t, nu_t = _WindowNorm.apply(x, sums, cnt, self.weight, self.bias, self.eps)
+        if not bool(torch.isfinite(nu_t).all()):
+            raise ValueError("non-finite values (NaN/Inf) in the CBN input; refusing to store them in the window")
+        dmu, dnu = grads_fn()
+        info = None
+        if self.keep_info:
+            if f > 0:
+                mu = (mu_t + sums[0]) / cnt
+                var = ((nu_t + sums[1]) / cnt - mu * mu).clamp_min(0.0)
+                info = dict(mu_raw=raw[:, 0].clone(), nu_raw=raw[:, 1].clone(), mu_comp=comp[:, 0].clone(),
+                            nu_comp=comp[:, 1].clone(), valid=valid, slots=list(range(f)))
+            else:
+                mu, var, info = mu_t, var_t, dict(slots=[])
+            info.update(mu_cur=mu_t, nu_cur=nu_t, mu=mu, var=var)
         self.last_info = info
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             a = self._factor()
-            self.running_mean.mul_(1.0 - a).add_(mu_t.detach(), alpha=a)
-            self.running_var.mul_(1.0 - a).add_(var_t.detach() * (n / (n - 1)), alpha=a)
-            if self.window > 1:
-                h = int(self.past_head)
-                self.past_mean[h] = mu_t.detach()
-                self.past_sqmean[h] = nu_t.detach()
-                self.past_dmean[h] = dmu
-                self.past_dsqmean[h] = dnu
-                self.past_weight[h] = w_now
-                if info is not None:
-                    info["stored_slot"] = h
-                self.past_head.fill_((h + 1) % (self.window - 1))
-                self.past_filled.fill_(min(f + 1, self.window - 1))
-        scale = torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            scale = scale * self.weight.float()
-        shift = -mu * scale
-        if self.bias is not None:
-            shift = shift + self.bias.float()
-        out = torch.addcmul(shift[None, :, None, None], x.float(), scale[None, :, None, None])
-        return out.to(x.dtype)
+            self.running_mean.mul_(1.0 - a).add_(mu_t, alpha=a)
+            self.running_var.mul_(1.0 - a).add_(var_t, alpha=a * n / (n - 1))
+            h = int(self.past_head)
+            self.past_stats[h, 0] = mu_t
+            self.past_stats[h, 1] = nu_t
+            self.past_grads[h, 0] = dmu
+            self.past_grads[h, 1] = dnu
+            self.past_weight[h] = w_now
+            if info is not None:
+                info["stored_slot"] = h
+            self.past_head.fill_((h + 1) % (self.window - 1))
+            self.past_filled.fill_(min(f + 1, self.window - 1))
+        return out
 
 
 class ConvCBN(nn.Module):
@@ -435,7 +479,7 @@ class ConvCBN(nn.Module):
         if self.gradients == "autograd":
             out = self.bn(y, self.conv.weight)
         else:
-            out = self.bn._train_forward(y, self.conv.weight, lambda mu, nu: stat_grads(x, y, self.geom))
+            out = self.bn._train_forward(y, self.conv.weight, lambda: stat_grads(x, y, self.geom))
         if self._diagnostics:
             self._record(x)
         return out
