@@ -412,3 +412,125 @@ def test_two_views_are_reproducible_from_the_seed_and_reject_bad_input():
         moby.two_views(np.zeros((10, 10)), size=32)
     with pytest.raises(ValueError):
         moby.two_views(img, size=4)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def test_momentum_figure_endpoints_and_curves_from_records():
+    from workbench.viz import moby as vm
+    fig = vm.momentum_figure(50)
+    y = np.asarray(fig.data[0].y)
+    assert y[0] == pytest.approx(0.99) and y[-1] == pytest.approx(1.0) and len(y) == 51
+    recs = [{"run": "a", "epoch": 1, "knn_shapes": 10.0}, {"run": "a", "epoch": 2, "knn_shapes": 20.0},
+            {"run": "b", "epoch": 1, "knn_shapes": 5.0}]
+    fig = vm.training_curves(recs)
+    assert [t.name for t in fig.data] == ["a", "b"]
+    np.testing.assert_allclose(fig.data[0].y, [10.0, 20.0])
+    with pytest.raises(ValueError):
+        vm.training_curves(recs, metric="nope")
+
+
+def test_embedding_map_highlights_and_hover():
+    from workbench.viz import moby as vm
+    xy = np.random.default_rng(0).normal(size=(12, 2))
+    labels = np.arange(12) % 3
+    fig = vm.embedding_map(xy, labels, ["a", "b", "c"], highlight=[4, 7])
+    assert len(fig.data) == 4  # three classes + the ring trace
+    ring = fig.data[-1]
+    np.testing.assert_allclose(ring.x, xy[[4, 7], 0])
+    assert list(fig.data[1].text)[0] == "#1 · b"
+
+
+# ---------------------------------------------------------------------------------------------- demo + app
+@pytest.fixture(scope="module")
+def demo():
+    from workbench.checkpoints import demo_path
+    assert demo_path(moby.DEMO_NAME).exists(), f"demo checkpoint missing: run `{moby.DEMO_COMMAND}`"
+    moby._DEMO_CACHE.clear()
+    return moby.demo_index("shapes")
+
+
+def test_demo_checkpoint_is_small_and_loads_strictly(demo):
+    from workbench.checkpoints import demo_path, load_checkpoint
+    path = demo_path(moby.DEMO_NAME)
+    assert path.stat().st_size < 8e6
+    ck = load_checkpoint(path)
+    assert ck.meta["command"] == moby.DEMO_COMMAND
+    enc = moby.demo_encoder()
+    assert not enc.training and enc.num_features == demo["emb"].shape[1]
+    torch.testing.assert_close(demo["emb"].norm(dim=1), torch.ones(len(demo["labels"])))
+
+
+def test_app_neighbours_match_brute_force(demo):
+    import apps.moby as app
+    fig_map, fig_nn, text = app.show_neighbours("shapes", "pca", 5, 6)
+    e = demo["emb"].double()
+    sims = e @ e[5]
+    sims[5] = -2
+    order = torch.argsort(sims, descending=True)[:6].tolist()
+    shown = [int(part.split()[0][1:]) for part in text.removeprefix("nearest: ").split(", ")]
+    assert shown == order
+    assert sum(t.type == "image" for t in fig_nn.data) == 7  # the query and six neighbours
+    ring = fig_map.data[-1]
+    assert list(ring.customdata) == [5, *order]
+
+
+def test_app_upload_of_a_gallery_image_finds_itself(demo):
+    import apps.moby as app
+    img = demo["images"][11]
+    fig, text = app.upload_neighbours("shapes", np.array(img), 3)
+    first = text.removeprefix("nearest: ").split(", ")[0]
+    assert first.startswith("#11 ") and first.endswith("(1.00)")
+
+
+def test_app_reroll_advances_the_seed_and_matches_two_views():
+    import apps.moby as app
+    from workbench.data import natural
+    from workbench.viz.core import to_uint8_image
+    name = natural.photo_names()[0]
+    seed, fig = app.reroll(name, None, 4)
+    assert seed == 5
+    v1, v2 = moby.two_views(natural.load_photo(name), size=96, seed=5)
+    assert len(fig.data) == 3
+    _, fig4 = app.reroll(name, None, 3)
+    assert fig4.to_json() == fig.to_json()  # same seed -> same figure (deterministic)
+    _, fig6 = app.reroll(name, None, 5)
+    assert fig6.to_json() != fig.to_json()
+    assert to_uint8_image(v1).shape == (96, 96, 3)
+
+
+def test_app_bad_inputs_become_messages(demo):
+    import gradio as gr
+
+    import apps.moby as app
+    from apps.common import guard
+    for args in (("shapes", "pca", 10_000), ("shapes", "pca", -1), ("shapes", "pca", None), ("mnist", "pca", 0)):
+        with pytest.raises(gr.Error):
+            guard(app.draw_map)(*args)
+    with pytest.raises(gr.Error):
+        guard(app.show_neighbours)("shapes", "pca", 0, 99)
+    with pytest.raises(gr.Error):
+        guard(app.upload_neighbours)("shapes", None, 3)
+    with pytest.raises(gr.Error):
+        guard(app.upload_neighbours)("shapes", b"not an image", 3)
+    with pytest.raises(gr.Error):
+        guard(app.show_views)("no-such-photo", None, 0)
+
+
+def test_missing_demo_checkpoint_names_the_command(monkeypatch):
+    from workbench.checkpoints import CheckpointError
+    monkeypatch.setattr(moby, "DEMO_NAME", "moby_does_not_exist")
+    monkeypatch.setattr(moby, "_DEMO_CACHE", {})
+    with pytest.raises(CheckpointError, match="workbench train moby-study"):
+        moby.demo_index("shapes")
+
+
+def test_widgets_render_the_same_figures_as_the_app(demo):
+    import apps.moby as app
+    from workbench.widgets import moby as wm
+    fig_w, text_w = wm.render_embeddings("shapes", "pca", 2, 8)
+    fig_a, text_a = app.draw_map("shapes", "pca", 2)
+    assert fig_w.to_json() == fig_a.to_json() and text_w == text_a
+    ex = wm.views_explorer()
+    assert len(ex.figure.data) == 3 and ex.calls == 1
+    ex.controls["seed"].value = 3
+    assert ex.calls == 2

@@ -294,7 +294,7 @@ def _as_chw(image) -> torch.Tensor:
         a = np.asarray(image)
         if a.ndim != 3 or a.shape[-1] != 3:
             raise ValueError(f"expected an RGB image (H, W, 3), got shape {a.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
+        t = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1) / 255.0
     if t.ndim != 3 or t.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -527,7 +527,7 @@ def supervised_train(encoder: nn.Module, images: torch.Tensor, labels: torch.Ten
 # embeddings for the app, the notebook and the widgets
 # --------------------------------------------------------------------------------------------------
 DEMO_NAME = "moby_swinv2_lite"
-DEMO_COMMAND = "workbench train moby-study --demo-only"
+DEMO_COMMAND = "workbench train moby-study"
 
 
 def embed_images(encoder: nn.Module, images) -> torch.Tensor:
@@ -539,7 +539,7 @@ def embed_images(encoder: nn.Module, images) -> torch.Tensor:
         a = np.asarray(images)
         if a.ndim != 4 or a.shape[-1] != 3:
             raise ValueError(f"expected images (N, H, W, 3), got shape {a.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.array(a, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -593,16 +593,99 @@ def project_2d(embeddings: torch.Tensor, method: str = "pca", seed: int = 0, per
 def load_demo_encoder(path=None) -> nn.Module:
     """The committed demo encoder (MoBY-pretrained tiny Swin V2), in eval mode, float32.
 
-    Raises ``CheckpointError`` telling the user the command that makes it when it is missing.
+    Raises ``CheckpointError`` telling the user the command that makes it when it is missing, and when the
+    weights do not fit the backbone recorded in the checkpoint.
     """
     from workbench import checkpoints
     ckpt = checkpoints.load_checkpoint(path) if path is not None else checkpoints.load_demo(DEMO_NAME, DEMO_COMMAND)
-    meta = ckpt.meta or {}
-    cfg = (meta.get("config") or {}) if isinstance(meta, dict) else {}
-    backbone = cfg.get("backbone", "swinv2_lite_window4_64")
-    overrides = cfg.get("overrides", {}) or {}
-    enc = create_encoder(backbone, 0.0, **overrides)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
-    state = {k[len("encoder."):] if k.startswith("encoder.") else k: v for k, v in state.items()}
-    checkpoints.load_into(enc, state, strict=False)
-    return enc.eval()
+    cfg = (ckpt.meta or {}).get("config") or {}
+    backbone = cfg.get("backbone", "swinv2_lite_window4_64") if isinstance(cfg, dict) else "swinv2_lite_window4_64"
+    overrides = (cfg.get("overrides") or {}) if isinstance(cfg, dict) else {}
+    try:
+        enc = create_encoder(str(backbone), 0.0, **overrides)
+    except (TypeError, ValueError) as e:
+        raise checkpoints.CheckpointError(f"the checkpoint records a backbone that cannot be built: {e}") from None
+    state = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in ckpt.state_dict.items()}
+    checkpoints.load_into(enc, checkpoints.Checkpoint(state, ckpt.meta, ckpt.extra, ckpt.path), strict=True)
+    return enc.float().eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# the demo: galleries, cached embeddings, neighbours (used by the app tab, the widgets and the notebook)
+# --------------------------------------------------------------------------------------------------
+GALLERIES = ("shapes", "digits")
+_DEMO_CACHE: dict = {}
+
+
+def gallery(dataset: str = "shapes", n: int = 300, size: int = 32, seed: int = 7):
+    """A labelled set to embed: ``(uint8 images (N, S, S, 3), labels (N,), class names)``."""
+    import numpy as np
+    if dataset not in GALLERIES:
+        raise ValueError(f"unknown dataset {dataset!r}: choose one of {GALLERIES}")
+    if not 10 <= int(n) <= 2000:
+        raise ValueError(f"the gallery size must be between 10 and 2000 images, got {n}")
+    if dataset == "shapes":
+        from workbench.data import shapes
+        d = shapes.load(shapes.ShapesConfig(n=int(n), size=size, seed=seed))
+        return d.images, d.labels.astype(np.int64), list(shapes.CLASSES)
+    from workbench.data.natural import digits
+    x, y = digits("test", size=size, rgb=True)
+    x, y = x[: int(n)], y[: int(n)]
+    imgs = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return imgs, y.numpy().astype(np.int64), [str(i) for i in range(10)]
+
+
+def demo_encoder() -> nn.Module:
+    """The demo encoder, loaded once per process (``CheckpointError`` with the command when missing)."""
+    if "encoder" not in _DEMO_CACHE:
+        _DEMO_CACHE["encoder"] = load_demo_encoder()
+    return _DEMO_CACHE["encoder"]
+
+
+def demo_index(dataset: str = "shapes", n: int = 300) -> dict:
+    """Cached ``{"images", "labels", "names", "emb"}`` of a gallery under the demo encoder."""
+    key = ("index", dataset, int(n))
+    if key not in _DEMO_CACHE:
+        enc = demo_encoder()
+        size = enc.img_size[0] if isinstance(enc.img_size, (tuple, list)) else int(enc.img_size)
+        images, labels, names = gallery(dataset, n, size=size)
+        with torch.no_grad():
+            emb = embed_images(enc, images)
+        _DEMO_CACHE[key] = {"images": images, "labels": labels, "names": names, "emb": emb}
+    return _DEMO_CACHE[key]
+
+
+def demo_map(dataset: str = "shapes", method: str = "pca", n: int = 300):
+    """Cached 2-D map (numpy (N, 2)) of a gallery's demo embeddings."""
+    key = ("map", dataset, int(n), method)
+    if key not in _DEMO_CACHE:
+        _DEMO_CACHE[key] = project_2d(demo_index(dataset, n)["emb"], method)
+    return _DEMO_CACHE[key]
+
+
+def query_neighbours(dataset: str = "shapes", *, index: int | None = None, image=None, k: int = 8,
+                     n: int = 300) -> dict:
+    """Nearest neighbours in a gallery of a gallery point (``index``) or of an uploaded image (``image``).
+
+    Returns ``{"query" (uint8 image), "indices", "sims", "labels", "names"}`` (the query itself excluded).
+    """
+    idx = demo_index(dataset, n)
+    if (index is None) == (image is None):
+        raise ValueError("give either a point index or an image")
+    if index is not None:
+        if isinstance(index, float) and not math.isfinite(index):
+            raise ValueError("the point index must be a number")
+        i = int(index)
+        if not 0 <= i < len(idx["labels"]):
+            raise ValueError(f"point index must be between 0 and {len(idx['labels']) - 1}, got {index}")
+        q, query_img, exclude = idx["emb"][i], idx["images"][i], i
+    else:
+        import numpy as np
+        a = np.asarray(image)
+        if a.ndim != 3 or a.shape[-1] != 3 or a.dtype != np.uint8:
+            raise ValueError("the query image must be an RGB uint8 array (H, W, 3)")
+        q = embed_images(demo_encoder(), a[None])[0]
+        query_img, exclude = a, None
+    ids, sims = nearest_neighbours(idx["emb"], q, k=k, exclude=exclude)
+    return {"query": query_img, "indices": ids, "sims": sims,
+            "labels": [int(idx["labels"][j]) for j in ids], "names": idx["names"]}
