@@ -494,3 +494,83 @@ def test_measurements_activation_amplitudes_and_logits():
     for lg, a in zip(logits, [mm for mm in m.modules() if isinstance(mm, swin_v2.WindowAttention)]):
         bound = torch.clamp(a.logit_scale, max=math.log(100)).exp().max().item()
         assert lg.abs().max().item() <= bound * (1 + 1e-5)
+
+
+# ---- functions behind the notebook, the app and the study -------------------------------------------
+
+
+def test_bias_over_offsets_gathers_to_the_attention_bias():
+    m = randomize_(create_model("swinv2_lite_window4_64"), 11)
+    for attn in (m.layers[0].blocks[0].attn, m.layers[3].blocks[1].attn):
+        grid = swin_v2.bias_over_offsets(attn)                     # own window and pretrained window
+        M = attn.window_size
+        full = attn.position_bias()
+        for qi in range(M * M):
+            q = swin_v2.query_bias(grid[1 % attn.num_heads], qi // M, qi % M)
+            assert torch.allclose(q.flatten(), full[1 % attn.num_heads, qi], atol=1e-6)
+    # a larger window with the pretrained window = the trained one: the old offsets keep their values
+    attn = m.layers[0].blocks[0].attn
+    big = swin_v2.bias_over_offsets(attn, 8, 4)
+    assert torch.allclose(big[:, 4:11, 4:11], swin_v2.bias_over_offsets(attn), atol=1e-6)
+    v1 = randomize_(create_model("swin_lite_window4_64"), 12).layers[0].blocks[0].attn
+    assert torch.allclose(swin_v2.bias_over_offsets(v1)[0].flatten(), v1.relative_position_bias_table[:, 0])
+    with pytest.raises(ValueError, match="window size"):
+        swin_v2.bias_over_offsets(attn, 1000)
+    with pytest.raises(ValueError, match="outside"):
+        swin_v2.query_bias(big[0], 9, 0)
+
+
+def test_predict_topk_is_the_softmax_of_the_logits():
+    import numpy as np
+
+    m = randomize_(create_model("swinv2_lite_window4_64", drop_path_rate=0.0), 13).eval()
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    names = [f"c{i}" for i in range(10)]
+    top = swin_v2.predict_topk(m, img, names, k=5)
+    with torch.no_grad():
+        p = m(torch.from_numpy(img).permute(2, 0, 1).float().div(255)[None]).softmax(-1)[0]
+    order = p.argsort(descending=True)[:5]
+    assert [t[0] for t in top] == [names[i] for i in order]
+    assert np.allclose([t[1] for t in top], p[order].numpy(), atol=1e-6)
+    bad = img.astype(float)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        swin_v2.predict_topk(m, bad, names)
+    with pytest.raises(ValueError, match="64x64"):
+        swin_v2.predict_topk(m, img[:32], names)
+    with pytest.raises(ValueError, match="RGB"):
+        swin_v2.predict_topk(m, img[..., 0], names)
+
+
+def test_study_transfer_builds_the_big_model_from_the_state_dict_only():
+    from workbench.studies import swin_v2 as study
+
+    src = randomize_(create_model(study.STUDY_MODEL), 14)
+    assert study.effective_windows(src) == (4, 4, 4, 2)
+    big = study.transfer(src, 128, 8)
+    assert study.effective_windows(big) == (8, 8, 8, 4) and big.cfg.pretrained_window_sizes == (4, 4, 4, 2)
+    a_src, a_big = src.layers[1].blocks[1].attn, big.layers[1].blocks[1].attn
+    assert torch.allclose(swin_v2.bias_over_offsets(a_big), swin_v2.bias_over_offsets(a_src, 8, 4))
+    v1 = randomize_(create_model(study.STUDY_MODEL, bias="table"), 15)
+    big1 = study.transfer(v1, 128, 8)
+    assert torch.allclose(swin_v2.bias_over_offsets(big1.layers[0].blocks[0].attn),
+                          swin_v2.bias_over_offsets(v1.layers[0].blocks[0].attn, 8), atol=1e-6)
+
+
+def test_study_records_and_tables_agree(tmp_path):
+    from workbench.records import read_jsonl
+    from workbench.studies import swin_v2 as study
+
+    study.main(["--out", str(tmp_path), "--n-train", "64", "--n-test", "64", "--n-finetune", "64",
+                "--epochs", "1", "--deep", "2", "--deep-epochs", "1"])
+    tr, ac = read_jsonl(tmp_path / "transfer.jsonl"), read_jsonl(tmp_path / "activations.jsonl")
+    assert [r["variant"] for r in tr] == list(study.BIAS_VARIANTS)
+    assert [r["variant"] for r in ac] == list(study.NORM_VARIANTS)
+    assert all(0.0 <= r[k] <= 1.0 for r in tr for k in ("acc_64_w4", "acc_128_w8_zero_shot", "acc_128_w8_finetuned"))
+    assert all(len(r["amp_init"]) == 2 and len(r["logits_trained"]) == 2 for r in ac)
+    text = (tmp_path / "README.md").read_text()
+    for r in tr:
+        assert f"| {r['variant']} | {r['acc_64_w4']:.3f} | {r['acc_128_w8_zero_shot']:.3f} |" in text
+    # the V2 variant starts as the identity in every block: flat amplitudes at init
+    v2 = ac[-1]["amp_init"]
+    assert abs(v2[-1] - v2[0]) < 1e-6

@@ -56,7 +56,8 @@ __all__ = [
     "MODEL_CONFIGS", "SWIN_CONFIGS", "create_model", "convert_state_dict", "relative_coords_table",
     "relative_position_index", "shift_attention_mask", "window_partition", "window_reverse",
     "cpb_bias", "interpolate_bias_table", "activation_amplitudes", "attention_logits",
-    "transfer_state_dict", "V1_SWITCHES", "V2_SWITCHES",
+    "transfer_state_dict", "V1_SWITCHES", "V2_SWITCHES", "bias_over_offsets", "table_over_offsets",
+    "query_bias", "predict_topk",
 ]
 
 V2_SWITCHES = dict(attn="cosine", norm="post", bias="cpb_log", merge="v2")
@@ -169,6 +170,8 @@ SWIN_CONFIGS: dict[str, dict] = {
     "swinv2_lite_window4_64": _swin(64, 4, 32, (2, 2, 2, 2), (2, 4, 8, 16), 0.1, num_classes=10),
     "swinv2_lite_window8_128": _swin(128, 8, 32, (2, 2, 2, 2), (2, 4, 8, 16), 0.1, num_classes=10),
     "swin_lite_window4_64": _swin(64, 4, 32, (2, 2, 2, 2), (2, 4, 8, 16), 0.1, num_classes=10, **V1_SWITCHES),
+    # the studies' and the demo checkpoint's model (~0.6M parameters; 1 CPU thread trains it in minutes)
+    "swinv2_micro_window4_64": _swin(64, 4, 16, (2, 2, 2, 2), (1, 2, 4, 8), 0.0, num_classes=10),
 }
 
 
@@ -823,3 +826,77 @@ def attention_logits(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         for a in attns:
             a.record = False
             a.last_logits = None
+
+
+def bias_over_offsets(attn: WindowAttention, window_size: int | None = None,
+                      pretrained_window_size: int | None = None) -> torch.Tensor:
+    """(nH, 2M-1, 2M-1) bias as a function of the offset (dy, dx) in -(M-1)..(M-1) for any window M.
+
+    CPB: 16*sigmoid(G(coords)) with the coordinates of window M normalised by the pretrained window
+    (continuous, so any M works). V1 table: the learned table, bicubically resized to M.
+    """
+    M = int(window_size or attn.window_size)
+    if not 1 <= M <= 64:
+        raise ValueError(f"window size must be between 1 and 64, got {M}")
+    P = attn.pretrained_window_size if pretrained_window_size is None else int(pretrained_window_size)
+    if P < 0 or P > 64:
+        raise ValueError(f"pretrained window size must be between 0 and 64, got {P}")
+    with torch.no_grad():
+        if attn.bias_type in ("cpb_log", "cpb_linear"):
+            w = attn.cpb_mlp[0].weight
+            coords = relative_coords_table(M, P, "log" if attn.bias_type == "cpb_log" else "linear")
+            return (16 * torch.sigmoid(attn.cpb_mlp(coords.to(w.device, w.dtype))))[0].permute(2, 0, 1).float()
+        if attn.bias_type == "table":
+            return table_over_offsets(attn.relative_position_bias_table, M)
+    raise ValueError("this attention has no position bias (bias='none')")
+
+
+def table_over_offsets(table: torch.Tensor, window_size: int) -> torch.Tensor:
+    """A V1 table ((2m-1)^2, nH) as (nH, 2M-1, 2M-1) over offsets, bicubically resized to window M."""
+    t = interpolate_bias_table(table.detach().float(), window_size)
+    T = 2 * int(window_size) - 1
+    return t.T.reshape(-1, T, T)
+
+
+def query_bias(offset_bias: torch.Tensor, qy: int, qx: int) -> torch.Tensor:
+    """(M, M) bias from query (qy, qx) to every key (ky, kx) of the window: offset (qy-ky, qx-kx)."""
+    if offset_bias.ndim != 2 or offset_bias.shape[0] != offset_bias.shape[1] or offset_bias.shape[0] % 2 == 0:
+        raise ValueError(f"expected a (2M-1, 2M-1) offset grid, got {tuple(offset_bias.shape)}")
+    M = (offset_bias.shape[0] + 1) // 2
+    if not (0 <= qy < M and 0 <= qx < M):
+        raise ValueError(f"query ({qy}, {qx}) is outside the {M}x{M} window")
+    ky = torch.arange(M)
+    iy = (qy - ky + M - 1).view(M, 1).expand(M, M)
+    ix = (qx - ky + M - 1).view(1, M).expand(M, M)
+    return offset_bias[iy, ix]
+
+
+def predict_topk(model: nn.Module, image, class_names, k: int = 5) -> list[tuple[str, float]]:
+    """Top-k (class, probability) for one image: uint8 (H, W, 3) or float (3, H, W) in [0, 1], already at
+    the model's input size."""
+    import numpy as np
+
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+        if image.dtype == np.uint8:
+            x = x / 255.0
+    elif isinstance(image, torch.Tensor):
+        x = image.float()
+    else:
+        raise ValueError(f"expected an image array, got {type(image).__name__}")
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) image, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the image contains NaN or infinite values")
+    size = getattr(model, "img_size", x.shape[-1])
+    if tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(f"the model expects {size}x{size} images, got {x.shape[-2]}x{x.shape[-1]}")
+    if len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a {model.num_classes}-class model")
+    with torch.no_grad():
+        p = model.eval()(x.unsqueeze(0)).softmax(-1)[0]
+    k = max(1, min(int(k), len(class_names)))
+    vals, idx = p.topk(k)
+    return [(class_names[i], float(v)) for v, i in zip(vals.tolist(), idx.tolist())]
