@@ -186,7 +186,7 @@ def _to_device(batch, device):
     return batch
 
 
-def _make_loader(data, cfg: TrainConfig, collate_fn, epoch_seed: int):
+def _make_loader(data, cfg: TrainConfig, collate_fn, seed: int):
     from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
@@ -197,8 +197,8 @@ def _make_loader(data, cfg: TrainConfig, collate_fn, epoch_seed: int):
         loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                             num_workers=cfg.num_workers, drop_last=cfg.drop_last, collate_fn=collate_fn,
                             generator=g if sampler is None else None)
-        return loader, sampler
-    return data, None
+        return loader, sampler, g
+    return data, None, None
 
 
 def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn: Callable | None = None,
@@ -245,7 +245,7 @@ def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn:
         start_epoch, step = int(ck.extra["epoch"]) + 1, int(ck.extra["step"])
         history = list(ck.extra.get("history", []))
 
-    loader, sampler = _make_loader(data, cfg, collate_fn, cfg.seed)
+    loader, sampler, order_gen = _make_loader(data, cfg, collate_fn, cfg.seed)
     try:
         steps_per_epoch = len(loader)
     except TypeError as e:
@@ -259,6 +259,8 @@ def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn:
     for epoch in range(start_epoch, cfg.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
+        if order_gen is not None:  # the data order of an epoch depends on (seed, epoch) only: resumable
+            order_gen.manual_seed(cfg.seed * 100_003 + epoch)
         train_model.train()
         t0, sums, count = time.perf_counter(), {}, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,

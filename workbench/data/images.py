@@ -117,7 +117,7 @@ def prepare_image(x, size: int | tuple[int, int] | None = None, *, max_pixels: i
         target = (max(1, round(h * s)), max(1, round(w * s)))
         notices.append(f"the image ({w}x{h}) was resized to {target[1]}x{target[0]}")
     if target is not None and target != (h, w):
-        arr = np.asarray(Image.fromarray(arr).resize((target[1], target[0]), Image.BICUBIC))
+        arr = np.array(Image.fromarray(arr).resize((target[1], target[0]), Image.BICUBIC))
     return arr, notices
 
 
