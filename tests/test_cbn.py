@@ -443,3 +443,92 @@ def test_window_norm_backward_gradcheck(with_past, affine):
     beta = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True) if affine else None
     inputs = (x, sums, cnt, gamma, beta, 1e-5)
     assert torch.autograd.gradcheck(lambda *a: cbn._WindowNorm.apply(*a)[0], inputs)
+
+
+# --- figures and the app tab -------------------------------------------------------------------------
+def _tiny_diag(steps=12, **kw):
+    cfg = cbn.DiagnosticConfig(batch_size=2, window=3, steps=steps, every=4, layer="stem", **kw)
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g))
+    results = list(cbn.diagnostic_run(cfg, data=data))
+    return results, cbn.diagnostic_series(results[-1], cfg)
+
+
+def test_diagnostic_run_streams_and_matches_recomputation():
+    results, diag = _tiny_diag()
+    assert [r["step"] for r in results] == [4, 8, 12]  # streamed updates
+    assert diag["step"] == list(range(12)) and len(diag["loss"]) == 12
+    assert diag["n_past"][:3] == [0, 1, 2]
+    # μ compensation is exact for the conv: compensated window mean == true window mean
+    for a, b in zip(diag["mu_comp"][3:], diag["mu_true"][3:]):
+        assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+    errs = [(n, c) for n, c in zip(diag["err_nu_naive"], diag["err_nu_comp"]) if n is not None]
+    assert sum(c for _, c in errs) < 0.5 * sum(n for n, _ in errs)
+
+
+def test_figures_from_diagnostic():
+    from workbench.viz import cbn as vz
+
+    _, diag = _tiny_diag()
+    fig = vz.trajectories_figure(diag, channel=1)
+    names = [t.name for t in fig.data if t.showlegend is not False]
+    assert names == [lab for _, lab in vz.KINDS]
+    cur = [t for t in fig.data if t.name == "current batch"][0]
+    assert list(cur.y) == pytest.approx([row[1] for row in diag["mu_cur"]])
+    with pytest.raises(ValueError, match="channel"):
+        vz.trajectories_figure(diag, channel=99)
+    assert len(vz.error_figure(diag).data) == 4
+    assert len(vz.loss_figure(diag["loss"], smooth=5).data) == 2
+    text = vz.diagnostic_summary(diag)
+    naive = sum(v for v in diag["err_mu_naive"] if v is not None) / sum(v is not None for v in diag["err_mu_naive"])
+    assert f"{naive:.2e}" in text
+
+
+def test_study_tables_from_records():
+    from workbench.studies import cbn as st
+
+    recs = []
+    for norm, accs in (("bn", (0.9, 0.8, 0.95)), ("cbn", (0.93, 0.9, 0.95)), ("naive", (0.91, 0.85, 0.94)),
+                       ("gn", (0.92, 0.91, 0.92))):
+        for b, acc in zip((2, 4, 32), accs):
+            for seed, d in ((0, 0.01), (1, -0.01)):
+                recs.append(dict(part="main", norm=norm, batch_size=b, seed=seed, test_acc=acc + d, window=4,
+                                 burnin_epochs=0.0))
+    recs.append(dict(part="window", norm="cbn", batch_size=4, seed=0, test_acc=0.97, window=8, burnin_epochs=0.0))
+    recs.append(dict(part="burnin", norm="cbn", batch_size=4, seed=0, test_acc=0.96, window=4, burnin_epochs=1.0))
+    s = st.summarize(recs)
+    assert s["main"]["bn"][2] == pytest.approx([0.91, 0.89])
+    assert s["window"][("cbn", 1)] == s["main"]["bn"][4] and s["window"][("cbn", 8)] == [0.97]
+    assert s["burnin"][1.0] == [0.96] and s["burnin"][0.0] == s["main"]["cbn"][4]
+    md = "\n".join(body for _, body in st.tables(recs))
+    assert "90.0 ± 1.4" in md  # BN at B=2: mean of 0.91, 0.89 ± their std
+    assert "-4.0" in md  # gap of BN B=2 to BN B=32 (0.90 vs 0.95)
+    from workbench.viz import cbn as vz
+
+    fig = vz.batch_size_figure(recs)
+    bn_line = [t for t in fig.data if t.name == "BN"][0]
+    assert list(bn_line.y) == pytest.approx([90.0, 80.0, 95.0])
+
+
+def test_app_functions(monkeypatch):
+    app = pytest.importorskip("apps.cbn")
+    from workbench.studies import cbn as st
+
+    diag = st.load_diagnostic()
+    traj, err, loss, text, state = app.replay(2)
+    assert state == diag and "compensated" in text
+    cur = [t for t in traj.data if t.name == "current batch"][0]
+    assert list(cur.y) == pytest.approx([row[2] for row in diag["mu_cur"]])
+    results, tiny = _tiny_diag()
+    monkeypatch.setattr(cbn, "diagnostic_run", lambda cfg, data=None: iter(results))
+    outs = list(app.live(2, 3, 1.0, 0, 10, "stem", 1))
+    assert len(outs) == 3 and outs[-1][4]["step"] == tiny["step"]
+    for bad, msg in ((dict(batch_size=1), "batch size"), (dict(window=0), "window"), (dict(rho=float("nan")), "rho"),
+                     (dict(steps=10 ** 6), "steps"), (dict(layer="fc"), "layer"), (dict(batch_size="x"), "number")):
+        kw = dict(batch_size=2, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=0) | bad
+        with pytest.raises(ValueError, match=msg):
+            list(app.live(**kw))
+    with pytest.raises(ValueError, match="channel"):
+        app.render(diag, 999)
+    with pytest.raises(ValueError, match="Nothing to show"):
+        app.render({}, 0)

@@ -67,6 +67,7 @@ __all__ = [
     "make_model",
     "DiagnosticConfig",
     "diagnostic_run",
+    "diagnostic_series",
     "NORMS",
 ]
 
@@ -487,8 +488,9 @@ class ConvCBN(nn.Module):
     @torch.no_grad()
     def _record(self, x: torch.Tensor) -> None:
         info = self.bn.last_info
-        if info is None:
-            return
+        if info is None:  # plain BN step (window 1 or burn-in): only the current statistics exist
+            mu_t, nu_t = batch_stats(self.conv(x))
+            info = dict(mu_cur=mu_t, nu_cur=nu_t, mu=mu_t, var=(nu_t - mu_t ** 2).clamp_min(0), slots=[])
         mu_t, nu_t = info["mu_cur"], info["nu_cur"]
         slots = [s for s in info["slots"] if s in self._past_inputs]
         rec = {"step": int(self.bn.num_batches_tracked) - 1, "n_past": len(slots),
@@ -705,6 +707,25 @@ def record_summary(records: list[dict], channel: int | None = None) -> dict[str,
     return out
 
 
+def diagnostic_series(result: dict, cfg: DiagnosticConfig, digits: int = 5) -> dict:
+    """A compact JSON-able form of a ``diagnostic_run`` result: per step, the per-channel statistics
+    ``{mu,var}_{cur,naive,comp,true,cbn}`` and the per-entry errors ``err_{mu,nu}_{naive,comp}``, plus
+    ``loss`` per step and the config. The app, the notebook and the committed record use this form."""
+    def rnd(t):
+        return [round(float(v), digits) for v in t]
+
+    recs = result["records"]
+    out = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+           "step": [r["step"] for r in recs], "n_past": [r["n_past"] for r in recs],
+           "loss": [round(float(v), 5) for v in result["loss"]]}
+    for k in ("cur", "naive", "comp", "true", "cbn"):
+        for s in ("mu", "var"):
+            out[f"{s}_{k}"] = [rnd(r[f"{s}_{k}"]) for r in recs]
+    for k in ("err_mu_naive", "err_mu_comp", "err_nu_naive", "err_nu_comp"):
+        out[k] = [float(f"{r[k]:.4g}") if k in r else None for r in recs]
+    return out
+
+
 def diagnostic_run(cfg: DiagnosticConfig, data: tuple[torch.Tensor, torch.Tensor] | None = None
                    ) -> Iterator[dict]:
     """Train ``make_model('cbn')`` for ``cfg.steps`` SGD steps with diagnostics on ``cfg.layer`` and
@@ -738,6 +759,6 @@ def diagnostic_run(cfg: DiagnosticConfig, data: tuple[torch.Tensor, torch.Tensor
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % cfg.every == 0 or step + 1 == cfg.steps:
             yield {"step": step + 1, "loss": list(losses), "records": list(layer.records)}
