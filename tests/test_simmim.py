@@ -495,3 +495,107 @@ def test_real_backbone_official_round_trip_and_finetune_load(name):
     scales = {n: g["lr_scale"] for g in groups for n in g["names"]}
     assert scales["head.weight"] == 1.0
     assert scales["patch_embed.proj.weight"] == pytest.approx(0.75 ** (clf.num_layers - 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# demo helpers, figures and the app tab's functions (random-init models stand in for the checkpoints)
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def random_demo_models(monkeypatch):
+    cache = {}
+    for label, (_, backbone) in sm.DEMO_MODELS.items():
+        torch.manual_seed(0)
+        cache[label] = sm.build_simmim(backbone).eval()
+    monkeypatch.setattr(sm, "_MODEL_CACHE", cache)
+    return cache
+
+
+def _png(path, array):
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+def test_explore_matches_reconstruct_and_avg_dist(random_demo_models):
+    img = sm.demo_image("photo: astronaut")
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
+    r = sm.explore(img, "random", 0.6, 16, 3, "Swin V2 lite (SimMIM)")
+    mask = sm.MaskGenerator(64, 16, 4, 0.6)(seed=3)
+    want = sm.reconstruct(random_demo_models["Swin V2 lite (SimMIM)"], img, mask)
+    assert np.array_equal(r.token_mask, mask) and r.loss == pytest.approx(want.loss)
+    assert r.avg_dist == pytest.approx(sm.avg_dist(sm.upsample_mask(mask, 4)))
+    v = sm.explore(img, "square", 0.5, 16, 0, "ViT lite (SimMIM)")
+    assert v.token_mask.shape == (8, 8)
+    with pytest.raises(ValueError, match="multiple of the model patch size"):
+        sm.explore(img, "random", 0.5, 4, 0, "ViT lite (SimMIM)")
+    for bad in (dict(mask_ratio=0.0), dict(mask_ratio=1.2), dict(seed=-1), dict(seed=1.5), dict(model="ResNet"),
+                dict(strategy="zigzag"), dict(mask_patch_size=1000)):
+        with pytest.raises(ValueError):
+            sm.explore(img, **{**dict(strategy="random", mask_ratio=0.6, mask_patch_size=16, seed=0), **bad})
+
+
+def test_prepare_input_handles_grey_rgba_tiny_huge_and_non_images(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = _png(tmp_path / "g.png", rng.integers(0, 256, size=(80, 120), dtype=np.uint8))
+    rgba = _png(tmp_path / "a.png", rng.integers(0, 256, size=(70, 70, 4), dtype=np.uint8))
+    for p in (grey, rgba):
+        arr, _ = sm.prepare_input(p)
+        assert arr.shape == (64, 64, 3) and arr.dtype == np.uint8
+    big, notices = sm.prepare_input(np.zeros((3000, 2000, 3), dtype=np.uint8))
+    assert big.shape == (64, 64, 3) and any("resized" in n for n in notices)
+    with pytest.raises(ValueError, match="too small"):
+        sm.prepare_input(np.zeros((8, 40, 3), dtype=np.uint8))
+    (tmp_path / "x.png").write_bytes(b"this is not an image")
+    with pytest.raises(ValueError):
+        sm.prepare_input(str(tmp_path / "x.png"))
+    with pytest.raises(ValueError):
+        sm.demo_image("video: cat")
+
+
+def test_figures_show_the_reconstruction(random_demo_models):
+    from workbench.viz import core
+    from workbench.viz import simmim as vz
+
+    r = sm.explore(sm.demo_image("shapes: star"), "random", 0.5, 16, 0)
+    fig = vz.reconstruction_figure(r)
+    assert len(fig.data) == 5 and all(t.type == "image" for t in fig.data)
+    # the composite panel decodes back to the composite (PNG round trip of uint8)
+    import base64
+    import io
+
+    from PIL import Image
+
+    src = fig.data[3].source.split(",", 1)[1]
+    png = np.asarray(Image.open(io.BytesIO(base64.b64decode(src))).convert("RGB"))
+    assert np.array_equal(png, core.to_uint8_image(r.composite))
+    err = vz.error_image(r)
+    m = sm.upsample_mask(r.token_mask, 4).astype(bool)
+    assert np.all(err[~m] == 128)
+    text = vz.summary_markdown(r, "Swin V2 lite (SimMIM)")
+    assert f"{r.avg_dist:.2f}" in text and f"{r.loss:.4f}" in text
+    masks = {s: sm.upsample_mask(sm.make_mask(s, 64, 16, 4, 0.5, seed=0), 4) for s in sm.STRATEGIES}
+    mf = vz.masks_figure(r.original, masks, {s: sm.avg_dist(m) for s, m in masks.items()})
+    assert len(mf.data) == 3
+
+
+def test_app_compute_and_guard(random_demo_models, tmp_path):
+    import gradio as gr
+
+    from apps import simmim as app
+
+    fig, err, text, notices = app.compute("photo: coffee", None, "random", 0.6, 16, 0, "Swin V2 lite (SimMIM)")
+    fig2, _, text2, _ = app.compute("photo: coffee", None, "random", 0.3, 16, 0, "Swin V2 lite (SimMIM)")
+    assert "160/256" in text and "80/256" in text2  # ceil(16 * 0.6) = 10 and ceil(16 * 0.3) = 5 mask patches of 16 tokens
+    assert text != text2 and fig.data[1].source != fig2.data[1].source
+    up = _png(tmp_path / "u.png", np.random.default_rng(1).integers(0, 256, size=(50, 90, 4), dtype=np.uint8))
+    f3, _, _, _ = app.compute(app.UPLOAD, up, "blockwise", 0.4, 16, 2, "Swin V2 lite (SimMIM)")
+    assert len(f3.data) == 5
+    from apps.common import guard
+
+    handler = guard(app.reconstruct)
+    for args in [("photo: coffee", None, "random", 1.0, 16, 0, "Swin V2 lite (SimMIM)"),
+                 (app.UPLOAD, None, "random", 0.5, 16, 0, "Swin V2 lite (SimMIM)"),
+                 (app.UPLOAD, str(tmp_path / "missing.png"), "random", 0.5, 16, 0, "Swin V2 lite (SimMIM)")]:
+        with pytest.raises(gr.Error):
+            handler(*args)
