@@ -1,0 +1,55 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from workbench import bench
+
+
+def test_interleaved_alternates_order_and_counts():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    out = bench.interleaved(fns, repeats=4, warmup=1, setup=lambda: calls.append("s"))
+    assert {k: len(v) for k, v in out.items()} == {"a": 4, "b": 4}
+    timed = [c for c in calls[2:] if c != "s"]
+    assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert calls[2:].count("s") == 8
+
+
+def test_summarize_closed_form():
+    s = bench.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert s == {"median": 3.0, "p95": 5.0, "min": 1.0, "n": 5}
+    with pytest.raises(ValueError):
+        bench.summarize([])
+
+
+def test_write_results(tmp_path):
+    rows = [{"method": "dense", "ms": 1.5}, {"method": "sparse", "ms": 0.5}]
+    j, m = bench.write_results("demo", rows, title="Demo", out_dir=tmp_path, notes="ratio 3x")
+    data = json.loads(j.read_text())
+    assert data["rows"] == rows and data["machine"]["cores"] >= 1
+    text = m.read_text()
+    assert "| method | ms |" in text and "| sparse | 0.5 |" in text and "ratio 3x" in text
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_info_and_lists():
+    r = _cli("info")
+    assert r.returncode == 0 and "torch" in r.stdout and "cupy" in r.stdout
+    r = _cli("train", "--list")
+    assert r.returncode == 0 and "failed to import" not in r.stdout
+    r = _cli("train", "no-such-job")
+    assert r.returncode == 2 and "unknown job" in r.stderr
+    r = _cli("bench", "--list")
+    assert r.returncode == 0
+    r = _cli("bench", "no-such-bench")
+    assert r.returncode == 2
+
+
+def test_cli_app_refuses_unknown_tab():
+    r = _cli("app", "--tab", "nonexistent", "--port", "0")
+    assert r.returncode != 0 and "unknown tab" in r.stderr
