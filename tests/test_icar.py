@@ -316,3 +316,102 @@ def test_retrieve_captions_ranks_by_cosine(tok, data):
         assert np.allclose(scores[i].numpy(), full[i][order], atol=1e-5)
     with pytest.raises(ValueError, match="no captions"):
         icar.retrieve_captions(m, tok, x, [])
+
+
+# ------------------------------------------------------------------------------ the demo model and the app
+
+@pytest.fixture(scope="module")
+def demo():
+    return icar.demo_bundle()
+
+
+def test_demo_checkpoint_zero_shot_beats_chance_on_held_out_classes(demo):
+    """The held-out classes were never labels: their class weights are written at inference time."""
+    from workbench.studies.icar import HELD_OUT, class_list
+
+    model, tok, _ = demo
+    d = shapes.generate(shapes.ShapesConfig(n=300, size=model.cfg.image_size, seed=777, classes=HELD_OUT))
+    y = torch.tensor([HELD_OUT.index(shapes.CLASSES[int(l)]) for l in d.labels])
+    x = torch.tensor(d.images).permute(0, 3, 1, 2).float() / 255
+    p = icar.predict_proba(model, tok, x, class_list(HELD_OUT), use_descriptions=False)
+    acc = float((p.argmax(1) == y).float().mean())
+    # chance is 1/3; a binomial 3-sigma band around chance for n=300 is +-0.082
+    assert acc > 1 / 3 + 0.082 + 0.1, acc
+
+
+def test_demo_checkpoint_round_trip(tmp_path, demo):
+    model, tok, _ = demo
+    path = icar.save_model(tmp_path / "m.pt", model, tok, half=False)
+    m2, tok2, extra = icar.load_model(path)
+    assert tok2.vocab == tok.vocab and m2.cfg == model.cfg
+    x = torch.rand(2, 3, model.cfg.image_size, model.cfg.image_size)
+    assert torch.allclose(m2.encode_image(x), model.encode_image(x), atol=1e-6)
+    from workbench.checkpoints import CheckpointError, save_checkpoint
+    save_checkpoint(tmp_path / "plain.pt", torch.nn.Linear(2, 2))
+    with pytest.raises(CheckpointError, match="not an iCAR model"):
+        icar.load_model(tmp_path / "plain.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        icar.load_model(tmp_path / "missing.pt")
+
+
+def test_zero_shot_report_and_its_bad_inputs(demo):
+    model, tok, caps = demo
+    img = shapes.render("ring", "red", "large", "plain", seed=0, image_size=64)["image"]
+    rows = icar.default_class_rows() + [["", ""]]
+    rep = icar.zero_shot_report(model, tok, img, rows, k=3, captions=caps)
+    assert rep["names"] == list(shapes.CLASSES) and len(rep["captions"]) == 3
+    assert abs(sum(rep["with_desc"]) - 1) < 1e-3 and abs(sum(rep["names_only"]) - 1) < 1e-3
+    assert rep["scores"] == sorted(rep["scores"], reverse=True)
+    assert "ignored 1 empty row" in rep["notices"]
+    rep2 = icar.zero_shot_report(model, tok, img, [["ring", "a zorblax"], ["star", ""]], k=1, captions=caps)
+    assert any("zorblax" in n for n in rep2["notices"])
+    with pytest.raises(ValueError, match="empty"):
+        icar.zero_shot_report(model, tok, img, [["", ""]], captions=caps)
+    with pytest.raises(ValueError, match="duplicate"):
+        icar.zero_shot_report(model, tok, img, [["ring", ""], ["RING", "x"]], captions=caps)
+    with pytest.raises(ValueError, match="ASCII"):
+        icar.zero_shot_report(model, tok, img, [["ring", "caf\u00e9"]], captions=caps)
+    with pytest.raises(ValueError, match="between 1 and 50"):
+        icar.zero_shot_report(model, tok, img, [["ring", ""]], k=0, captions=caps)
+    with pytest.raises(ValueError):
+        icar.zero_shot_report(model, tok, b"not an image", [["ring", ""]], captions=caps)
+
+
+def test_rows_from_lines():
+    assert icar.rows_from_lines("star: five points\nring\n\n") == [["star", "five points"], ["ring", ""],
+                                                                    ["", ""]]
+    with pytest.raises(ValueError):
+        icar.rows_from_lines(None)
+
+
+def test_app_predict_and_bad_inputs(demo):
+    pytest.importorskip("gradio")
+    pd = pytest.importorskip("pandas")
+    from apps import icar as app
+
+    rows = app.default_rows()
+    fig_p, fig_c, text = app.predict(app.example_names()[0], None, pd.DataFrame(rows, columns=app.HEADERS))
+    assert [t.name for t in fig_p.data] == ["name: description", "name only"]
+    assert list(fig_p.data[0].x) == list(shapes.CLASSES)
+    assert "| ring |" in text
+    # editing one description changes its probability (and only the description-based series)
+    edited = [list(r) for r in rows]
+    edited[0][1] = "a shape with five sharp points"
+    fig_e, _, _ = app.predict(app.example_names()[0], None, edited)
+    assert not np.allclose(fig_e.data[0].y, fig_p.data[0].y)
+    assert np.allclose(fig_e.data[1].y, fig_p.data[1].y)
+    # an upload wins over the example; a huge upload is resized (with a notice), a non-image refused
+    big = np.zeros((3000, 3000, 3), np.uint8)
+    fig_u, _, _ = app.predict(app.example_names()[0], big, rows)
+    assert len(fig_u.data[0].y) == 10
+    with pytest.raises(ValueError):
+        app.predict(app.example_names()[0], np.zeros((5,), np.uint8), rows)
+    with pytest.raises(ValueError, match="empty"):
+        app.predict(app.example_names()[0], None, pd.DataFrame({"name": [""], "description": [""]}))
+    with pytest.raises(ValueError, match="duplicate"):
+        app.predict(app.example_names()[0], None, [["ring", "a"], ["ring", "b"]])
+    with pytest.raises(ValueError, match="ASCII"):
+        app.predict(app.example_names()[0], None, [["ring", "\u2605"]])
+    with pytest.raises(ValueError, match="unknown example"):
+        app.predict("nope", None, rows)
+    assert app.default_rows("held-out") == icar.default_class_rows(["ring", "pentagon", "crescent"])

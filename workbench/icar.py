@@ -279,6 +279,7 @@ class TextConfig:
     layers: int = 2
     heads: int = 4
     embed_dim: int = 64
+    pool: str = "mean"  # "mean" over real tokens, or "bos": the output at the [BOS] position
 
 
 class _Block(nn.Module):
@@ -321,6 +322,8 @@ class TextEncoder(nn.Module):
         nn.init.normal_(self.token.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool not in ("mean", "bos"):
+            raise ValueError(f"pool must be 'mean' or 'bos', got {self.cfg.pool!r}")
         if ids.ndim != 2 or ids.shape[1] > self.cfg.context_length:
             raise ValueError(f"expected token ids (N, L) with L <= the context length {self.cfg.context_length}, "
                              f"got {tuple(ids.shape)}")
@@ -329,6 +332,8 @@ class TextEncoder(nn.Module):
         for blk in self.blocks:
             x = blk(x, keep)
         x = self.ln(x)
+        if self.cfg.pool == "bos":
+            return self.proj(x[:, 0])
         w = keep.unsqueeze(-1).to(x.dtype)
         return self.proj((x * w).sum(1) / w.sum(1).clamp_min(1.0))
 
@@ -390,6 +395,7 @@ class ICARConfig:
     text_width: int = 64
     text_layers: int = 2
     text_heads: int = 4
+    text_pool: str = "mean"
     tau_init: float = 10.0
     learn_tau: bool = True
     tau_max: float = 100.0
@@ -443,7 +449,7 @@ class ICARModel(nn.Module):
             if cfg.vocab_size <= len(SPECIALS):
                 raise ValueError(f"method {cfg.method!r} needs a vocabulary (vocab_size > {len(SPECIALS)})")
             self.text = TextEncoder(TextConfig(cfg.vocab_size, cfg.context_length, cfg.text_width,
-                                               cfg.text_layers, cfg.text_heads, cfg.embed_dim))
+                                               cfg.text_layers, cfg.text_heads, cfg.embed_dim, cfg.text_pool))
             self.tau_align = Temperature(cfg.tau_init, cfg.learn_tau, cfg.tau_max)
         if spec.head in ("cosine", "text"):
             self.tau_cls = Temperature(cfg.tau_init, cfg.learn_tau, cfg.tau_max)
@@ -597,3 +603,118 @@ def prototype_accuracy(support: torch.Tensor, support_labels: torch.Tensor, quer
     protos = torch.stack([s[support_labels == c].mean(0) for c in classes])
     pred = classes[(F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).t()).argmax(1)]
     return float((pred == query_labels).double().mean())
+
+
+# ------------------------------------------------------------------------------------ saving and loading
+
+DEMO_NAME = "icar_shapes"
+DEMO_COMMAND = "workbench train icar-demo"
+
+
+def save_model(path, model: ICARModel, tokenizer: WordTokenizer, *, command: str | None = None,
+               extra: dict | None = None, half: bool = True):
+    """Checkpoint with everything needed to rebuild the model: its config and the tokenizer vocabulary."""
+    from .checkpoints import save_checkpoint
+
+    info = {"icar_config": model.cfg.to_dict(), "vocab": list(tokenizer.vocab), **(extra or {})}
+    return save_checkpoint(path, model, config=model.cfg.to_dict(), command=command, extra=info, half=half)
+
+
+def load_model(source) -> tuple[ICARModel, WordTokenizer, dict]:
+    """Rebuild ``(model in eval mode, tokenizer, extra)`` from a checkpoint path or a loaded Checkpoint."""
+    from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_into
+
+    ck = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    if "icar_config" not in ck.extra or "vocab" not in ck.extra:
+        raise CheckpointError("this checkpoint is not an iCAR model (no icar_config / vocab in it)")
+    cfg = dict(ck.extra["icar_config"])
+    model = ICARModel(ICARConfig(**cfg))
+    load_into(model, ck)
+    return model.eval(), WordTokenizer(ck.extra["vocab"]), dict(ck.extra)
+
+
+def load_demo() -> tuple[ICARModel, WordTokenizer, dict]:
+    """The committed demo model (iCAR deep fusion on shapes, some classes held out); see ``DEMO_COMMAND``."""
+    from .checkpoints import load_demo as _load_demo
+
+    return load_model(_load_demo(DEMO_NAME, DEMO_COMMAND))
+
+
+# ------------------------------------------------------------------------------ the zero-shot demo (app/widget)
+
+
+def image_tensor(image, size: int) -> tuple[torch.Tensor, "object", list[str]]:
+    """Any image (path, bytes, PIL, array) -> ((1, 3, size, size) float tensor in [0, 1], uint8 image, notices)."""
+    from .data.images import prepare_image
+
+    arr, notices = prepare_image(image, size=size)
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255)
+    return x, arr, list(notices)
+
+
+def caption_pool(n: int = 3000, seed: int = 100, size: int = 32) -> list[str]:
+    """Distinct captions of a shapes set (by default the study's training set) to retrieve from."""
+    from .data import shapes
+
+    return sorted(set(shapes.load(shapes.ShapesConfig(n=n, size=size, seed=seed)).captions))
+
+
+def default_class_rows(names=None) -> list[list[str]]:
+    """``[[name, description], ...]`` for the shapes classes (all, or ``names``)."""
+    from .data import shapes
+
+    names = shapes.CLASSES if names is None else names
+    return [[n, shapes.CLASS_DESCRIPTIONS[n]] for n in names]
+
+
+def rows_from_lines(text: str) -> list[list[str]]:
+    """``"name: description"`` per line (the description is optional) -> rows for :func:`parse_classes`."""
+    if not isinstance(text, str):
+        raise ValueError("the class list must be text, one 'name: description' per line")
+    rows = []
+    for line in text.splitlines():
+        name, _, desc = line.partition(":")
+        rows.append([name.strip(), desc.strip()])
+    return rows
+
+
+def zero_shot_report(model: ICARModel, tokenizer: WordTokenizer, image, rows, *, k: int = 5,
+                     captions: Sequence[str] | None = None, cache: ClassWeightCache | None = None) -> dict:
+    """Everything the app tab and the notebook explorer show for one image and one class table.
+
+    Returns ``{"names", "with_desc", "names_only", "captions", "scores", "image", "notices"}``: class
+    probabilities with "name: description" texts and with names only, the ``k`` nearest captions and their
+    cosine similarities, the (resized) image and notices (ignored rows, unknown words, truncation, resizing).
+    """
+    if not 1 <= int(k) <= 50:
+        raise ValueError(f"k (number of captions) must be between 1 and 50, got {k}")
+    classes, notices = parse_classes(rows)
+    x, arr, img_notes = image_tensor(image, model.cfg.image_size)
+    notices += img_notes
+    texts = class_texts(classes)
+    unknown = sorted({w for t in texts for w in tokenizer.unknown_words(t)})
+    if unknown:
+        notices.append("words the text encoder never saw (read as [UNK]): " + ", ".join(unknown[:12])
+                       + (" ..." if len(unknown) > 12 else ""))
+    cut = [c.name for c, t in zip(classes, texts) if tokenizer.is_truncated(t, model.cfg.context_length)]
+    if cut:
+        notices.append(f"texts truncated to {model.cfg.context_length - 2} words: " + ", ".join(cut))
+    p_desc = predict_proba(model, tokenizer, x, classes, True, cache)[0]
+    p_names = predict_proba(model, tokenizer, x, classes, False, cache)[0]
+    caps = list(captions) if captions is not None else caption_pool()
+    scores, idx = retrieve_captions(model, tokenizer, x, caps, int(k))
+    return {"names": [c.name for c in classes], "with_desc": [round(float(v), 4) for v in p_desc],
+            "names_only": [round(float(v), 4) for v in p_names],
+            "captions": [caps[i] for i in idx[0].tolist()], "scores": [round(float(s), 4) for s in scores[0]],
+            "image": arr, "notices": notices}
+
+
+_BUNDLE: dict = {}
+
+
+def demo_bundle():
+    """``(model, tokenizer, captions)`` of the demo, loaded once per process (app and notebook explorer)."""
+    if "v" not in _BUNDLE:
+        model, tok, _ = load_demo()
+        _BUNDLE["v"] = (model, tok, caption_pool(size=model.cfg.image_size))
+    return _BUNDLE["v"]
