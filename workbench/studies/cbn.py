@@ -49,6 +49,14 @@ def load_data(name: str = "digits"):
         from workbench.data.natural import digits
 
         return digits("train"), digits("test")
+    if name == "digits-jitter":
+        from workbench.data.natural import digits
+
+        out = []
+        for split, seed in (("train", 0), ("test", 1)):
+            x, y = digits(split)
+            out.append((jitter_intensity(x, seed), y))
+        return tuple(out)
     if name == "shapes":
         from workbench.data import shapes
 
@@ -59,6 +67,19 @@ def load_data(name: str = "digits"):
             out.append((x, torch.from_numpy(d.labels).long()))
         return tuple(out)
     raise ValueError(f"unknown study data {name!r}; use 'digits' or 'shapes'")
+
+
+def jitter_intensity(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Per-image random contrast and brightness (``a·x + b``, ``a ~ U(0.2, 1)``, ``b ~ U(0, 1 − a)``) and a
+    random inversion (p = ½), drawn once: images whose statistics differ from image to image, as
+    illumination makes them differ in natural photos."""
+    g = torch.Generator().manual_seed(seed)
+    n = x.shape[0]
+    a = 0.2 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
+    b = (1 - a) * torch.rand(n, 1, 1, 1, generator=g)
+    out = a * x + b
+    inv = torch.rand(n, 1, 1, 1, generator=g) < 0.5
+    return torch.where(inv, 1 - out, out)
 
 
 def run_one(norm: str, batch_size: int, seed: int, *, epochs: int = EPOCHS, window: int = 4, rho: float | None = None,
@@ -81,16 +102,17 @@ def run_one(norm: str, batch_size: int, seed: int, *, epochs: int = EPOCHS, wind
         x, y = batch
         return F.cross_entropy(m(x), y)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = fit(model, TensorDataset(xtr, ytr), loss_fn, cfg)
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"norm": norm, "batch_size": batch_size, "seed": seed, "epochs": epochs,
             "window": window if norm in ("cbn", "naive") else 1,
             "rho": (0.0 if norm == "naive" else (1.0 if rho is None else rho)) if norm in ("cbn", "naive") else None,
             "burnin": burnin, "burnin_epochs": burnin_epochs, "lr": lr, "steps": res["steps"],
             "train_loss": round(res["history"][-1]["train_loss"], 5),
             "test_acc": round(evaluate_accuracy(model, xte, yte), 5),
-            "train_acc_eval": round(evaluate_accuracy(model, xtr, ytr), 5), "seconds": round(secs, 2)}
+            "train_acc_eval": round(evaluate_accuracy(model, xtr, ytr), 5), "seconds": round(secs, 2),
+            "cpu_seconds": round(cpu, 2)}
 
 
 def plan(part: str, batch_sizes=BATCH_SIZES, norms=cbn.NORMS, seeds=SEEDS, epochs: int = EPOCHS) -> list[dict]:
@@ -183,8 +205,10 @@ def tables(records: list[dict]) -> list[tuple[str, str]]:
 
 
 def write_tables(out: Path, records: list[dict], notes: str = "") -> Path:
-    secs = sum(r.get("seconds", 0.0) for r in records)
-    head = (f"{len(records)} runs, {secs / 60:.1f} CPU-minutes of training (1 thread). "
+    cpu = sum(r.get("cpu_seconds", r.get("seconds", 0.0)) for r in records)
+    wall = sum(r.get("seconds", 0.0) for r in records)
+    head = (f"{len(records)} runs, {cpu / 60:.1f} CPU-minutes of training with 1 thread ({wall / 60:.1f} wall-clock "
+            f"minutes on a shared 2-core machine). "
             f"Reproduce: `workbench train cbn-study` (resumes from runs.jsonl; `--fresh` starts over).")
     return write_markdown(out / "README.md", "Cross-Iteration BN at laptop scale (digits, SmallResNet)",
                           [("Runs", head)] + tables(records), notes=notes)
@@ -197,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--norms", default=",".join(cbn.NORMS))
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     ap.add_argument("--epochs", type=int, default=EPOCHS)
+    ap.add_argument("--data", choices=("digits", "digits-jitter", "shapes"), default="digits")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="records folder (default studies/cbn)")
     ap.add_argument("--fresh", action="store_true", help="ignore and overwrite existing records")
@@ -209,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.fresh:
         write_jsonl(path, [])
     if not a.tables_only:
-        data = load_data()
+        data = load_data(a.data)
         todo = plan(a.part, [int(b) for b in a.batch_sizes.split(",")], a.norms.split(","),
                     [int(s) for s in a.seeds.split(",")], a.epochs)
         have = {_key(r) for r in done}
@@ -217,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
             if _key(spec) in have:
                 continue
             part = spec.pop("part")
-            rec = {"part": part, **run_one(**spec, data=data)}
+            rec = {"part": part, "data": a.data, **run_one(**spec, data=data)}
             done.append(rec)
             write_jsonl(path, [rec], append=True)
             print(f"{part:7s} {rec['norm']:5s} B={rec['batch_size']:2d} k={rec['window']} burnin={rec['burnin']:4d} "

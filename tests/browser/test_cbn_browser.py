@@ -1,0 +1,56 @@
+"""Browser test of the "CBN statistics" tab: the recorded run, a short live run with streamed updates,
+and the message for a channel the layer does not have."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+TIMEOUT = 180_000  # ms: a live run trains a small network on a busy 2-core machine
+
+
+def _open_tab(page, hub_url):
+    page.goto(hub_url)
+    page.get_by_role("tab", name="CBN statistics").click()
+    expect(page.locator("#cbn-replay")).to_be_visible(timeout=TIMEOUT)
+
+
+def _set_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type='number']")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_replay_shows_the_recorded_run(page, hub_url):
+    _open_tab(page, hub_url)
+    page.locator("#cbn-replay").click()
+    summary = page.locator("#cbn-summary")
+    expect(summary).to_contain_text("compensated", timeout=TIMEOUT)
+    expect(summary).to_contain_text("blocks.0.conv1", timeout=TIMEOUT)
+    # two panels (μ, σ²) × (4 lines + 2 error bands)
+    expect(page.locator("#cbn-traj .js-plotly-plot .scatterlayer .trace")).to_have_count(12, timeout=TIMEOUT)
+    expect(page.locator("#cbn-error .js-plotly-plot .scatterlayer .trace")).to_have_count(4, timeout=TIMEOUT)
+    expect(page.locator("#cbn-loss .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
+
+
+def test_live_run_streams_updates(page, hub_url):
+    _open_tab(page, hub_url)
+    _set_number(page, "cbn-window", 3)
+    _set_number(page, "cbn-steps", 20)
+    page.locator("#cbn-layer input").fill("stem")
+    page.locator("#cbn-layer input").press("Enter")
+    page.locator("#cbn-live").click()
+    summary = page.locator("#cbn-summary")
+    expect(summary).to_contain_text("window 3", timeout=TIMEOUT)
+    expect(summary).to_contain_text("20 steps", timeout=TIMEOUT)
+    expect(summary).to_contain_text("layer stem", timeout=TIMEOUT)
+    expect(page.locator("#cbn-traj .js-plotly-plot .scatterlayer .trace")).to_have_count(12, timeout=TIMEOUT)
+
+
+def test_absurd_channel_gives_a_message(page, hub_url):
+    _open_tab(page, hub_url)
+    page.locator("#cbn-replay").click()
+    expect(page.locator("#cbn-summary")).to_contain_text("compensated", timeout=TIMEOUT)
+    _set_number(page, "cbn-channel", 30)
+    expect(page.get_by_text("has 16 channels").first).to_be_visible(timeout=TIMEOUT)

@@ -1,0 +1,70 @@
+"""The notebook twin of the "CBN statistics" app tab: replay the recorded diagnostic run or train a short
+live one, then look at one channel's current / naive / compensated / true statistics."""
+from __future__ import annotations
+
+import functools
+import html as _html
+
+from .core import Explorer, explorer
+
+LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "blocks.1.shortcut.0")
+
+
+@functools.lru_cache(maxsize=8)
+def _live(batch_size: int, window: int, rho: float, burnin: int, steps: int, layer: str) -> dict:
+    import torch
+
+    from .. import cbn
+
+    cfg = cbn.DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps,
+                               layer=layer, every=steps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        *_, last = cbn.diagnostic_run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    return cbn.diagnostic_series(last, cfg)
+
+
+def render_cbn(source: str = "recorded", batch_size: int = 4, window: int = 4, rho: float = 1.0, burnin: int = 0,
+               steps: int = 120, layer: str = "blocks.0.conv1", channel: int = 0, diag: dict | None = None):
+    """(trajectories figure, summary HTML) for the recorded run (``diag`` or the committed one) or a live run."""
+    from ..viz import cbn as vz
+
+    if source == "recorded":
+        if diag is None:
+            from ..studies.cbn import load_diagnostic
+
+            diag = load_diagnostic()
+    elif source == "live":
+        diag = _live(int(batch_size), int(window), float(rho), int(burnin), int(steps), layer)
+    else:
+        raise ValueError(f"source must be 'recorded' or 'live', got {source!r}")
+    n = vz.num_channels(diag)
+    if not 0 <= int(channel) < n:
+        raise ValueError(f"layer {diag['config']['layer']} has {n} channels: choose a channel in [0, {n - 1}]")
+    text = vz.diagnostic_summary(diag)
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("|---")]
+    head, rows = lines[0], [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[1:]]
+    table = "".join("<tr>" + "".join(f"<td style='padding:0 8px'>{_html.escape(c)}</td>" for c in r) + "</tr>"
+                    for r in rows)
+    html = f"<div>{_html.escape(head).replace('**', '')}</div><table>{table}</table>"
+    return vz.trajectories_figure(diag, int(channel)), html
+
+
+def cbn_explorer(diag: dict | None = None) -> Explorer:
+    """Controls mirroring the app tab; the recorded run is shown first, 'live' trains on demand."""
+    import ipywidgets as W
+
+    controls = {
+        "source": W.ToggleButtons(options=["recorded", "live"], value="recorded", description="run"),
+        "batch_size": W.IntSlider(value=4, min=2, max=64, description="batch"),
+        "window": W.IntSlider(value=4, min=2, max=16, description="window k"),
+        "rho": W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1, description="ρ"),
+        "burnin": W.IntSlider(value=0, min=0, max=300, description="burn-in"),
+        "steps": W.IntSlider(value=120, min=10, max=400, step=10, description="live steps"),
+        "layer": W.Dropdown(options=list(LAYERS), value="blocks.0.conv1", description="layer"),
+        "channel": W.IntSlider(value=0, min=0, max=31, description="channel"),
+    }
+    return explorer(controls, functools.partial(render_cbn, diag=diag), title="CBN statistics explorer")
