@@ -205,9 +205,9 @@ def test_cpu_matmul_matches_float64_dense(dtype, idt, n):
 def test_cpu_matmul_random_shapes_and_threads():
     rng = np.random.default_rng(8)
     for _ in range(4):
-        B = int(rng.choice([4, 8, 16, 64]))
+        B = int(rng.choice([8, 16]))  # few (k, B) geometries: each one is a numba compile
         rows, cols = int(rng.integers(1, 50)), B * int(rng.integers(1, 5))
-        s = float(rng.uniform(0, 0.95))
+        s = float(rng.choice([0.5, 0.75]))
         W = torch.from_numpy(rng.standard_normal((rows, cols)).astype(np.float32))
         bm = BalancedMatrix.from_dense(W, s, B)
         for x in (torch.randn(cols), torch.randn(cols, 3)):
