@@ -1,0 +1,55 @@
+"""Browser test of the "MoBY embeddings" tab: pick a point, see its neighbours; re-roll the two views."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+TIMEOUT = 120_000  # ms: first use loads the demo encoder and embeds the gallery on a busy 2-core machine
+
+
+def _open_tab(page, hub_url):
+    page.goto(hub_url)
+    page.get_by_role("tab", name="MoBY embeddings").click()
+    expect(page.locator("#moby-neighbours-btn")).to_be_visible(timeout=TIMEOUT)
+
+
+def test_pick_a_point_and_see_its_neighbours(page, hub_url):
+    _open_tab(page, hub_url)
+    point = page.locator("#moby-point input")
+    point.fill("5")
+    point.press("Enter")
+    page.locator("#moby-neighbours-btn").click()
+    text = page.locator("#moby-neighbours-text")
+    expect(text).to_contain_text("nearest: #", timeout=TIMEOUT)
+    # eight neighbours (default k), each with a cosine similarity, the query itself excluded
+    sims = re.findall(r"#(\d+) \w+ \((-?\d\.\d\d)\)", text.inner_text())
+    assert len(sims) == 8 and all(i != "5" for i, _ in sims)
+    values = [float(s) for _, s in sims]
+    assert values == sorted(values, reverse=True)
+    # the neighbour grid: the query + 8 images; the map is drawn with the selection ringed
+    expect(page.locator("#moby-neighbours .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#moby-neighbours .js-plotly-plot .imagelayer image")).to_have_count(9, timeout=TIMEOUT)
+    expect(page.locator("#moby-map .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
+    assert page.locator("#moby-map .js-plotly-plot .legendtext", has_text="selected").count() == 1
+
+
+def test_bad_point_shows_a_message(page, hub_url):
+    _open_tab(page, hub_url)
+    point = page.locator("#moby-point input")
+    point.fill("100000")
+    point.press("Enter")
+    page.locator("#moby-neighbours-btn").click()
+    expect(page.get_by_text(re.compile("point index must be between 0 and"))).to_be_visible(timeout=TIMEOUT)
+
+
+def test_reroll_changes_the_views(page, hub_url):
+    _open_tab(page, hub_url)
+    seed = page.locator("#moby-seed input")
+    before = int(seed.input_value() or 0)
+    page.locator("#moby-reroll").click()
+    expect(seed).to_have_value(str(before + 1), timeout=TIMEOUT)
+    expect(page.locator("#moby-views .js-plotly-plot .imagelayer image")).to_have_count(3, timeout=TIMEOUT)
