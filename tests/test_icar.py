@@ -415,3 +415,34 @@ def test_app_predict_and_bad_inputs(demo):
     with pytest.raises(ValueError, match="unknown example"):
         app.predict("nope", None, rows)
     assert app.default_rows("held-out") == icar.default_class_rows(["ring", "pentagon", "crescent"])
+
+
+def test_swin_v2_image_encoder_option(tok):
+    """image_encoder="swin": the Swin V2 lite backbone (no head) gives the pooled features of its last stage."""
+    torch.manual_seed(0)
+    m = icar.ICARModel(icar.ICARConfig(method="icar", image_encoder="swin", image_size=64,
+                                       vocab_size=len(tok))).eval()
+    assert type(m.backbone).__name__ == "SwinTransformerV2" and m.backbone.num_classes == 0
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        fmap = m.backbone.forward_features((x - 0.5) / 0.5)  # (B, C, H/32, W/32)
+        assert torch.allclose(m.features(x), fmap.mean((2, 3)), atol=1e-5)
+        p = icar.predict_proba(m, tok, x, CLASSES[:3])
+    assert p.shape == (2, 3) and torch.allclose(p.sum(1), torch.ones(2), atol=1e-5)
+
+
+def test_explorer_mirrors_the_app(demo):
+    pytest.importorskip("ipywidgets")
+    from workbench.widgets.icar import icar_explorer, render_zero_shot
+
+    model, tok, caps = demo
+    lines = "\n".join(f"{n}: {d}" for n, d in icar.default_class_rows())
+    fig, html = render_zero_shot(model, tok, caps, shape="ring", classes_text=lines, k=3)
+    img = shapes.render("ring", "red", "large", "plain", seed=0, image_size=model.cfg.image_size)["image"]
+    rep = icar.zero_shot_report(model, tok, img, icar.default_class_rows(), k=3, captions=caps)
+    assert list(fig.data[0].y) == rep["with_desc"] and list(fig.data[1].y) == rep["names_only"]
+    assert html.count("<li>") == 3 and rep["captions"][0] in html
+    ex = icar_explorer(model, tok, caps)
+    assert list(ex.figure.data[0].x) == list(shapes.CLASSES)
+    ex.controls["classes_text"].value = "ring: a round hole\nring: again"
+    assert "duplicate class name" in ex.message.value

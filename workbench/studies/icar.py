@@ -217,7 +217,7 @@ def read_records(path=DEFAULT_OUT / "records.jsonl") -> list[dict]:
 
 def _parser(prog: str, desc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=desc)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--image-encoder", choices=("cnn", "swin"), default="cnn")
