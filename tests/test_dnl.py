@@ -226,6 +226,18 @@ def test_capture_keeps_outputs_and_rows(kind, shape):
     assert ("unary" in entry) == (kind != "pairwise")
 
 
+@pytest.mark.parametrize("kind", ["nl", "dnl", "pairwise"])
+def test_explicit_path_matches_sdpa(kind):
+    block = _randomise(dnl.make_block(kind, 8, temperature=0.2), std=0.4)
+    x = _x((2, 8, 6, 5), dtype=torch.float32)
+    fast = block(x)
+    block.attention = "explicit"
+    torch.testing.assert_close(block(x), fast, rtol=1e-5, atol=1e-5)
+    block.attention = "flash"
+    with pytest.raises(ValueError, match="attention"):
+        block(x)
+
+
 def test_nl_capture_terms_match_decomposition():
     block = _randomise(dnl.NonLocal2d(8))
     x = _x((2, 8, 4, 6), dtype=torch.float32)
@@ -403,3 +415,84 @@ def test_query_index():
     assert dnl.query_index(17, 40, (64, 64), (8, 8)) == 2 * 8 + 5
     with pytest.raises(ValueError):
         dnl.query_index(64, 0, (64, 64), (8, 8))
+
+
+# --------------------------------------------------------------------------------------------------
+# demo models, explore() and the app tab's functions (use the committed demo checkpoints)
+# --------------------------------------------------------------------------------------------------
+def test_explore_maps_follow_the_query_and_match_a_direct_capture():
+    image, mask = dnl.demo_image(dnl.SCENE, 0)
+    a = dnl.explore(image, (44, 46), mask=mask)
+    b = dnl.explore(image, (16, 16), mask=mask)
+    for name in ("NL attention", "DNL pairwise"):
+        assert a.maps[name].shape == (16, 16)
+        assert a.maps[name].sum() == pytest.approx(1.0, abs=1e-5)
+        assert np.abs(a.maps[name] - b.maps[name]).max() > 1e-4  # the pairwise maps depend on the query
+    np.testing.assert_array_equal(a.maps["DNL unary"], b.maps["DNL unary"])  # the unary map does not
+    # the same row straight from a full capture of the demo model
+    model = dnl.load_demo_model("dnl")
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None]
+    with torch.no_grad(), dnl.capture_attention(model) as maps:
+        model(x)
+    full = maps.only()["pairwise"][0]
+    q = dnl.query_index(44, 46, (64, 64), (16, 16))
+    np.testing.assert_allclose(a.maps["DNL pairwise"].reshape(-1), full[q].numpy(), rtol=1e-5, atol=1e-6)
+    assert a.query_cell == divmod(q, 16) and a.stats["DNL pairwise"]["n"] == 1
+
+
+def test_explore_temperature_only_changes_dnl_pairwise():
+    image, _ = dnl.demo_image("photo: astronaut")
+    a = dnl.explore(image, (30, 30), temperature=0.05)
+    b = dnl.explore(image, (30, 30), temperature=0.5)
+    assert b.temperature == 0.5 and dnl.load_demo_model("dnl").block.temperature == 0.05  # the cache is untouched
+    np.testing.assert_array_equal(a.maps["NL attention"], b.maps["NL attention"])
+    np.testing.assert_array_equal(a.maps["DNL unary"], b.maps["DNL unary"])
+    # a higher temperature flattens the whitened pairwise map (lower peak, higher entropy)
+    ent = lambda p: float(-(p * np.log(p + 1e-30)).sum())  # noqa: E731
+    assert b.maps["DNL pairwise"].max() < a.maps["DNL pairwise"].max()
+    assert ent(b.maps["DNL pairwise"]) > ent(a.maps["DNL pairwise"])
+    for bad in (0.0, float("nan"), -1):
+        with pytest.raises(ValueError):
+            dnl.explore(image, (30, 30), temperature=bad)
+    for bad_q in ((64, 0), (-1, 3), (float("nan"), 1), ("a", 1)):
+        with pytest.raises(ValueError):
+            dnl.explore(image, bad_q)
+    with pytest.raises(ValueError):
+        dnl.explore(np.zeros((64, 64), np.uint8))
+
+
+def test_app_functions(tmp_path):
+    from PIL import Image
+
+    from apps import dnl as app
+
+    img, att, seg, text, notices = app.compute("shapes scene", 0, None, 0.05, (44, 46))
+    assert img.shape == (app.CLICK_DISPLAY, app.CLICK_DISPLAY, 3) and notices == []
+    assert "row 44, col 46" in text and "own label" in text
+    assert len(att.data) == 4 and len(seg.data) == 4  # four maps; image, NL, DNL, ground truth
+    # a click on the enlarged image maps back to model pixels
+    assert app.click_to_query([64, 128]) == (32, 16)
+    assert app.click_to_query([10_000, -5]) == (0, 63)
+    assert app.click_to_query(None, (1, 2)) == (1, 2)
+    # uploads: grayscale converted, huge resized (with notices), non-images refused with a clear message
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((2400, 1600), 128, np.uint8)).save(big)
+    _, _, _, _, notices = app.compute(app.UPLOAD, 0, str(big), 0.05, None)
+    assert any("converted" in n for n in notices) and any("64x64" in n for n in notices)
+    bad = tmp_path / "x.png"
+    bad.write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        app.compute(app.UPLOAD, 0, str(bad), 0.05, None)
+    with pytest.raises(ValueError, match="upload"):
+        app.compute(app.UPLOAD, 0, None, 0.05, None)
+    with pytest.raises(ValueError):
+        app.compute("photo: nowhere", 0, None, 0.05, None)
+
+
+def test_missing_demo_checkpoint_names_the_command(monkeypatch, tmp_path):
+    from workbench import checkpoints
+
+    monkeypatch.setattr(checkpoints, "DEMO_DIR", tmp_path)
+    monkeypatch.setattr(dnl, "_DEMO_CACHE", {})
+    with pytest.raises(checkpoints.CheckpointError, match="workbench train dnl-study"):
+        dnl.load_demo_model("dnl")

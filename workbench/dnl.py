@@ -93,9 +93,18 @@ def _resolve_queries(queries, h: int, w: int, device) -> torch.Tensor | None:
 
 
 class _Capturable(nn.Module):
-    """Mixin: a block that can record its attention maps while a capture is active."""
+    """Mixin: a block that can record its attention maps while a capture is active.
+
+    ``attention = "sdpa"`` (default) runs ``F.scaled_dot_product_attention``; ``"explicit"`` materialises the
+    (B, HW, HW) softmax (the benchmark compares the two)."""
 
     _capture_sink: tuple["AttentionMaps", str, object] | None = None
+    attention: str = "sdpa"
+
+    def _explicit(self) -> bool:
+        if self.attention not in ("sdpa", "explicit"):
+            raise ValueError(f"attention must be 'sdpa' or 'explicit', got {self.attention!r}")
+        return self.attention == "explicit"
 
     def _capturing(self) -> bool:
         return self._capture_sink is not None
@@ -112,13 +121,15 @@ def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
-def _attend(q, k, v, scale: float, queries, capture: bool):
+def _attend(q, k, v, scale: float, queries, capture: bool, explicit: bool = False):
     """Attention output sum_j softmax_j(q_i.k_j * scale) v_j (B, N, d) and, when capturing, its rows.
 
-    Fast path: ``F.scaled_dot_product_attention``.  Capture with all queries: the explicit softmax, whose
-    matrix is both used and returned.  Capture with chosen queries: fast path for the output, explicit
-    softmax only for those rows (memory O(Q * N)).
+    Fast path: ``F.scaled_dot_product_attention``.  Capture with all queries (or ``explicit``): the explicit
+    softmax, whose matrix is both used and returned.  Capture with chosen queries: fast path for the output,
+    explicit softmax only for those rows (memory O(Q * N)).
     """
+    if explicit and not capture:
+        return torch.bmm(_softmax_rows(torch.bmm(q, k.transpose(1, 2)) * scale), v), None
     if capture and queries is None:
         attn = _softmax_rows(torch.bmm(q, k.transpose(1, 2)) * scale)
         return torch.bmm(attn, v), attn
@@ -195,7 +206,7 @@ class NonLocal2d(_Capturable):
         q, k, v = _flat(self.conv_query(x)), _flat(self.conv_key(x)), _flat(self.conv_value(x))
         capture = self._capturing()
         queries = _resolve_queries(self._capture_sink[2], h, w, x.device) if capture else None
-        y, attn = _attend(q, k, v, self.scale, queries, capture)
+        y, attn = _attend(q, k, v, self.scale, queries, capture, self._explicit())
         if capture:
             qq = q if queries is None else q[:, queries]
             mu_q, mu_k = q.mean(1, keepdim=True), k.mean(1, keepdim=True)
@@ -271,7 +282,7 @@ class DNL2d(_Capturable):
             q, k = _flat(self.conv_query(x)), _flat(self.conv_key(x))
             q = q - q.mean(dim=1, keepdim=True)
             k = k - k.mean(dim=1, keepdim=True)
-            yp, attn = _attend(q, k, v, self.scale, queries, capture)
+            yp, attn = _attend(q, k, v, self.scale, queries, capture, self._explicit())
             y = y + self.gamma * yp
             maps["pairwise"] = attn
         if self.with_unary:
@@ -389,6 +400,7 @@ class SegNetConfig:
     num_classes: int = 11      # shapes: background + 10 classes
     width: int = 16            # channels of the first stage; doubled at each stride-2 stage
     stride: int = 8            # output stride of the backbone: 4, 8 or 16
+    depth: int = 2             # 3x3 convs per backbone stage (the first has stride 2)
     head_channels: int = 64
     reduction: int = 2
     temperature: float = 0.05
@@ -398,7 +410,7 @@ class SegNetConfig:
             raise ValueError(f"unknown head {self.head!r}; choose one of {BLOCK_KINDS}")
         if self.stride not in (4, 8, 16):
             raise ValueError(f"stride must be 4, 8 or 16, got {self.stride}")
-        if self.num_classes < 2 or self.width < 1 or self.head_channels < 2:
+        if self.num_classes < 2 or self.width < 1 or self.head_channels < 2 or not 1 <= self.depth <= 4:
             raise ValueError(f"bad SegNetConfig sizes: {self}")
         _check_temperature(self.temperature)
 
@@ -408,7 +420,7 @@ def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class SegNet(nn.Module):
-    """Compact conv backbone (log2(stride) stages of two 3x3 convs, the first with stride 2) and a head
+    """Compact conv backbone (log2(stride) stages of ``depth`` 3x3 convs, the first with stride 2) and a head
     in the style of mmsegmentation's NL/DNL heads: conv -> context block -> conv, concatenated with the
     backbone features, conv, 1x1 classifier, bilinear upsampling to the input size."""
 
@@ -419,7 +431,7 @@ class SegNet(nn.Module):
         stages, cin = [], 3
         for i in range(int(math.log2(cfg.stride))):
             cout = cfg.width * 2 ** i
-            stages += [_conv_bn(cin, cout, 2), _conv_bn(cout, cout)]
+            stages += [_conv_bn(cin, cout, 2)] + [_conv_bn(cout, cout) for _ in range(cfg.depth - 1)]
             cin = cout
         self.backbone = nn.Sequential(*stages)
         hc = cfg.head_channels
@@ -536,3 +548,156 @@ def boundary_concentration(unary: torch.Tensor, masks: torch.Tensor, hw: tuple[i
     corr = torch.where(denom > 0, (uc * bc).sum(-1) / denom.clamp(min=1e-300), torch.zeros_like(denom))
     m, un = float(mass.mean()), float(uniform.mean())
     return {"mass": m, "uniform": un, "lift": m / un if un > 0 else float("nan"), "corr": float(corr.mean())}
+
+
+# --------------------------------------------------------------------------------------------------
+# demo models and the explore function behind the app tab, the notebook and the widget
+# --------------------------------------------------------------------------------------------------
+DEMO_COMMAND = "workbench train dnl-study"
+DEMO_HEADS = ("nl", "dnl")
+SCENE = "shapes scene"
+
+
+def demo_checkpoint_name(head: str) -> str:
+    return f"dnl_seg_{head}"
+
+
+_DEMO_CACHE: dict[str, SegNet] = {}
+
+
+def load_demo_model(head: str) -> SegNet:
+    """The committed demo SegNet with a ``head`` block (eval mode, float32, cached).
+
+    Raises ``CheckpointError`` naming the command that regenerates a missing checkpoint."""
+    from .checkpoints import load_demo, load_into
+
+    if head not in DEMO_HEADS:
+        raise ValueError(f"no demo model for head {head!r}; choose one of {DEMO_HEADS}")
+    if head not in _DEMO_CACHE:
+        ckpt = load_demo(demo_checkpoint_name(head), DEMO_COMMAND)
+        cfg = SegNetConfig(**ckpt.meta.get("config", {}))
+        model = SegNet(cfg)
+        load_into(model, ckpt)
+        model.image_size = int(ckpt.extra.get("study", {}).get("size", 64))
+        _DEMO_CACHE[head] = model.eval()
+    return _DEMO_CACHE[head]
+
+
+def demo_sources() -> list[str]:
+    """Image choices of the demos: a shapes scene (by seed) and the bundled photos."""
+    from .data import natural
+
+    return [SCENE] + [f"photo: {n}" for n in natural.photo_names()]
+
+
+def demo_image(source: str, seed: int = 0, size: int = 64):
+    """(uint8 image (size, size, 3), label mask (size, size) or None) for a ``demo_sources()`` entry."""
+    import numpy as np
+
+    from .data import images, natural, shapes
+
+    if source == SCENE:
+        seed = int(seed)
+        if not 0 <= seed <= 100_000:
+            raise ValueError(f"scene seed must be between 0 and 100000, got {seed}")
+        d = shapes.generate(shapes.ShapesConfig(n=1, size=size, seed=seed, min_objects=2, max_objects=3))
+        return np.ascontiguousarray(d.images[0]), d.masks[0].astype(np.int64)
+    if source.startswith("photo: "):
+        photo = natural.load_photo(source[len("photo: "):])
+        arr, _ = images.prepare_image(images.center_square(photo), size=size)
+        return arr, None
+    raise ValueError(f"unknown image source {source!r}; choose one of {demo_sources()} or upload an image")
+
+
+def prepare_upload(value, size: int = 64):
+    """An uploaded image (path, bytes, PIL or array) as uint8 (size, size, 3) plus notices for the user.
+
+    Grayscale / RGBA are converted and huge images reduced by ``prepare_image`` (ValueError for anything that
+    is not an image); the centre square is then resized to the demo models' input size."""
+    from .data import images
+
+    arr, notices = images.prepare_image(value)
+    h, w = arr.shape[:2]
+    out, _ = images.prepare_image(images.center_square(arr), size=size)
+    if (h, w) != (size, size):
+        notices = list(notices) + [f"the image ({w}x{h}) is analysed as its centre square resized to "
+                                   f"{size}x{size} px, the demo models' input size"]
+    return out, notices
+
+
+@dataclass
+class Exploration:
+    """Everything one query on one image gives: maps on the (h, w) feature grid, predictions at image size."""
+    image: "object"                  # uint8 (S, S, 3)
+    query: tuple[int, int]           # (row, col) in image pixels
+    query_cell: tuple[int, int]      # (row, col) on the feature grid
+    temperature: float
+    maps: dict                       # name -> (h, w) float array (each sums to 1)
+    segmentation: dict               # head -> (S, S) int labels
+    mask: "object" = None            # ground-truth labels (S, S) for shapes scenes, else None
+    stats: dict | None = None        # within-region share / boundary numbers when the mask is known
+
+
+def explore(image, query: tuple[float, float] | None = None, temperature: float | None = None,
+            mask=None) -> Exploration:
+    """Run the NL and DNL demo models on ``image`` (uint8 (S, S, 3)) with one query pixel (row, col).
+
+    Maps: "NL attention" (the pairwise NL softmax row of the query), "DNL pairwise" (whitened, with
+    ``temperature`` if given — the trained value otherwise), "DNL unary" and "NL implicit unary"
+    (softmax of mu_q . k).  ``mask`` (labels) adds the within-region share and boundary numbers.
+    """
+    import copy
+
+    import numpy as np
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {img.dtype} {img.shape}")
+    s = img.shape[0]
+    if img.shape[1] != s:
+        raise ValueError(f"expected a square image, got {img.shape[1]}x{img.shape[0]}")
+    row, col = (s // 2, s // 2) if query is None else query
+    try:
+        row, col = float(row), float(col)
+    except (TypeError, ValueError):
+        raise ValueError(f"query must be a (row, col) pair of numbers, got {query!r}") from None
+    if not (math.isfinite(row) and math.isfinite(col)):
+        raise ValueError(f"query must be finite, got {query!r}")
+    row, col = int(row), int(col)
+    if not (0 <= row < s and 0 <= col < s):
+        raise ValueError(f"query pixel ({row}, {col}) is outside the {s}x{s} image")
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    maps, seg, hw = {}, {}, None
+    for head in DEMO_HEADS:
+        model = load_demo_model(head)
+        if head == "dnl" and temperature is not None:
+            model = copy.deepcopy(model)
+            model.block.temperature = temperature
+        hw = (s // model.cfg.stride, s // model.cfg.stride)
+        q = query_index(row, col, (s, s), hw)
+        with torch.no_grad(), capture_attention(model, queries=[q]) as cap:
+            logits = model(x)
+        e = cap.only()
+        h, w = e["hw"]
+        seg[head] = logits.argmax(1)[0].numpy()
+        if head == "nl":
+            maps["NL attention"] = e["pairwise"][0, 0].reshape(h, w).numpy()
+            maps["NL implicit unary"] = e["unary"][0].reshape(h, w).numpy()
+        else:
+            maps["DNL pairwise"] = e["pairwise"][0, 0].reshape(h, w).numpy()
+            maps["DNL unary"] = e["unary"][0].reshape(h, w).numpy()
+            t_used = model.block.temperature
+    cell = (q // hw[1], q % hw[1])
+    stats = None
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask)).long().unsqueeze(0)
+        if m.shape[1:] != (s, s):
+            raise ValueError(f"mask shape {tuple(m.shape[1:])} does not match the {s}x{s} image")
+        stats = {}
+        for name in ("NL attention", "DNL pairwise"):
+            r = within_region_share(torch.from_numpy(maps[name]).reshape(1, 1, -1), m, hw, queries=[q],
+                                    num_labels=max(int(m.max()) + 1, 2))
+            stats[name] = r
+        for name in ("NL implicit unary", "DNL unary"):
+            stats[name] = boundary_concentration(torch.from_numpy(maps[name]).reshape(1, -1), m, hw)
+    return Exploration(img, (row, col), cell, t_used, maps, seg, None if mask is None else np.asarray(mask), stats)
