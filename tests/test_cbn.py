@@ -511,7 +511,7 @@ def test_study_tables_from_records():
 
 
 def test_app_functions(monkeypatch):
-    app = pytest.importorskip("apps.cbn")
+    from apps import cbn as app
     from workbench.studies import cbn as st
 
     diag = st.load_diagnostic()
