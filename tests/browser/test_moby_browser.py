@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-pytest.importorskip("playwright")
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
 TIMEOUT = 120_000  # ms: first use loads the demo encoder and embeds the gallery on a busy 2-core machine
 
