@@ -559,16 +559,24 @@ def test_figures_show_the_reconstruction(random_demo_models):
 
     r = sm.explore(sm.demo_image("shapes: star"), "random", 0.5, 16, 0)
     fig = vz.reconstruction_figure(r)
-    assert len(fig.data) == 5 and all(t.type == "image" for t in fig.data)
-    # the composite panel decodes back to the composite (PNG round trip of uint8)
+    assert len(fig.data) == 1 and fig.data[0].type == "image"
+    # the strip decodes back to the five panels (PNG round trip of uint8), composite and error included
     import base64
     import io
 
     from PIL import Image
 
-    src = fig.data[3].source.split(",", 1)[1]
+    src = fig.data[0].source.split(",", 1)[1]
     png = np.asarray(Image.open(io.BytesIO(base64.b64decode(src))).convert("RGB"))
-    assert np.array_equal(png, core.to_uint8_image(r.composite))
+    assert png.shape == (64, 5 * 64 + 4 * 4, 3)
+    panel = lambda i: png[:, i * 68:i * 68 + 64]  # noqa: E731
+    assert np.array_equal(panel(0), core.to_uint8_image(r.original))
+    assert np.array_equal(panel(3), core.to_uint8_image(r.composite))
+    assert np.array_equal(panel(4), vz.error_image(r))
+    assert [a.text for a in fig.layout.annotations] == list(vz.PANEL_TITLES)
+    hm = vz.error_heatmap_figure(r)
+    z = np.asarray(hm.data[1].z, dtype=float)
+    assert np.allclose(z[r.token_mask == 1], r.patch_error[r.token_mask == 1]) and np.isnan(z[r.token_mask == 0]).all()
     err = vz.error_image(r)
     m = sm.upsample_mask(r.token_mask, 4).astype(bool)
     assert np.all(err[~m] == 128)
@@ -587,10 +595,10 @@ def test_app_compute_and_guard(random_demo_models, tmp_path):
     fig, err, text, notices = app.compute("photo: coffee", None, "random", 0.6, 16, 0, "Swin V2 lite (SimMIM)")
     fig2, _, text2, _ = app.compute("photo: coffee", None, "random", 0.3, 16, 0, "Swin V2 lite (SimMIM)")
     assert "160/256" in text and "80/256" in text2  # ceil(16 * 0.6) = 10 and ceil(16 * 0.3) = 5 mask patches of 16 tokens
-    assert text != text2 and fig.data[1].source != fig2.data[1].source
+    assert text != text2 and fig.data[0].source != fig2.data[0].source
     up = _png(tmp_path / "u.png", np.random.default_rng(1).integers(0, 256, size=(50, 90, 4), dtype=np.uint8))
     f3, _, _, _ = app.compute(app.UPLOAD, up, "blockwise", 0.4, 16, 2, "Swin V2 lite (SimMIM)")
-    assert len(f3.data) == 5
+    assert len(f3.data) == 1
     from apps.common import guard
 
     handler = guard(app.reconstruct)

@@ -59,20 +59,61 @@ def error_image(rec, vmax: float | None = None) -> np.ndarray:
     return np.repeat(np.repeat(_colorize(e, vmax), s, axis=0), s, axis=1)
 
 
+PANEL_TITLES = ("original", "masked input", "reconstruction", "composite", "error (masked patches)")
+_GAP = 4
+
+
+def _strip(images: Sequence[np.ndarray], gap: int = _GAP) -> np.ndarray:
+    """Equal-sized images side by side with white gaps, uint8."""
+    ims = [core.to_uint8_image(i) for i in images]
+    h = ims[0].shape[0]
+    sep = np.full((h, gap, 3), 255, dtype=np.uint8)
+    parts = []
+    for i, im in enumerate(ims):
+        parts += [im] + ([sep] if i < len(ims) - 1 else [])
+    return np.concatenate(parts, axis=1)
+
+
 def reconstruction_figure(rec, title: str | None = None) -> go.Figure:
-    """Original, masked input, reconstruction, composite and the masked-patch error map side by side."""
-    imgs = [rec.original, rec.masked_input, rec.reconstruction, rec.composite, error_image(rec)]
-    titles = ["original", "masked input", "reconstruction", "composite", "error (masked patches)"]
+    """Original, masked input, reconstruction, composite and the masked-patch error map side by side.
+
+    Drawn as ONE image trace (the five panels in a strip) with a plain layout: the app redraws this on every
+    slider move, and a five-subplot figure with a full template costs several times the model's forward.
+    """
+    panels = [rec.original, rec.masked_input, rec.reconstruction, rec.composite, error_image(rec)]
+    strip = _strip(panels)
+    H, W = rec.original.shape[:2]
     if title is None:
         d = "∞" if math.isinf(rec.avg_dist) else f"{rec.avg_dist:.1f}"
-        title = f"masked {100 * rec.token_mask.mean():.0f}% · AvgDist {d} px · L1 loss {rec.loss:.3f}"
-    return core.image_grid(imgs, titles, cols=5, title=title, height_per_row=230)
+        e = np.where(rec.token_mask == 1, rec.patch_error, np.nan)
+        emax = float(np.nanmax(e)) if np.isfinite(e).any() else 0.0
+        title = (f"masked {100 * rec.token_mask.mean():.0f}% · AvgDist {d} px · L1 loss {rec.loss:.3f} · "
+                 f"error colour scale 0 – {emax:.2f}")
+    ann = [dict(x=i * (W + _GAP) + W / 2, y=-2, xref="x", yref="y", text=t, showarrow=False, yanchor="bottom",
+                font=dict(size=12)) for i, t in enumerate(PANEL_TITLES)]
+    fig = go.Figure(go.Image(source=core._png_uri(strip), hoverinfo="skip"))
+    fig.update_layout(template="none", title=dict(text=title, font=dict(size=14)), height=300,
+                      margin=dict(l=5, r=5, t=70, b=5), annotations=ann,
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"))
+    return fig
 
 
 def error_heatmap_figure(rec, title: str = "per-patch |target − prediction| (masked patches)") -> go.Figure:
-    """The per-patch error of masked patches as a heat map (with a colour bar) over the image."""
+    """The per-patch error of masked patches as a heat map (with a colour bar) over the image.
+
+    Same picture as ``core.heatmap_over_image`` with a plain layout (cheap enough for every slider move).
+    """
     e = np.where(rec.token_mask == 1, rec.patch_error, np.nan)
-    return core.heatmap_over_image(rec.original, e, title=title, opacity=0.75, height=360)
+    img = core.to_uint8_image(rec.original)
+    H, W = img.shape[:2]
+    h, w = e.shape
+    fig = go.Figure([go.Image(source=core._png_uri(img), hoverinfo="skip"),
+                     go.Heatmap(z=e, x0=(W / w) / 2 - 0.5, dx=W / w, y0=(H / h) / 2 - 0.5, dy=H / h, opacity=0.75,
+                                colorscale="Inferno", colorbar=dict(title="error"))])
+    fig.update_layout(template="none", title=dict(text=title, font=dict(size=14)), height=360,
+                      margin=dict(l=5, r=5, t=40, b=5), xaxis=dict(visible=False, range=[-0.5, W - 0.5]),
+                      yaxis=dict(visible=False, range=[H - 0.5, -0.5], scaleanchor="x"))
+    return fig
 
 
 def reconstructions_figure(recs: Sequence, labels: Sequence[str]) -> go.Figure:
@@ -107,7 +148,7 @@ def accuracy_vs_avgdist_figure(records: Sequence[dict], task: str = "shapes",
     """One series per mask patch size: (AvgDist, top-1) of the runs of the masking study."""
     by_patch: dict[int, list] = {}
     for r in records:
-        if not r.get("pretrain") or task not in r.get("acc", {}) or not math.isfinite(r.get("avg_dist", math.inf)):
+        if r.get("part") != "masking" or task not in r.get("acc", {}) or not math.isfinite(r.get("avg_dist", math.inf)):
             continue
         pc = r["pretrain"]
         if pc["head"] != "linear" or pc["loss"] != "l1" or not r["model"].startswith("swin"):
@@ -118,8 +159,8 @@ def accuracy_vs_avgdist_figure(records: Sequence[dict], task: str = "shapes",
         pts = sorted(by_patch[p])
         series[f"mask patch {p}px"] = ([a for a, _, _ in pts], [b for _, b, _ in pts])
     fig = core.line_chart(series, title=title, xlabel="AvgDist (pixels)", ylabel=f"{task} top-1 (%)", markers=True)
-    scratch = [100 * r["acc"][task] for r in records
-               if not r.get("pretrain") and r["model"].startswith("swin") and task in r.get("acc", {})]
+    scratch = [100 * r["acc"][task] for r in records if r.get("part") == "claim1" and not r.get("demo")
+               and not r.get("pretrain") and r["model"].startswith("swin") and task in r.get("acc", {})]
     if scratch:
         fig.add_hline(y=scratch[0], line_dash="dash", line_color="gray", annotation_text="scratch")
     return fig
@@ -130,7 +171,7 @@ def finetune_bars_figure(records: Sequence[dict], title: str = "Fine-tuning: Sim
     tasks = sorted({t for r in rows for t in r["acc"]}, reverse=True)
     series = {}
     for r in rows:
-        name = f"{r['model'].split('_')[0]} {'SimMIM' if r['pretrain'] else 'scratch'}"
+        name = f"{r['model'].split('_')[0]} {'SimMIM' if (r.get('demo') or r.get('pretrain')) else 'scratch'}"
         series[name] = [100 * r["acc"].get(t, float("nan")) for t in tasks]
     return core.grouped_bar_chart(tasks, series, title=title, ylabel="top-1 (%)")
 

@@ -1,0 +1,117 @@
+"""`workbench bench simmim`: SimMIM pre-training throughput and the app's reconstruction latency.
+
+1. Pre-training images/s (forward + backward + AdamW step, masked L1, random masks) of the tiny Swin V2
+   (``swinv2_lite_window4_64``) and the tiny ViT (``vit_lite_patch8_64``) at the laptop size (64 px) and
+   at the paper's 192 px (Swin: window 6 so the 48/24/12/6 stage maps tile; ViT: 24x24 tokens),
+   interleaved with workbench.bench.
+2. The app tab's latency for a slider change: ``apps.simmim.compute`` (mask, reconstruction, AvgDist, both
+   figures) with a different mask ratio each call, median and p95 — the target is < 0.3 s median on CPU.
+
+    workbench bench simmim                  # CPU, 1 thread
+    workbench bench simmim --device cuda    # on a GPU (batch 64)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _pretrain_step_fns(device, batch: int, sizes: tuple[int, ...]):
+    import torch
+
+    from workbench import simmim as sm
+
+    fns, meta = {}, {}
+    for name in ("swinv2_lite_window4_64", "vit_lite_patch8_64"):
+        for size in sizes:
+            over = {"img_size": size}
+            if name.startswith("swin") and size != 64:
+                over["window_size"] = 6
+            torch.manual_seed(0)
+            model = sm.build_simmim(name, **over).to(device).train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+            mask_patch = 32 if size >= 192 else 16
+            gen = sm.MaskGenerator(size, mask_patch, model.patch_size, 0.6)
+            x = torch.randn(batch, 3, size, size, device=device)
+            mask = gen.batch(batch, seed=0).float().to(device)
+
+            def step(model=model, opt=opt, x=x, mask=mask):
+                loss = model(x, mask)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                opt.step()
+
+            key = f"{name} @ {size}px"
+            fns[key] = step
+            meta[key] = {"model": name, "img_size": size, "mask_patch": mask_patch,
+                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6}
+    return fns, meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+    import torch
+
+    from workbench import bench
+
+    p = argparse.ArgumentParser(prog="workbench bench simmim", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--batch", type=int, default=None, help="pre-training batch (default 16 CPU, 64 GPU)")
+    p.add_argument("--sizes", default="64,192")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--latency-repeats", type=int, default=40)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--name", default="simmim")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
+                          (args.device if args.device != "auto" else "cpu"))
+    gpu = device.type == "cuda"
+    batch = args.batch or (64 if gpu else 16)
+    sync = torch.cuda.synchronize if gpu else None
+    rows = []
+
+    fns, meta = _pretrain_step_fns(device, batch, tuple(int(s) for s in args.sizes.split(",")))
+    times = bench.interleaved(fns, repeats=args.repeats, warmup=1, sync=sync, max_seconds=args.max_seconds)
+    for k, t in times.items():
+        s = bench.summarize(t)
+        rows.append({"measure": "pre-training step", "what": k, "batch": batch,
+                     "params (M)": round(meta[k]["params_M"], 2), "median (s)": s["median"], "p95 (s)": s["p95"],
+                     "images/s": batch / s["median"], "n": s["n"]})
+        print(f"{k}: {batch / s['median']:.1f} images/s (median step {s['median']:.3f} s)", flush=True)
+
+    if not gpu:  # the app runs on CPU
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        from apps import simmim as app
+
+        ratios = np.round(np.linspace(0.1, 0.9, 17), 2)
+        for model in ("Swin V2 lite (SimMIM)", "ViT lite (SimMIM)"):
+            state = {"i": 0}
+
+            def change(model=model, state=state):
+                r = float(ratios[state["i"] % len(ratios)])
+                state["i"] += 1
+                app.compute("photo: astronaut", None, "random", r, 16, 0, model)
+
+            t = bench.interleaved({model: change}, repeats=args.latency_repeats, warmup=2)[model]
+            s = bench.summarize(t)
+            rows.append({"measure": "app slider change", "what": model, "batch": 1, "params (M)": "",
+                         "median (s)": s["median"], "p95 (s)": s["p95"], "images/s": "", "n": s["n"]})
+            print(f"app latency {model}: median {s['median'] * 1000:.0f} ms, p95 {s['p95'] * 1000:.0f} ms", flush=True)
+
+    notes = ("Pre-training step = forward + masked L1 + backward + clip + AdamW on random inputs with SimMIM random "
+             "masks (ratio 0.6; mask patch 16 px at 64 px, 32 px at 192 px). App slider change = "
+             "`apps.simmim.compute` (demo image, mask, reconstruction, AvgDist, both plotly figures) with a new "
+             f"mask ratio each call; target < 0.3 s median on CPU. Threads: {args.threads}. The machine is shared, "
+             "so absolute numbers are indicative; rows of one run are interleaved and comparable.")
+    bench.write_results(args.name, rows, title="SimMIM: pre-training throughput and app latency",
+                        columns=["measure", "what", "batch", "params (M)", "median (s)", "p95 (s)", "images/s", "n"],
+                        notes=notes, out_dir=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Browser test of the "SimMIM reconstructions" tab: moving the mask-ratio slider changes the reconstruction."""
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def _images(page):
+    return page.eval_on_selector_all("#simmim-plot .js-plotly-plot image",
+                                     "els => els.map(e => e.getAttribute('href') || e.getAttribute('xlink:href'))")
+
+
+def test_ratio_slider_changes_the_reconstruction(hub_url, page):
+    from playwright.sync_api import expect
+
+    page.goto(hub_url)
+    page.get_by_role("tab", name="SimMIM reconstructions").click()
+    page.locator("#simmim-plot .js-plotly-plot").wait_for(timeout=60_000)
+    summary = page.locator("#simmim-summary")
+    expect(summary).to_contain_text("AvgDist")
+    expect(summary).to_contain_text("160/256")  # ratio 0.6 with 16 px mask patches: 10 of 16 mask patches
+    before = _images(page)
+    assert len(before) == 1 and before[0].startswith("data:image/png")  # the five panels in one strip
+
+    slider = page.locator("#simmim-ratio input[type=range]")
+    slider.focus()
+    for _ in range(6):  # 0.6 -> 0.3 in steps of 0.05
+        slider.press("ArrowLeft")
+    expect(summary).to_contain_text("80/256", timeout=30_000)  # ceil(16 * 0.3) = 5 mask patches
+    page.wait_for_function(
+        "old => { const els = [...document.querySelectorAll('#simmim-plot .js-plotly-plot image')];"
+        " return els.length === 1 && els[0].getAttribute('href') !== old; }", arg=before[0], timeout=30_000)
+    after = _images(page)
+    assert after[0] != before[0]  # the masked input, reconstruction and composite were redrawn
+
+    # a bad upload-less request shows a message, not a traceback
+    page.locator("#simmim-source input").fill("upload")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Please upload an image").first).to_be_visible(timeout=30_000)
