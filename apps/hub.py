@@ -58,8 +58,8 @@ def _welcome():
         return fig, text.replace("<i>", "*").replace("</i>", "*")
 
     inputs = [shape, color, size, background, seed]
-    for c in inputs:
-        c.change(guard(show), inputs, [plot, caption], api_name=False)
+    for i, c in enumerate(inputs):
+        c.change(guard(show), inputs, [plot, caption], api_name="shapes_sample" if i == 0 else False)
     return (show, inputs, [plot, caption])
 
 

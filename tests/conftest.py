@@ -25,3 +25,21 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     except ImportError:
         pass
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def hub_url():
+    """One app hub for the whole session, on a free loopback port."""
+    from apps.common import free_port, launch_kwargs
+    from apps.hub import build_hub
+
+    demo = build_hub()
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs("127.0.0.1", port))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
