@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     notes = (f"Batch {a.batch} images of {a.img_size} px, two views, queue {a.queue}, projector/predictor 512-128, "
              f"{a.threads} CPU thread(s). `online` is forward + backward of both views; `target` is the no-grad "
              "momentum branch; `step` is one whole optimizer step (its parts overlap: it is not their sum). "
-             "`augment` is the per-sample two-view augmentation of the batch (CPU data side). "
+             "`augment` is the per-sample two-view augmentation of the batch (CPU data side). Wall-clock medians: "
+             "on a shared, loaded machine (load average above) compare the parts of one run, which are interleaved, "
+             "rather than absolute values across machines. "
+             + ("" if torch.cuda.is_available() else "No GPU on this machine: CUDA rows appear when one is present. ")
+             +
              "Command: `workbench bench moby` (" + " ".join(argv or []) + ").")
     bench.write_results("moby", rows, title="MoBY pre-training step breakdown",
                         columns=["device", "backbone", "part", "median_ms", "p95_ms", "share_of_step", "n"],

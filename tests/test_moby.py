@@ -537,3 +537,58 @@ def test_widgets_render_the_same_figures_as_the_app(demo):
     assert len(ex.figure.data) == 3 and ex.calls == 1
     ex.controls["seed"].value = 3
     assert ex.calls == 2
+
+
+# ---------------------------------------------------------------------------------------------- DDP queue
+def _ddp_worker(rank, world, port, batch, results):
+    import os
+
+    import torch.distributed as dist
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)  # the same initial queues on every rank
+        model = tiny_moby(queue_size=8)
+        keys = F.normalize(torch.arange(batch * 8, dtype=torch.float32).view(batch, 8) + 100 * rank + 1, dim=1)
+        try:
+            model.enqueue(keys, -keys)
+            results.put((rank, model.queue1.numpy().tolist(), model.queue2.numpy().tolist(), int(model.queue_ptr), None))
+        except ValueError as e:
+            results.put((rank, None, None, None, str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run_ddp(batch, world=2):
+    import multiprocessing as mp
+
+    from apps.common import free_port
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, world, port, batch, results)) for r in range(world)]
+    for p in procs:
+        p.start()
+    out = sorted([results.get(timeout=120) for _ in range(world)], key=lambda r: r[0])
+    for p in procs:
+        p.join(timeout=60)
+    return out
+
+
+def test_queue_under_ddp_gathers_keys_of_all_ranks_in_rank_order():
+    out = _run_ddp(batch=2)
+    expected = torch.cat([F.normalize(torch.arange(16, dtype=torch.float32).view(2, 8) + 100 * r + 1, dim=1)
+                          for r in range(2)])  # (global batch 4, D)
+    for rank, q1, q2, ptr, err in out:
+        assert err is None
+        q1, q2 = torch.tensor(q1), torch.tensor(q2)
+        assert ptr == 4  # advanced by the global batch
+        torch.testing.assert_close(q1[:, :4], expected.T)
+        torch.testing.assert_close(q2[:, :4], -expected.T)
+    assert out[0][1] == out[1][1] and out[0][2] == out[1][2]  # identical queues on every rank
+
+
+def test_queue_under_ddp_rejects_a_global_batch_that_does_not_divide_it():
+    out = _run_ddp(batch=3)  # global batch 6 does not divide 8
+    for *_, err in out:
+        assert err is not None and "multiple of the global batch size (6" in err
