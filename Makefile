@@ -57,11 +57,11 @@ lint: install-dev
 	$(BIN)/ruff check workbench apps tests benchmarks
 
 notebooks: install-dev
-	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb" || exit 1; done
+	for nb in notebooks/*.ipynb; do $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.store_widget_state=False "$$nb" || exit 1; done
 
 # one notebook: make nb NB=notebooks/00_tour.ipynb
 nb: install-dev
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace "$(NB)"
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.store_widget_state=False "$(NB)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
