@@ -98,3 +98,15 @@ def test_demo_checkpoint_missing_explains_command():
     assert demo_path("x").name == "x.pt"
     with pytest.raises(CheckpointError, match="workbench train some-job"):
         load_demo("does_not_exist", command="workbench train some-job")
+
+
+def test_committed_demo_checkpoints_are_small_safe_and_documented():
+    from workbench.checkpoints import DEMO_DIR, demo_index
+
+    rows = demo_index()
+    readme = (DEMO_DIR / "README.md").read_text() if (DEMO_DIR / "README.md").exists() else ""
+    for r in rows:
+        assert r["command"] and r["command"].startswith("workbench train"), r
+        assert r["megabytes"] < 10, f"{r['file']} is {r['megabytes']} MB; demo checkpoints stay a few MB"
+        assert f"`{r['file']}`" in readme, f"{r['file']} is missing from {DEMO_DIR}/README.md " \
+                                           "(run `workbench checkpoints --write-readme`)"

@@ -157,3 +157,31 @@ def load_demo(name: str, command: str | None = None) -> Checkpoint:
         how = f" Regenerate it with: {command}" if command else ""
         raise CheckpointError(f"demo checkpoint '{name}' is missing ({path}).{how}")
     return load_checkpoint(path)
+
+
+def demo_index() -> list[dict[str, Any]]:
+    """Every committed demo checkpoint with its size and the command recorded in its metadata."""
+    rows = []
+    for p in sorted(DEMO_DIR.glob("*.pt")):
+        try:
+            meta = load_checkpoint(p).meta
+        except CheckpointError as e:
+            meta = {"command": f"unreadable: {e}"}
+        rows.append({"name": p.stem, "file": p.name, "megabytes": round(p.stat().st_size / 2**20, 2),
+                     "command": meta.get("command"), "created": meta.get("created"),
+                     "git_revision": meta.get("git_revision")})
+    return rows
+
+
+def write_demo_readme() -> Path:
+    """(Re)write ``workbench/assets/checkpoints/README.md`` from the checkpoints' own metadata."""
+    lines = ["# Demo checkpoints", "",
+             "Small models the apps and notebooks use, trained by the project's own commands on data that is",
+             "generated or shipped by installed packages. Each file records the command that made it; rerun it",
+             "to regenerate the file. Listed by `workbench checkpoints`.", "",
+             "| file | MB | command | created |", "|---|---|---|---|"]
+    for r in demo_index():
+        lines.append(f"| `{r['file']}` | {r['megabytes']} | `{r['command']}` | {r['created']} |")
+    path = DEMO_DIR / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -90,6 +90,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_checkpoints(args) -> int:
+    from .checkpoints import demo_index, write_demo_readme
+
+    rows = demo_index()
+    if args.write_readme:
+        print("wrote", write_demo_readme())
+    for r in rows:
+        print(f"{r['file']:<34} {r['megabytes']:>6} MB  {r['command']}")
+    if not rows:
+        print("no demo checkpoints yet")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .studies import discover
 
@@ -145,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(fn=cmd_lab)
     i = sub.add_parser("info", help="versions, threads, CuPy and GPU availability")
     i.set_defaults(fn=cmd_info)
+    c = sub.add_parser("checkpoints", help="list the committed demo checkpoints and the commands that make them")
+    c.add_argument("--write-readme", action="store_true", help="rewrite workbench/assets/checkpoints/README.md")
+    c.set_defaults(fn=cmd_checkpoints)
     t = sub.add_parser("train", help="train a demo model or run a paper study", add_help=True)
     t.add_argument("--list", action="store_true", help="list the jobs")
     t.add_argument("job", nargs="?")
