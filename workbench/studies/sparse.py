@@ -7,7 +7,8 @@ every few steps during the first 60% of fine-tuning, pruned weights re-zeroed af
 * ``mlp``   — a 64-256-256-10 MLP on scikit-learn's 8x8 digits (test accuracy),
 * ``lstm``  — a character-level LSTM language model on an offline corpus (scikit-learn's dataset descriptions
               and the docstrings of a fixed list of Python standard-library modules; test perplexity per char),
-* ``swin``  — a tiny Swin V2 (3 stages, 32 px) on procedural shapes, pruning its MLPs (test accuracy).
+* ``swin``  — a tiny Swin V2 (3 stages, 32 px) on procedural shapes (plain and gradient backgrounds), pruning
+              its MLPs (test accuracy).
 
 Sparsities are those a bank of 32 represents exactly (k = 16, 8, 4, 2 kept: 50, 75, 87.5, 93.75 %); the
 unstructured and block (4x4) masks use the same sparsity. Records: ``studies/sparse/accuracy.jsonl`` and
@@ -37,6 +38,7 @@ DEMO_COMMAND = "workbench train sparse-demo"
 SWIN_KW = dict(img_size=32, window_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8),
                drop_path_rate=0.0, num_classes=10, pretrained_window_sizes=(0, 0, 0))
 SWIN_MLP = r"mlp\.fc[12]$"
+EXAMPLE_WEIGHTS = ("layers.1.blocks.0.mlp.fc1.weight", "layers.2.blocks.1.mlp.fc2.weight")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -97,7 +99,7 @@ def char_batches(ids: torch.Tensor, seq: int, batch: int, steps: int, seed: int)
 
 # ------------------------------------------------------------------------------------------------ models
 class CharLSTM(nn.Module):
-    def __init__(self, vocab: int, emb: int = 64, hidden: int = 256):
+    def __init__(self, vocab: int, emb: int = 64, hidden: int = 128):
         super().__init__()
         self.emb = nn.Embedding(vocab, emb)
         self.lstm = nn.LSTM(emb, hidden, batch_first=True)
@@ -125,12 +127,16 @@ def swin_mlp_skip(model: nn.Module) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _adam_loop(model, batches, loss_fn, lr, *, on_step=None, wd=0.0):
+def _adam_loop(model, batches, loss_fn, lr, *, on_step=None, wd=0.0, warmup=0.0):
+    """AdamW, linear warm-up over the first ``warmup`` fraction of the steps, then cosine to zero."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     total = len(batches)
+    wsteps = int(warmup * total)
     model.train()
     for step, b in enumerate(batches):
         cur = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+        if step < wsteps:
+            cur = lr * (step + 1) / wsteps
         for g in opt.param_groups:
             g["lr"] = cur
         loss = loss_fn(model, b)
@@ -227,14 +233,17 @@ def _mlp_task() -> Task:
 def _lstm_task() -> Task:
     d = char_data()
     return Task("lstm", "test perplexity", False, lambda: CharLSTM(len(d.vocab)),
-                lambda m, s: _adam_loop(m, char_batches(d.train, 64, 32, 700, s), _lm_loss, 4e-3),
-                lambda s: char_batches(d.train, 64, 32, 250, s + 1000), 1.5e-3,
+                lambda m, s: _adam_loop(m, char_batches(d.train, 48, 32, 500, s), _lm_loss, 5e-3),
+                lambda s: char_batches(d.train, 48, 32, 150, s + 1000), 2e-3,
                 lambda m: perplexity(m, d.test), lambda m: ["head"])
+
+
+SWIN_BACKGROUNDS = ("plain", "gradient")
 
 
 def _shapes(n, seed):
     from workbench.data.shapes import ShapesConfig, load
-    data = load(ShapesConfig(n=n, size=32, seed=seed))
+    data = load(ShapesConfig(n=n, size=32, seed=seed, backgrounds=SWIN_BACKGROUNDS))
     x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255.0
     return x, torch.from_numpy(data.labels).long()
 
@@ -243,8 +252,8 @@ def _swin_task() -> Task:
     xtr, ytr = _shapes(2000, 11)
     xte, yte = _shapes(500, 12)
     return Task("swin", "test accuracy", True, make_swin,
-                lambda m, s: _adam_loop(m, _image_batches(xtr, ytr, 64, 8, s), _ce, 2e-3, wd=0.05),
-                lambda s: _image_batches(xtr, ytr, 64, 3, s + 1000), 5e-4,
+                lambda m, s: _adam_loop(m, _image_batches(xtr, ytr, 32, 6, s), _ce, 1e-3, wd=0.05, warmup=0.1),
+                lambda s: _image_batches(xtr, ytr, 32, 2, s + 1000), 3e-4,
                 lambda m: accuracy(m, xte, yte), swin_mlp_skip)
 
 
@@ -348,6 +357,7 @@ def demo_main(argv: list[str] | None = None) -> None:
     model = task.build()
     task.pretrain(model, a.seed)
     dense_acc = task.evaluate(model)
+    examples = {k: v.detach().clone().half() for k, v in model.state_dict().items() if k in EXAMPLE_WEIGHTS}
     cfg = PruneConfig("balanced", a.sparsity, bank_size=BANK)
     gradual_prune(model, task.finetune(a.seed), _ce, task.lr, cfg, skip=task.skip(model))
     acc = task.evaluate(model)
@@ -355,8 +365,23 @@ def demo_main(argv: list[str] | None = None) -> None:
     path = a.out or demo_path(DEMO_NAME)
     save_checkpoint(path, sd, config=dict(model="swinv2_lite_window4_64", overrides=SWIN_KW, bank_size=BANK,
                                           sparsity=a.sparsity, prune=SWIN_MLP),
-                    command=DEMO_COMMAND, data_seed=11, extra={"dense_accuracy": dense_acc, "sparse_accuracy": acc})
+                    command=DEMO_COMMAND, data_seed=11, extra={"dense_accuracy": dense_acc, "sparse_accuracy": acc, "dense_examples": examples})
     print(f"saved {path}: dense accuracy {dense_acc:.3f}, {100 * a.sparsity:.1f}% balanced accuracy {acc:.3f}")
+
+
+def demo_model(sparse: bool = True):
+    """The demo tiny Swin V2 (fp32, eval mode) with its 87.5%-balanced MLPs; ``sparse=True`` replaces those MLP
+    Linear layers by ``BalancedSparseLinear`` (numba kernels) via ``sparsify_``. Returns (model, checkpoint)."""
+    from workbench.checkpoints import load_demo
+    from workbench.sparse.nn import SparsifyConfig, sparsify_
+    ck = load_demo(DEMO_NAME, DEMO_COMMAND)
+    model = make_swin()
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()})
+    model.eval()
+    if sparse:
+        sparsify_(model, SparsifyConfig(sparsity=ck.meta.get("config", {}).get("sparsity", 0.875), bank_size=BANK,
+                                        include=SWIN_MLP))
+    return model, ck
 
 
 JOBS = {

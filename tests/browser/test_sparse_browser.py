@@ -1,0 +1,42 @@
+"""Browser test of the "Sparse speedup dashboard" tab: moving the sparsity slider redraws the pruning patterns,
+and a live measurement draws the speed chart."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+TIMEOUT = 180_000
+
+
+def _open(page, hub_url):
+    page.goto(hub_url)
+    page.get_by_role("tab", name="Sparse speedup dashboard").click()
+    expect(page.locator("#sparse-pattern-summary")).to_contain_text("balanced", timeout=TIMEOUT)
+
+
+def test_sparsity_slider_changes_the_pattern(page, hub_url):
+    _open(page, hub_url)
+    summary = page.locator("#sparse-pattern-summary")
+    expect(summary).to_contain_text("| balanced | 9.38% | 1.00 |", timeout=TIMEOUT)  # 90% of a bank of 32: 3 kept
+    expect(page.locator("#sparse-pattern-plot .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
+    box = page.locator("#sparse-sparsity input[type='number']")
+    box.fill("0.5")
+    box.press("Enter")
+    expect(summary).to_contain_text("| balanced | 50.00% | 1.00 |", timeout=TIMEOUT)
+    expect(page.locator("#sparse-pattern-plot")).to_contain_text("50.0% target sparsity", timeout=TIMEOUT)
+
+
+def test_live_measurement_and_refusal(page, hub_url):
+    _open(page, hub_url)
+    page.get_by_role("tab", name="Speed").click()
+    page.locator("#sparse-size").click()
+    page.get_by_role("option", name="256", exact=True).click()
+    page.locator("#sparse-measure").click()
+    expect(page.locator("#sparse-speed-table")).to_contain_text("| 0.950 |", timeout=TIMEOUT)
+    expect(page.locator("#sparse-speed-plot .js-plotly-plot .scatterlayer .trace").first).to_be_visible(timeout=TIMEOUT)
+    page.locator("#sparse-size").click()
+    page.get_by_role("option", name="8192", exact=True).click()
+    page.locator("#sparse-measure").click()
+    expect(page.get_by_text("too large for a live measurement").first).to_be_visible(timeout=TIMEOUT)

@@ -1,0 +1,111 @@
+"""Function tests of the "Sparse speedup dashboard" tab and the sparse figures/measurements behind it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.sparse import measure, prune
+from workbench.viz import sparse as vz
+
+torch.set_num_threads(1)
+
+
+def test_live_speed_rows_and_speedups_are_consistent():
+    calls = []
+    rows = measure.live_speed(256, 4, (0.5, 0.9), 32, repeats=3, progress=lambda f, t: calls.append(f))
+    assert calls == [0.5, 1.0]
+    assert {(r["sparsity"], r["method"]) for r in rows} == {(s, m) for s in (0.5, 0.9) for m in measure.LIVE_METHODS}
+    dense = {r["sparsity"]: r["median_ms"] for r in rows if r["method"] == "dense"}
+    for r in rows:
+        assert r["median_ms"] > 0
+        assert r["speedup"] == pytest.approx(dense[r["sparsity"]] / r["median_ms"])
+
+
+@pytest.mark.parametrize("kw,match", [(dict(size=8192), "too large"), (dict(size=1000), "multiple of the bank"),
+                                      (dict(batch=0), "batch"), (dict(batch=1000), "batch"),
+                                      (dict(sparsities=(1.2,)), "sparsity"), (dict(methods=("fast",)), "methods")])
+def test_live_speed_refuses_bad_requests(kw, match):
+    args = dict(size=256, batch=1, sparsities=(0.5,), bank_size=32)
+    args.update(kw)
+    with pytest.raises(ValueError, match=match):
+        measure.live_speed(**args)
+
+
+def test_load_balance_counts():
+    W = torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    masks = measure.masks_for(W, 0.75, 16)
+    bal = measure.load_balance(masks, 16)
+    assert set(np.unique(bal["balanced"]["per_bank"])) == {4}
+    assert bal["balanced"]["imbalance"] == pytest.approx(1.0)
+    assert bal["nm"]["imbalance"] == pytest.approx(1.0)
+    assert bal["unstructured"]["per_row"].sum() == masks["unstructured"].sum()
+    # closed form of the imbalance: max row count over mean row count
+    pr = masks["unstructured"].sum(1).double()
+    assert bal["unstructured"]["imbalance"] == pytest.approx(float(pr.max() / pr.mean()))
+
+
+def test_figures_hold_the_data():
+    W = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
+    masks = measure.masks_for(W, 0.75, 16, methods=("balanced", "unstructured"))
+    fig = vz.pattern_figure(W, masks, rows=8, cols=32, bank_size=16)
+    assert len(fig.data) == 3
+    z = np.asarray(fig.data[1].z, dtype=float)
+    assert np.isnan(z).sum() == (~masks["balanced"][:8, :32]).sum()
+    h = vz.bank_histogram(measure.load_balance(masks, 16), 16)
+    assert list(h.data[0].x) == [4] and list(h.data[0].y) == [1.0]
+    rows = [dict(sparsity=s, method=m, median_ms=1.0, speedup=sp) for s in (0.5, 0.9) for m, sp in (("dense", 1.0), ("balanced", 2 * s))]
+    f = vz.live_speed_figure(rows)
+    assert [list(t.y) for t in f.data if t.name == "CPU balanced"] == [[1.0, 1.8]]
+
+
+def test_accuracy_figure_means_over_seeds():
+    recs = [dict(task="t", method=m, sparsity=s, seed=sd, metric="acc", value=v)
+            for (m, s, sd, v) in [("dense", 0.0, 0, 0.9), ("dense", 0.0, 1, 0.8), ("balanced", 0.5, 0, 0.7),
+                                  ("balanced", 0.5, 1, 0.5)]]
+    fig = vz.accuracy_figure(recs, "t")
+    line = [t for t in fig.data if t.name == "balanced"][0]
+    assert list(line.y) == [pytest.approx(0.6)]
+    with pytest.raises(ValueError, match="no study records"):
+        vz.accuracy_figure(recs, "other")
+
+
+def test_records_speed_figure_selects_rows():
+    rows = [dict(size=4096, batch=1, target=s, method=m, median_ms=t, speedup_vs_dense=1.0, gbps=1.0)
+            for s in (0.5, 0.9) for m, t in (("dense_numpy", 2.0), ("balanced", s))]
+    fig = vz.records_speed_figure(rows, x="target", size=4096, batch=1)
+    assert [list(t.y) for t in fig.data if t.name == "balanced"] == [[0.5, 0.9]]
+    with pytest.raises(ValueError, match="no committed records"):
+        vz.records_speed_figure(rows, x="target", size=1024)
+
+
+def test_app_handlers(monkeypatch):
+    sparse_app = pytest.importorskip("apps.sparse")
+    W = torch.randn(64, 128, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(measure, "example_weight", lambda name=None: ("w", W))
+    pat, hist, rowhist, txt = sparse_app.pattern_view(0.75, 32)
+    assert "| balanced | 25.00% | 1.00 |" in txt
+    assert len(pat.data) == 1 + len(measure.PATTERN_METHODS)
+    with pytest.raises(ValueError, match="sparsity"):
+        sparse_app.pattern_view(1.5, 32)
+    fig, table = sparse_app.measure_view(256, 2, 0.8, 32, ["dense", "balanced"])
+    assert "| 0.800 |" in table and "balanced" in table
+    with pytest.raises(ValueError, match="too large"):
+        sparse_app.measure_view(4096, 1, 0.9, 32, ["dense"])
+    with pytest.raises(ValueError, match="unknown task"):
+        sparse_app.accuracy_view("nope")
+
+
+def test_demo_checkpoint_and_sparse_swin_match_dense():
+    from workbench.studies.sparse import demo_model
+    sparse, ck = demo_model(sparse=True)
+    dense, _ = demo_model(sparse=False)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(x), dense(x), rtol=1e-4, atol=1e-4)
+    # the checkpoint's MLP weights are balanced: exactly k kept per bank of 32
+    w = ck.state_dict["layers.0.blocks.0.mlp.fc1.weight"].float()
+    k = prune.kept_per_bank(ck.meta["config"]["sparsity"], 32)
+    assert ((w != 0).reshape(w.shape[0], -1, 32).sum(-1) <= k).all()
+    name, ex = measure.example_weight()
+    assert name in ck.extra["dense_examples"] and (ex != 0).float().mean() > 0.9
