@@ -557,11 +557,12 @@ def test_study_transfer_builds_the_big_model_from_the_state_dict_only():
                           swin_v2.bias_over_offsets(v1.layers[0].blocks[0].attn, 8), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_study_records_and_tables_agree(tmp_path):
     from workbench.records import read_jsonl
     from workbench.studies import swin_v2 as study
 
-    study.main(["--out", str(tmp_path), "--n-train", "64", "--n-test", "64", "--n-finetune", "64",
+    study.main(["--out", str(tmp_path), "--n-train", "64", "--n-deep", "64", "--n-test", "64", "--n-finetune", "64",
                 "--epochs", "1", "--deep", "2", "--deep-epochs", "1"])
     tr, ac = read_jsonl(tmp_path / "transfer.jsonl"), read_jsonl(tmp_path / "activations.jsonl")
     assert [r["variant"] for r in tr] == list(study.BIAS_VARIANTS)
@@ -574,3 +575,59 @@ def test_study_records_and_tables_agree(tmp_path):
     # the V2 variant starts as the identity in every block: flat amplitudes at init
     v2 = ac[-1]["amp_init"]
     assert abs(v2[-1] - v2[0]) < 1e-6
+
+
+# ---- demo checkpoint, app handlers and the notebook explorer -----------------------------------------
+
+
+def test_demo_checkpoint_loads_and_classifies_shapes():
+    from workbench.data import shapes
+    from workbench.studies import swin_v2 as study
+    from workbench.train import evaluate_accuracy
+
+    model, tables = study.load_demo_model()
+    assert model.img_size == 64 and model.num_classes == 10 and model.cfg.bias == "cpb_log"
+    assert set(tables) == {n for n, _ in create_model(study.STUDY_MODEL, bias="table").named_parameters()
+                           if n.endswith("relative_position_bias_table")}
+    x, y = study.shapes_tensors(128, 64, seed=7)
+    acc = evaluate_accuracy(model, x, y)
+    assert acc > 0.3, acc                    # chance is 0.1
+    assert model.state_dict()["norm.weight"].dtype == torch.float32   # fp16 on disk, float32 in memory
+    assert swin_v2.predict_topk(model, shapes.render("circle", image_size=64)["image"], list(shapes.CLASSES))
+
+
+def test_app_handlers_use_the_demo_model():
+    pytest.importorskip("gradio")
+    from apps import swin_v2 as app
+    from workbench.studies import swin_v2 as study
+
+    f1, f2, f3, text = app.bias_views(1, 1, 1, 12, 4, 2, 5)
+    model, tables = study.load_demo_model()
+    grid = swin_v2.bias_over_offsets(model.layers[1].blocks[1].attn, 12, 4)[1]
+    assert f1.data[0].z.shape == (23, 23) and abs(float(f1.data[0].z.max()) - float(grid.max())) < 1e-5
+    q = swin_v2.query_bias(grid, 2, 5)
+    assert abs(float(f2.data[0].z[0][0]) - float(q[0, 0])) < 1e-5
+    assert f3 is not None and f3.data[0].z.shape == (23, 23)
+    assert f"{float(grid.min()):.2f}" in text
+    img = app.shapes_image("star", 3)
+    fig, verdict = app.classify(img)
+    pairs = swin_v2.predict_topk(model, img, list(__import__("workbench.data.shapes", fromlist=["x"]).CLASSES))
+    assert pairs[0][0] in verdict and list(fig.data[0].y) == [p[0] for p in pairs]
+    with pytest.raises(ValueError, match="choose or upload"):
+        app.classify(None)
+    with pytest.raises(ValueError, match="head"):
+        app.bias_views(0, 0, 5, 8, 4, 0, 0)          # stage 0 has one head
+    with pytest.raises(ValueError, match="window"):
+        app.bias_views(0, 0, 0, 500, 4, 0, 0)
+
+
+def test_bias_explorer_updates_and_reports_errors():
+    pytest.importorskip("ipywidgets")
+    from workbench.widgets.swin_v2 import bias_explorer
+
+    ex = bias_explorer()
+    assert len(ex.figure.data) >= 3 and "CPB bias range" in ex.message.value
+    ex.controls["window"].value = 6
+    assert ex.figure.data[0].z.shape == (11, 11)
+    ex.controls["head"].value = 7                    # stage 0 has one head -> message, no crash
+    assert "head must be" in ex.message.value

@@ -751,6 +751,8 @@ def convert_state_dict(state_dict: dict, model: nn.Module | None = None) -> dict
 
 def _adapt_to(sd: dict, model: nn.Module) -> dict:
     own = model.state_dict()
+    if "mask_token" in sd and "mask_token" not in own:    # SimMIM pre-training checkpoints carry one
+        sd.pop("mask_token")
     for k, v in list(sd.items()):
         if k not in own or own[k].shape == v.shape:
             continue

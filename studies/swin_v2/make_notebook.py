@@ -88,18 +88,24 @@ vz.logit_range_figure(acts, "trained")
 """)
 
 md(r"""
-The bound itself is a closed form we can check on any model: $|\tau \cos| \le \tau$.
+The bound is a closed form we can check on any model, and the contrast is easy to provoke: multiply every
+q/k/v projection by 50 (as large weights would after a long, unstable training). Dot-product logits grow by
+50² = 2500; cosine logits do not move past $\tau$.
 """)
 
 code(r"""
 x = torch.rand(4, 3, 64, 64)
-lite = swin_v2.create_model("swinv2_lite_window4_64")
-with torch.no_grad():
-    for blk in lite.layers[0].blocks: blk.attn.qkv.weight.mul_(50)   # blow up q and k
-logits = swin_v2.attention_logits(lite, x)
-scales = [torch.clamp(a.logit_scale, max=math.log(100)).exp().max().item()
-          for a in lite.modules() if isinstance(a, swin_v2.WindowAttention)]
-print("max |logit| / scale per block:", [round(l.abs().max().item() / s, 3) for l, s in zip(logits, scales)])
+for name in ("swinv2_lite_window4_64", "swin_lite_window4_64"):
+    net = swin_v2.create_model(name).eval()
+    before = max(l.abs().max().item() for l in swin_v2.attention_logits(net, x))
+    with torch.no_grad():
+        for a in net.modules():
+            if isinstance(a, swin_v2.WindowAttention): a.qkv.weight.mul_(50)
+    after = max(l.abs().max().item() for l in swin_v2.attention_logits(net, x))
+    scale = max(torch.clamp(a.logit_scale, max=math.log(100)).exp().max().item()
+                for a in net.modules() if isinstance(a, swin_v2.WindowAttention)) if net.cfg.attn == "cosine" else None
+    print(f"{name:<24} ({net.cfg.attn:>6}): max |logit| {before:8.3f} -> {after:10.3f} after x50"
+          + (f"  (bound tau = {scale:.1f})" if scale else ""))
 """)
 
 md(r"""

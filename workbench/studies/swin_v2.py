@@ -37,11 +37,12 @@ NORM_VARIANTS = {
 }
 
 
-def shapes_tensors(n: int, size: int, seed: int):
+def shapes_tensors(n: int, size: int, seed: int, backgrounds: tuple[str, ...] | None = None):
     """(x float (N,3,S,S) in [0,1], y int64) from the procedural shapes set."""
     from workbench.data import shapes
 
-    d = shapes.generate(shapes.ShapesConfig(n=n, size=size, seed=seed))
+    kw = {"backgrounds": tuple(backgrounds)} if backgrounds else {}
+    d = shapes.generate(shapes.ShapesConfig(n=n, size=size, seed=seed, **kw))
     x = torch.from_numpy(d.images).permute(0, 3, 1, 2).float().div_(255)
     return x, torch.from_numpy(d.labels).long()
 
@@ -52,8 +53,8 @@ def _loss(model, batch):
     return F.cross_entropy(logits, y), {"acc": float((logits.argmax(-1) == y).float().mean())}
 
 
-def train_classifier(model, x, y, *, epochs: int, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
-                     warmup_epochs: float = 0.5, weight_decay: float = 0.05) -> dict:
+def train_classifier(model, x, y, *, epochs: int, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
+                     warmup_epochs: float = 1.0, weight_decay: float = 0.05) -> dict:
     """Supervised training with workbench.train.fit (AdamW, cosine schedule, grad clip 5)."""
     from torch.utils.data import TensorDataset
 
@@ -115,7 +116,7 @@ def run_activations(args, out: Path) -> list[dict]:
     from workbench import swin_v2
     from workbench.records import write_jsonl
 
-    x, y = shapes_tensors(args.n_train, 64, seed=0)
+    x, y = shapes_tensors(args.n_deep, 64, seed=0, backgrounds=args.backgrounds)
     probe = x[:32]
     records = []
     for name, sw in NORM_VARIANTS.items():
@@ -146,22 +147,24 @@ def run_transfer(args, out: Path) -> list[dict]:
     from workbench import swin_v2
     from workbench.records import write_jsonl
 
-    x, y = shapes_tensors(args.n_train, 64, seed=0)
-    xt64, yt = shapes_tensors(args.n_test, 64, seed=1)
-    xt128, yt128 = shapes_tensors(args.n_test, 128, seed=1)
+    bg = args.backgrounds
+    x, y = shapes_tensors(args.n_train, 64, seed=0, backgrounds=bg)
+    xt64, yt = shapes_tensors(args.n_test, 64, seed=1, backgrounds=bg)
+    xt128, yt128 = shapes_tensors(args.n_test, 128, seed=1, backgrounds=bg)   # the same scenes at 128 px
     assert torch.equal(yt, yt128)
-    xf, yf = shapes_tensors(args.n_finetune, 128, seed=2)
+    xf, yf = shapes_tensors(args.n_finetune, 128, seed=2, backgrounds=bg)
     records, models = [], {}
     for name, sw in BIAS_VARIANTS.items():
         torch.manual_seed(0)
         model = swin_v2.create_model(STUDY_MODEL, **sw)
         t0 = time.process_time()
-        train_classifier(model, x, y, epochs=args.epochs, lr=args.lr)
+        hist = train_classifier(model, x, y, epochs=args.epochs, lr=args.lr)
         rec = {"variant": name, "bias": sw["bias"], "train": "64px / window 4", "epochs": args.epochs,
+               "n_train": args.n_train, "train_acc": hist["history"][-1].get("train_acc"),
                "acc_64_w4": accuracy(model, xt64, yt)}
         big = transfer(model, 128, 8)
         rec["acc_128_w8_zero_shot"] = accuracy(big, xt128, yt)
-        train_classifier(big, xf, yf, epochs=args.ft_epochs, batch_size=32, lr=args.ft_lr, warmup_epochs=0.0)
+        train_classifier(big, xf, yf, epochs=args.ft_epochs, lr=args.ft_lr, warmup_epochs=0.0)
         rec["acc_128_w8_finetuned"] = accuracy(big, xt128, yt)
         rec["cpu_s"] = round(time.process_time() - t0, 1)
         records.append(rec)
@@ -217,7 +220,9 @@ def tables_markdown(out: Path) -> str:
     if tr.exists():
         rows = [[r["variant"], r["acc_64_w4"], r["acc_128_w8_zero_shot"], r["acc_128_w8_finetuned"],
                  r["acc_128_w8_zero_shot"] - r["acc_64_w4"]] for r in read_jsonl(tr)]
-        parts.append(("Resolution / window transfer (train 64 px / window 4, test 128 px / window 8)",
+        r0 = read_jsonl(tr)[0]
+        parts.append((f"Resolution / window transfer (train 64 px / window 4 on {r0.get('n_train', '?')} images for "
+                      f"{r0['epochs']} epochs; test 128 px / window 8: the same 512 test scenes rendered larger)",
                       markdown_table(["position bias", "64/w4", "128/w8 no fine-tune", "128/w8 fine-tuned",
                                       "drop without fine-tune"], rows)))
     ac = out / "activations.jsonl"
@@ -240,7 +245,9 @@ def tables_markdown(out: Path) -> str:
 def write_readme(out: Path, args=None) -> Path:
     from workbench.records import write_markdown
 
-    notes = ("Amplitude: mean |x| of the residual stream after each block on 32 training images. Logits: "
+    notes = ("Data: procedural shapes on plain backgrounds (10 classes), 64 px for training. "
+             "Fine-tune: one epoch at 128 px / window 8 on 1024 other scenes. "
+             "Amplitude: mean |x| of the residual stream after each block on 32 training images. Logits: "
              "attention logits before bias, mask and softmax (q.k/sqrt(d) or tau*cos(q,k)). "
              f"Reproduce: `workbench train swinv2-study` (model `{STUDY_MODEL}`, 1 CPU thread).")
     return write_markdown(out / "README.md", "Swin Transformer V2 study (laptop scale)", tables_markdown(out), notes)
@@ -252,10 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="workbench train swinv2-study", description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=["all", "activations", "transfer"], default="all")
     p.add_argument("--out", default=None, help="record folder (default studies/swin_v2)")
-    p.add_argument("--n-train", type=int, default=2048)
+    p.add_argument("--n-train", type=int, default=4096)
     p.add_argument("--n-test", type=int, default=512)
-    p.add_argument("--n-finetune", type=int, default=512)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--n-finetune", type=int, default=1024)
+    p.add_argument("--n-deep", type=int, default=1024, help="training images of the activation study")
+    p.add_argument("--backgrounds", type=lambda s: tuple(s.split(",")), default=("plain",),
+                   help="comma-separated shapes backgrounds (default: plain, which this ~0.6M-parameter "
+                        "transformer learns within the CPU budget)")
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--ft-epochs", type=int, default=1)
     p.add_argument("--deep", type=int, default=12, help="blocks of the deep narrow (one-stage) model")
     p.add_argument("--deep-epochs", type=int, default=2)
@@ -264,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-demo", action="store_true", help=f"write the demo checkpoint {DEMO_NAME}.pt")
     args = p.parse_args(argv)
-    if min(args.n_train, args.n_test, args.n_finetune) < 64 or args.epochs < 1 or args.deep < 1:
+    if min(args.n_train, args.n_test, args.n_finetune, args.n_deep) < 64 or args.epochs < 1 or args.deep < 1:
         raise SystemExit("n-train/n-test/n-finetune must be >= 64 and epochs/deep >= 1")
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else studies_dir("swin_v2")
