@@ -579,7 +579,7 @@ def test_queue_under_ddp_gathers_keys_of_all_ranks_in_rank_order():
     out = _run_ddp(batch=2)
     expected = torch.cat([F.normalize(torch.arange(16, dtype=torch.float32).view(2, 8) + 100 * r + 1, dim=1)
                           for r in range(2)])  # (global batch 4, D)
-    for rank, q1, q2, ptr, err in out:
+    for _rank, q1, q2, ptr, err in out:
         assert err is None
         q1, q2 = torch.tensor(q1), torch.tensor(q2)
         assert ptr == 4  # advanced by the global batch

@@ -104,7 +104,7 @@ def evaluate(encoder, sets: dict, *, linear: bool = True, k: int = 20, tasks: tu
     evaluation set (features are computed once per set)."""
     from workbench.moby import extract_features, knn_accuracy, linear_probe, normalize_batch
     out = {}
-    for name, (xtr, ytr, xte, yte) in sets.items():
+    for _name, (xtr, ytr, xte, yte) in sets.items():
         ftr = extract_features(encoder, xtr, normalize=normalize_batch)
         fte = extract_features(encoder, xte, normalize=normalize_batch)
         for task in ytr:
