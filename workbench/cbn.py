@@ -42,6 +42,7 @@ because a stored NaN would poison the next ``window − 1`` iterations.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -79,10 +80,13 @@ _WINDOW_MAX = 64
 # --------------------------------------------------------------------------------------------------
 def batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(μ, ν) = (E[x], E[x²])`` over (N, H, W), in float32 (float64 for float64 input),
-    differentiable."""
+    differentiable. Sums over the contiguous (H, W) first: on CPU this is ~10× faster than a reduction
+    over (0, 2, 3) at once."""
     xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    var, mu = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
-    return mu, var + mu * mu
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    mu = xf.sum(dim=(2, 3)).sum(0) / m
+    nu = (xf * xf).sum(dim=(2, 3)).sum(0) / m
+    return mu, nu
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,16 @@ def _out_positions(inp: torch.Tensor, g: ConvGeometry) -> tuple[int, int]:
     return ho, wo
 
 
+@functools.lru_cache(maxsize=64)
+def _tap_matrix(k: int, dil: int, stride: int, pad: int, n_out: int, n_in: int, device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    """``A[i, h] = 1`` when input row ``h`` is seen by filter tap ``i`` at some output row (1-D)."""
+    a = torch.zeros(k, n_in + 2 * pad, dtype=dtype)
+    for i in range(k):
+        a[i, i * dil: i * dil + stride * (n_out - 1) + 1: stride] = 1.0
+    return a[:, pad: pad + n_in].contiguous().to(device)
+
+
 def stat_grads(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form ``(∂μ/∂W, ∂ν/∂W)`` for ``out = conv(inp, W) (+ b)``, each ``(C_out, C_in/g·kh·kw)``.
 
@@ -132,14 +146,12 @@ def stat_grads(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tupl
         n = y.shape[0] * y.shape[2] * y.shape[3]
         dnu = torch.nn.grad.conv2d_weight(u, geom.weight_shape, y, geom.stride, geom.padding, geom.dilation, gr)
         dnu = dnu.reshape(cout, -1).mul_(2.0 / n)
-        # E[p]: sum the batch, then one correlation with an all-ones (Ho × Wo) kernel dilated by the stride
-        # gives, at offset (i·dh, j·dw), the sum of the input values tap (i, j) of the filter sees.
-        ho, wo = y.shape[2], y.shape[3]
-        (ph, pw), (sh, sw), (dh, dw) = geom.padding, geom.stride, geom.dilation
-        s = F.pad(u.sum(0), (pw, pw, ph, ph))[:, None]  # (Cin, 1, Hp, Wp)
-        ones = torch.ones(1, 1, ho, wo, device=u.device, dtype=u.dtype)
-        r = F.conv2d(s, ones, dilation=(sh, sw))[:, 0, : dh * (kh - 1) + 1: dh, : dw * (kw - 1) + 1: dw]
-        dmu = (r.reshape(gr, -1) * (1.0 / n)).repeat_interleave(cout // gr, dim=0)
+        # E[p] is separable: tap (i, j) sums the batch-summed input over rows i·d + s·h' and columns
+        # j·d + s·w' (zero padding contributes nothing): two small 0/1 matrices instead of any unfold.
+        a_h = _tap_matrix(kh, geom.dilation[0], geom.stride[0], geom.padding[0], y.shape[2], u.shape[2], u.device, dt)
+        a_w = _tap_matrix(kw, geom.dilation[1], geom.stride[1], geom.padding[1], y.shape[3], u.shape[3], u.device, dt)
+        taps = torch.matmul(torch.matmul(a_h, u.sum(0)), a_w.t())  # (Cin, kh, kw)
+        dmu = (taps.reshape(gr, -1) * (1.0 / n)).repeat_interleave(cout // gr, dim=0)
     return dmu, dnu
 
 
@@ -217,15 +229,15 @@ _WINDOW_KEYS = ("past_grads", "past_weight")
 class _WindowNorm(torch.autograd.Function):
     """``y = γ (x − μ̄) / sqrt(σ̄² + ε) + β`` with ``μ̄ = (μ_t + A)/n``, ``σ̄² = (ν_t + B)/n − μ̄²`` where
     ``(A, B)`` are the detached sums of the kept past entries and ``n`` their count + 1. The backward
-    pass is written out (two reductions and one fused pass over ``x``) instead of autograd's chain of
+    pass is written out (BN's fused eval-mode backward kernel plus one pass over ``x``) instead of autograd's chain of
     small ops; it is checked against autograd in the tests. Also returns the current ``μ_t``, ``σ²_t``
     and ``ν_t`` (non-differentiable) for the window and the running statistics."""
 
     @staticmethod
     def forward(ctx, x, sums, cnt, gamma, beta, eps):
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        var_t, mu_t = torch.var_mean(xf, dim=(0, 2, 3), unbiased=False)
-        nu_t = var_t + mu_t * mu_t
+        mu_t, nu_t = batch_stats(xf)
+        var_t = (nu_t - mu_t * mu_t).clamp_min(0.0)
         if sums is None:
             mu, var = mu_t, var_t
         else:
@@ -235,29 +247,28 @@ class _WindowNorm(torch.autograd.Function):
         scale = r if gamma is None else r * gamma.to(r.dtype)
         shift = -mu * scale if beta is None else beta.to(r.dtype) - mu * scale
         y = torch.addcmul(shift[:, None, None], xf, scale[:, None, None]).to(x.dtype)
-        ctx.save_for_backward(x, mu, r, scale, cnt, gamma)
-        ctx.has_beta = beta is not None
+        ctx.save_for_backward(x, mu, var, r, cnt, gamma)
+        ctx.has_beta, ctx.eps = beta is not None, eps
         ctx.mark_non_differentiable(mu_t, var_t, nu_t)
         return y, mu_t, var_t, nu_t
 
     @staticmethod
     def backward(ctx, gy, _gm, _gv, _gn):
-        x, mu, r, scale, cnt, gamma = ctx.saved_tensors
+        x, mu, var, r, cnt, gamma = ctx.saved_tensors
         xf = x.to(mu.dtype)
-        g = gy.to(mu.dtype)
+        g = gy.to(mu.dtype).contiguous()
         m = x.shape[0] * x.shape[2] * x.shape[3]
-        sg = g.sum(dim=(0, 2, 3))
-        sgx = torch.einsum("nchw,nchw->c", g, xf)
-        s_gxc = sgx - mu * sg  # Σ g (x − μ̄)
-        gam = 1.0 if gamma is None else gamma.to(mu.dtype)
-        d_var = -0.5 * gam * r ** 3 * s_gxc  # ∂L/∂σ̄² = ∂L/∂ν̄
+        gam = torch.ones_like(mu) if gamma is None else gamma.to(mu.dtype)
+        # BN's fused eval-mode backward with (μ̄, σ̄²) as "running" statistics gives g·γr, Σ g (x − μ̄) r and Σ g
+        dx, s_gxc_r, sg = torch.ops.aten.native_batch_norm_backward(g, xf, gam, mu, var, None, None, False, ctx.eps,
+                                                                     [True, True, True])
+        d_var = -0.5 * gam * r * r * s_gxc_r  # ∂L/∂σ̄² = ∂L/∂ν̄
         d_mu = -gam * r * sg - 2.0 * mu * d_var  # ∂L/∂μ̄ (σ̄² = ν̄ − μ̄²)
         if cnt is not None:
             d_mu, d_var = d_mu / cnt, d_var / cnt  # ∂L/∂μ_t, ∂L/∂ν_t
         coef_x = (2.0 / m) * d_var  # ν_t = E[x²]
-        const = d_mu / m
-        dx = torch.addcmul(const[:, None, None], xf, coef_x[:, None, None]).addcmul_(g, scale[:, None, None])
-        dgamma = (s_gxc * r).to(gamma.dtype) if gamma is not None and ctx.needs_input_grad[3] else None
+        dx = dx.addcmul_(xf, coef_x[:, None, None]).add_((d_mu / m)[:, None, None])
+        dgamma = s_gxc_r.to(gamma.dtype) if gamma is not None and ctx.needs_input_grad[3] else None
         dbeta = sg.to(gamma.dtype if gamma is not None else sg.dtype) if ctx.has_beta and ctx.needs_input_grad[4] else None
         return dx.to(x.dtype), None, None, dgamma, dbeta, None
 
