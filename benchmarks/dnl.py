@@ -33,9 +33,9 @@ from workbench import dnl
 kind, path, side = sys.argv[1], sys.argv[2], int(sys.argv[3])
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 torch.manual_seed(0)
-block = dnl.make_block(kind, %d).to(dev).eval()
+block = dnl.make_block(kind, CHANNELS).to(dev).eval()
 block.attention = path
-x = torch.randn(%d, %d, side, side, device=dev)
+x = torch.randn(BATCH, CHANNELS, side, side, device=dev)
 with torch.no_grad():
     block(x[:, :, :2, :2])  # warm-up on a tiny map: lazy init without raising the peak
     if dev == "cuda":
@@ -48,7 +48,7 @@ with torch.no_grad():
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
 print(json.dumps({"peak_bytes": int(peak)}))
-""" % (CHANNELS, BATCH, CHANNELS)
+""".replace("CHANNELS", str(CHANNELS)).replace("BATCH", str(BATCH))
 
 
 def peak_memory_mb(kind: str, path: str, side: int, threads: int) -> float:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             block = dnl.make_block(kind, CHANNELS).to(dev).eval()
             block.attention = path
 
-            def run(block=block):
+            def run(block=block, x=x):
                 with torch.no_grad():
                     return block(x)
 

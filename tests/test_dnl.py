@@ -123,7 +123,7 @@ def _loop_dnl(block, x, pairwise=True, unary=True):
             m = torch.stack([_conv1x1(block.conv_mask, x[n], i, j)[0] for i, j in pos])
             wu = torch.exp(m - m.max())
             agg += (wu / wu.sum()) @ v
-        for a, (i, j) in enumerate(pos):
+        for i, j in pos:
             out[n, :, i, j] = x[n, :, i, j] + _conv1x1(block.conv_out, agg.T.reshape(d, h, w), i, j)
     return out
 
@@ -325,7 +325,8 @@ def test_segnet_shapes(hw):
 # metrics and statistics
 # --------------------------------------------------------------------------------------------------
 def test_confusion_and_miou_against_sklearn():
-    from sklearn.metrics import confusion_matrix as sk_conf, jaccard_score
+    from sklearn.metrics import confusion_matrix as sk_conf
+    from sklearn.metrics import jaccard_score
 
     rng = np.random.default_rng(0)
     t = rng.integers(0, 5, size=500)
@@ -407,6 +408,19 @@ def test_boundary_concentration_against_numpy():
     peak = torch.zeros(2, 16, dtype=torch.float64)
     peak[torch.arange(2), torch.from_numpy(b.argmax(-1))] = 1
     assert dnl.boundary_concentration(peak, torch.from_numpy(masks), (4, 4))["mass"] == pytest.approx(b.max(-1).mean())
+
+
+def test_object_concentration_loop():
+    masks = np.zeros((2, 8, 8), dtype=np.int64)
+    masks[0, 0:4, 0:4] = 2
+    masks[1, 2:8, 3:5] = 1
+    rng = np.random.default_rng(4)
+    u = rng.random((2, 16))
+    u /= u.sum(-1, keepdims=True)
+    got = dnl.object_concentration(torch.from_numpy(u), torch.from_numpy(masks), (4, 4))
+    o = (masks > 0).reshape(2, 4, 2, 4, 2).mean(axis=(2, 4)).reshape(2, 16)
+    assert got["mass"] == pytest.approx(np.mean((u * o).sum(-1)), rel=1e-12)
+    assert got["uniform"] == pytest.approx(o.mean(), rel=1e-12)
 
 
 def test_query_index():

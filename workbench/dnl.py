@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -98,7 +98,7 @@ class _Capturable(nn.Module):
     ``attention = "sdpa"`` (default) runs ``F.scaled_dot_product_attention``; ``"explicit"`` materialises the
     (B, HW, HW) softmax (the benchmark compares the two)."""
 
-    _capture_sink: tuple["AttentionMaps", str, object] | None = None
+    _capture_sink: tuple[AttentionMaps, str, object] | None = None
     attention: str = "sdpa"
 
     def _explicit(self) -> bool:
@@ -628,13 +628,13 @@ def prepare_upload(value, size: int = 64):
 @dataclass
 class Exploration:
     """Everything one query on one image gives: maps on the (h, w) feature grid, predictions at image size."""
-    image: "object"                  # uint8 (S, S, 3)
+    image: object                  # uint8 (S, S, 3)
     query: tuple[int, int]           # (row, col) in image pixels
     query_cell: tuple[int, int]      # (row, col) on the feature grid
     temperature: float
     maps: dict                       # name -> (h, w) float array (each sums to 1)
     segmentation: dict               # head -> (S, S) int labels
-    mask: "object" = None            # ground-truth labels (S, S) for shapes scenes, else None
+    mask: object = None            # ground-truth labels (S, S) for shapes scenes, else None
     stats: dict | None = None        # within-region share / boundary numbers when the mask is known
 
 
@@ -701,3 +701,15 @@ def explore(image, query: tuple[float, float] | None = None, temperature: float 
         for name in ("NL implicit unary", "DNL unary"):
             stats[name] = boundary_concentration(torch.from_numpy(maps[name]).reshape(1, -1), m, hw)
     return Exploration(img, (row, col), cell, t_used, maps, seg, None if mask is None else np.asarray(mask), stats)
+
+
+def object_concentration(unary: torch.Tensor, masks: torch.Tensor, hw: tuple[int, int]) -> dict:
+    """How much of a unary map (B, HW) lies on objects (label > 0): ``mass`` = mean_b sum_j u_j o_j with
+    o_j the object fraction of cell j, ``uniform`` = mean_b mean_j o_j and ``lift`` = mass / uniform."""
+    masks = torch.as_tensor(masks).long()
+    o = F.adaptive_avg_pool2d((masks > 0).double().unsqueeze(1), hw).flatten(1)
+    u = unary.double()
+    if u.shape != o.shape:
+        raise ValueError(f"unary {tuple(u.shape)} does not match masks on a {hw[0]}x{hw[1]} map {tuple(o.shape)}")
+    m, un = float((u * o).sum(-1).mean()), float(o.mean(-1).mean())
+    return {"mass": m, "uniform": un, "lift": m / un if un > 0 else float("nan")}

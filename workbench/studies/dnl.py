@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ class StudyConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     heads: tuple[str, ...] = ("none", "nl", "dnl", "gc")
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     data_seed: int = 0
     boundary_radius: int = 2
 
@@ -123,7 +123,7 @@ def train_one(head: str, seed: int, cfg: StudyConfig, data=None, out_dir: str | 
            "pixel_acc": float((pred == yt).double().mean()), "final_loss": hist["history"][-1]["train_loss"],
            "train_cpu_s": train_cpu, "params": sum(p.numel() for p in model.parameters())}
     if head in ("dnl", "pairwise") and hasattr(model.block, "gamma"):
-        rec["gamma"] = float(model.block.gamma)
+        rec["gamma"] = float(model.block.gamma.detach())
     rec.update(attention_stats(model, xt[:cfg.n_stats], yt[:cfg.n_stats], cfg.boundary_radius))
     return model, rec
 
