@@ -189,7 +189,7 @@ def run_gpu(args, log=print) -> list[dict]:
         bmc, bmh = bm.to(dev), bm.to(dev, torch.float16)
         csr = csp.csr_matrix(cupy.from_dlpack(Wm.to(dev)))
         try:
-            tbsr = Wb.to(dev).to_sparse_bsr((16, 16))
+            tbsr = Wb.to(dev).to_sparse_bsr((4, 4))
         except Exception:  # pragma: no cover - depends on the torch build
             tbsr = None
         g = torch.Generator().manual_seed(1)

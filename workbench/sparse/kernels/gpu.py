@@ -94,6 +94,8 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
             _kernel("spmm", values, offsets)(grid, (TN, TY), (*args_v, i32(rows), i32(cols), i32(banks), i32(k),
                                                               i32(bank_size), i32(n)), shared_mem=smem)
         elif kernel == "simple":
+            if rows > 65535:
+                raise ValueError(f"the simple kernel handles at most 65535 rows, got {rows}")
             grid = ((n + 127) // 128, rows)
             _kernel("spmm_simple", values, offsets)(grid, (128,), (*args_v, i32(rows), i32(banks), i32(k),
                                                                     i32(bank_size), i32(n)))
