@@ -5,7 +5,6 @@ distance loops, hand-written loss loops, explicit PixelShuffle index arithmetic,
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import numpy as np

@@ -27,8 +27,9 @@ groups for fine-tuning, and the pre-training / fine-tuning loops built on ``work
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
