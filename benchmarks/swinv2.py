@@ -5,7 +5,7 @@ path, and of HF transformers' Swinv2ForImageClassification built from the same c
 interleaved (workbench.bench). timm's swinv2 cannot be imported here (it needs torchvision, which has no CPU
 build on these machines), so HF transformers is the reference implementation instead.
 
-    workbench bench swinv2                       # CPU: batches 1 and 8, 1 thread (32 takes minutes on CPU)
+    workbench bench swinv2                       # CPU: batches 1 and 4, 1 thread (32 takes minutes per call on a shared CPU)
     workbench bench swinv2 --batches 1,32        # on a GPU (the default there)
     workbench bench swinv2 --out /tmp/x          # write the results elsewhere (default benchmarks/results)
 """
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="workbench bench swinv2", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,8 on CPU, 1,32 on GPU)")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,4 on CPU, 1,32 on GPU)")
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
                           (args.device if args.device != "auto" else "cpu"))
     gpu = device.type == "cuda"
-    batches = [int(b) for b in (args.batches or ("1,32" if gpu else "1,8")).split(",")]
+    batches = [int(b) for b in (args.batches or ("1,32" if gpu else "1,4")).split(",")]
     repeats = args.repeats or (20 if gpu else 5)
     dtype = getattr(torch, args.dtype)
     models = _models(args.img_size, device, dtype)
@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
                 if mode == "forward":
                     m.eval()
 
-                    def fn(m=m):
+                    def fn(m=m, x=x):
                         with torch.no_grad():
                             _call(m, x)
                 else:
                     m.train()
 
-                    def fn(m=m):
+                    def fn(m=m, x=x):
                         _call(m, x).float().square().mean().backward()
                         m.zero_grad(set_to_none=True)
                 fns[name] = fn
@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                              "speed vs HF": round(ref / s["median"], 3),
                              "peak MiB": round(peak[name], 1) if name in peak else "n/a (CPU)"})
                 print(json.dumps(rows[-1]), flush=True)
-    notes = ("Swin V2 tiny, window 8, random weights, {} px, {}; {} thread(s). `speed vs HF` = HF median time / "
+    notes = (f"Swin V2 tiny, window 8, random weights, {args.img_size} px, {args.dtype}; {args.threads} thread(s). `speed vs HF` = HF median time / "
              "this median time (> 1 means faster than HF transformers' Swinv2 in the same process). timm's swinv2 "
              "could not be measured: timm imports torchvision, which has no CPU build here, so HF transformers is "
              "the reference implementation. Peak memory is measured on CUDA only (torch.cuda.max_memory_allocated)."
-             ).format(args.img_size, args.dtype, args.threads)
+             )
     bench.write_results(args.name, rows, title=f"Swin V2 tiny throughput ({device.type})", notes=notes,
                         columns=["batch", "mode", "implementation", "images/s", "median ms", "p95 ms", "n",
                                  "speed vs HF", "peak MiB"], out_dir=args.out)

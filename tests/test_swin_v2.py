@@ -87,8 +87,12 @@ def _to_hf(sd: dict, v2: bool, prefix: str) -> dict:
 
 def _hf_pair(v2: bool, img=256, window=8, embed=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), seed=0,
              num_classes=1000, pws=(0, 0, 0, 0)):
-    from transformers import (SwinConfig, SwinForImageClassification, Swinv2Config,
-                              Swinv2ForImageClassification)
+    from transformers import (
+        SwinConfig,
+        SwinForImageClassification,
+        Swinv2Config,
+        Swinv2ForImageClassification,
+    )
     kw = dict(image_size=img, patch_size=4, embed_dim=embed, depths=list(depths), num_heads=list(heads),
               window_size=window, num_labels=num_classes, drop_path_rate=0.0)
     if v2:

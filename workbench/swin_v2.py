@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn as nn
@@ -118,7 +118,7 @@ class SwinConfig:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
-        for i, (d, h) in enumerate(zip(self.depths, self.num_heads)):
+        for i, h in enumerate(self.num_heads):
             dim = self.embed_dim * 2 ** i
             if dim % h:
                 raise ValueError(f"stage {i}: width {dim} is not divisible by {h} heads")

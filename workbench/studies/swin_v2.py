@@ -15,7 +15,6 @@ float16, plus the parametric model's bias tables for the app's comparison).
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
