@@ -238,6 +238,21 @@ def test_explicit_path_matches_sdpa(kind):
         block(x)
 
 
+@pytest.mark.parametrize("kind", ["nl", "dnl"])
+def test_fast_path_uses_the_fused_sdpa_kernel(kind):
+    """The fast path must not fall back to SDPA's math kernel (which builds the HW x HW matrix): the fused
+    CPU kernel needs contiguous inputs, and a transposed view would silently lose it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    block = dnl.make_block(kind, 8).eval()
+    x = torch.randn(1, 8, 6, 7)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        block(x)
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::scaled_dot_product_attention" in ops
+    assert "aten::_scaled_dot_product_attention_math" not in ops, sorted(ops)
+
+
 def test_nl_capture_terms_match_decomposition():
     block = _randomise(dnl.NonLocal2d(8))
     x = _x((2, 8, 4, 6), dtype=torch.float32)

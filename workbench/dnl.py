@@ -141,8 +141,9 @@ def _attend(q, k, v, scale: float, queries, capture: bool, explicit: bool = Fals
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
-    """(B, d, H, W) -> (B, HW, d)."""
-    return t.flatten(2).transpose(1, 2)
+    """(B, d, H, W) -> (B, HW, d), contiguous: SDPA's fused CPU kernel needs unit stride in the last dim
+    (a transposed view silently falls back to the math path, which materialises the HW x HW matrix)."""
+    return t.flatten(2).transpose(1, 2).contiguous()
 
 
 def _check_temperature(t) -> float:
