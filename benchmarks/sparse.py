@@ -10,7 +10,8 @@ GPU (when CuPy sees a device): cuBLAS fp32/fp16 (torch), cuSPARSE CSR (cupyx), t
 CuPy kernels; CUDA-event timing with the L2 flushed before every repetition, device name recorded.
 
     workbench bench sparse [--quick] [--device cpu|cuda|all] [--threads 2]
-Results: benchmarks/results/sparse.{json,md} (CPU) and sparse_gpu.{json,md} (GPU).
+Results: benchmarks/results/sparse.{json,md} (CPU, 2 threads; sparse_<n>thread.* for --threads n) and
+sparse_gpu.{json,md} (GPU).
 """
 from __future__ import annotations
 
@@ -84,13 +85,24 @@ def _rows(times: dict[str, list[float]], bytes_of: dict[str, int], sparsity_of: 
     return out
 
 
-def _matrices(size: int, s: float, seed: int = 0):
+def _matrices(size: int, s: float, seed: int = 0, block: bool = True):
+    """W (dense), W*balanced mask, its BalancedMatrix and W*block mask (None when ``block`` is False).
+    Masks are computed in chunks of rows (a balanced mask is row-local) to bound the memory at 16384^2."""
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(size, size, generator=g)
-    mask = balanced_mask(W, s, BANK)
-    bm = BalancedMatrix.from_mask(W, mask, BANK)
-    Wb = W * block_mask(W, s, (4, 4))
-    return W, W * mask, bm, Wb
+    Wm = torch.empty_like(W)
+    for r in range(0, size, 1024):
+        Wm[r:r + 1024] = W[r:r + 1024] * balanced_mask(W[r:r + 1024], s, BANK)
+    bm = _pack_chunks(W, s)
+    Wb = W * block_mask(W, s, (4, 4)) if block else None
+    return W, Wm, bm, Wb
+
+
+def _pack_chunks(W: torch.Tensor, s: float) -> BalancedMatrix:
+    parts = [BalancedMatrix.from_mask(W[r:r + 1024], balanced_mask(W[r:r + 1024], s, BANK), BANK)
+             for r in range(0, W.shape[0], 1024)]
+    return BalancedMatrix(torch.cat([p.values for p in parts]).contiguous(),
+                          torch.cat([p.offsets for p in parts]).contiguous(), tuple(W.shape), BANK)
 
 
 def run_cpu(args, log=print) -> list[dict]:
@@ -107,11 +119,11 @@ def run_cpu(args, log=print) -> list[dict]:
         for size, s, batch in grid(args.quick, "cpu"):
             if size * size * 4 > args.max_dense_gb * 1e9:
                 continue
-            W, Wm, bm, Wb = _matrices(size, s)
+            W, Wm, bm, Wb = _matrices(size, s, block=size < 16384)
             Wn = W.numpy()
             csr = sp.csr_matrix(Wm.numpy())
             tcsr = Wm.to_sparse_csr()
-            bsr = sp.bsr_matrix(Wb.numpy(), blocksize=(4, 4))
+            bsr = sp.bsr_matrix(Wb.numpy(), blocksize=(4, 4)) if Wb is not None else None
             g = torch.Generator().manual_seed(1)
             x = torch.randn(size, generator=g) if batch == 1 else torch.randn(size, batch, generator=g)
             xn = x.numpy()
@@ -135,10 +147,11 @@ def run_cpu(args, log=print) -> list[dict]:
                         "csr_scipy": csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes + xb + yb,
                         "csr_torch": tcsr.values().numel() * 4 + tcsr.col_indices().numel() * 8
                         + tcsr.crow_indices().numel() * 8 + xb + yb,
-                        "bsr_scipy": bsr.data.nbytes + bsr.indices.nbytes + bsr.indptr.nbytes + xb + yb,
+                        "bsr_scipy": (bsr.data.nbytes + bsr.indices.nbytes + bsr.indptr.nbytes if bsr is not None
+                                      else 0) + xb + yb,
                         "balanced": bm.nbytes + xb + yb}
             spars = {k: bm.sparsity for k in fns}
-            spars.update(dense_torch=0.0, dense_numpy=0.0, bsr_scipy=1 - bsr.nnz / W.numel())
+            spars.update(dense_torch=0.0, dense_numpy=0.0, bsr_scipy=1 - bsr.nnz / W.numel() if bsr is not None else 0.0)
 
             def setup():
                 bench.flush_cache(64)
@@ -283,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         info = bench.machine_info()
         info["load_avg_1m_before"] = load0
         info["threads"] = args.threads
-        bench.write_results("sparse" if not args.quick else "sparse_quick", rows, title="Balanced sparsity: CPU SpMV / SpMM",
+        name = "sparse" + ("_quick" if args.quick else "") + ("" if args.threads == 2 else f"_{args.threads}thread")
+        bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM",
                             columns=COLUMNS, notes=cpu_notes(rows, args), out_dir=args.out, info=info)
     if args.device in ("cuda", "all"):
         from workbench.sparse.kernels import gpu
