@@ -266,7 +266,7 @@ def test_methods_build_the_documented_parts(tok, data):
         assert torch.isfinite(loss)
         assert ("align" in logs) == spec.align and ("cls" in logs) == (spec.head is not None)
         # the loss is the sum of its logged parts
-        assert abs(float(loss) - logs.get("cls", 0.0) - logs.get("align", 0.0)) < 1e-5
+        assert abs(float(loss.detach()) - logs.get("cls", 0.0) - logs.get("align", 0.0)) < 1e-5
         loss.backward()
         if spec.head == "text":  # class weights come from the text encoder: classification trains it
             m.zero_grad()
