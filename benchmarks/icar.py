@@ -33,14 +33,14 @@ def _class_texts(tok, n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> None:
     import torch
 
     from workbench import bench, icar
 
     p = argparse.ArgumentParser(prog="workbench bench icar", description=__doc__.splitlines()[0])
     p.add_argument("--classes", type=int, nargs="+", default=[10, 1000, 10000])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
              f"{model.cfg.context_length}) and image encoder ({model.cfg.image_encoder}, {s} px); medians of "
              f"interleaved repeats; {a.threads} thread(s). `cold` = every class text through the text encoder; "
              "`warm` = all cached (dictionary look-ups + stack); `one edited` = one class text changed. "
-             f"`classify` = batch {a.batch} through the image encoder + cosine logits against cached weights.")
+             f"`classify` = batch {a.batch} through the image encoder + cosine logits against cached weights. "
+             "The machine is shared (see the load average): compare rows of one run, not runs.")
     bench.write_results("icar", rows, title="iCAR: class weights from text, with caching, and classification",
                         notes=notes, out_dir=a.out)
-    return rows
 
 
 if __name__ == "__main__":
