@@ -446,3 +446,44 @@ def test_explorer_mirrors_the_app(demo):
     assert list(ex.figure.data[0].x) == list(shapes.CLASSES)
     ex.controls["classes_text"].value = "ring: a round hole\nring: again"
     assert "duplicate class name" in ex.message.value
+
+
+# ----------------------------------------------------------------------------------------- the study
+
+def test_study_split_and_training_labels(tok):
+    from workbench.studies import icar as st
+
+    assert set(st.SEEN) | set(st.HELD_OUT) == set(shapes.CLASSES) and not set(st.SEEN) & set(st.HELD_OUT)
+    d = shapes.generate(shapes.ShapesConfig(n=200, size=32, seed=5))
+    ds = st.train_tensors(d, tok, 24)
+    _, labels, caps, uid = ds.tensors
+    for i in range(len(d)):
+        name = shapes.CLASSES[int(d.labels[i])]
+        assert int(labels[i]) == (st.SEEN.index(name) if name in st.SEEN else -1)  # held out: never a label
+        assert tok.decode(caps[i]) == d.captions[i].lower()
+        assert (uid == uid[i]).sum() == d.captions.count(d.captions[i])  # same caption <=> same id
+
+
+def test_study_table_matches_committed_records():
+    from workbench.studies import icar as st
+
+    records = st.read_records()
+    assert {(r["method"], r["seed"]) for r in records} == {(m, s) for m in icar.METHODS for s in (0, 1)}
+    rows = {r["method"]: r for r in st.summarize(records)}
+    for m in icar.METHODS:
+        vals = np.array([r["seen_acc"] for r in records if r["method"] == m])
+        assert abs(rows[m]["seen_acc"] - vals.mean()) < 1e-12 and abs(rows[m]["seen_acc_std"] - vals.std()) < 1e-12
+    committed = (st.DEFAULT_OUT / "table.md").read_text()
+    assert st.markdown_table(records) in committed
+    # the demo checkpoint is the study's iCAR seed-0 model and carries its numbers
+    extra = icar.load_demo()[2]
+    rec = next(r for r in records if r["method"] == "icar" and r["seed"] == 0)
+    assert extra["method"] == "icar" and all(extra["metrics"][k] == rec[k] for k in st.METRICS)
+
+
+def test_missing_demo_checkpoint_tells_the_command(monkeypatch):
+    from workbench.checkpoints import CheckpointError
+
+    monkeypatch.setattr(icar, "DEMO_NAME", "icar_does_not_exist")
+    with pytest.raises(CheckpointError, match="workbench train icar-demo"):
+        icar.load_demo()
