@@ -31,8 +31,20 @@ def neighbours_figure(query, images: Sequence, sims: Sequence[float], labels: Se
     return core.image_grid([query, *images], titles=titles, cols=cols, height_per_row=170)
 
 
+def thumbnail(image, max_side: int = 192) -> np.ndarray:
+    """A display copy of an image no larger than ``max_side`` pixels (keeps figures and notebooks small)."""
+    from PIL import Image
+    img = core.to_uint8_image(image)
+    h, w = img.shape[:2]
+    if max(h, w) <= max_side:
+        return img
+    s = max_side / max(h, w)
+    return np.asarray(Image.fromarray(img).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR))
+
+
 def two_views_figure(image, view1, view2, *, seed: int | None = None):
     """An image and its two MoBY views (view 1: blur p 1; view 2: blur p 0.1, solarise p 0.2)."""
+    image = thumbnail(image)
     titles = ["image", "view 1 (always blurred)", "view 2 (blur 0.1, solarise 0.2)"]
     return core.image_grid([image, view1, view2], titles=titles, cols=3, height_per_row=260,
                            title=None if seed is None else f"augmentation seed {seed}")
