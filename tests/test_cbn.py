@@ -532,3 +532,20 @@ def test_app_functions(monkeypatch):
         app.render(diag, 999)
     with pytest.raises(ValueError, match="Nothing to show"):
         app.render({}, 0)
+
+
+def test_demo_checkpoint_reproduces_its_accuracy():
+    """The committed fp16 demo checkpoint loads (weights_only) into a fresh CBN model, window included,
+    and reproduces the test accuracy recorded when it was saved (within fp16 rounding)."""
+    from workbench.checkpoints import load_demo, load_into
+    from workbench.data.natural import digits
+    from workbench.studies import cbn as st
+    from workbench.train import evaluate_accuracy
+
+    ck = load_demo("cbn_digits", st.DEMO_COMMAND)
+    model = make_model("cbn", window=4, seed=1)
+    load_into(model, ck)
+    assert all(int(m.bn.past_filled) == 3 for _, m in cbn.cbn_layers(model))
+    x, y = digits("test")
+    assert evaluate_accuracy(model, x, y) == pytest.approx(ck.extra["test_acc"], abs=0.01)
+    assert ck.meta["command"] == st.DEMO_COMMAND

@@ -210,6 +210,9 @@ def write_tables(out: Path, records: list[dict], notes: str = "") -> Path:
     head = (f"{len(records)} runs, {cpu / 60:.1f} CPU-minutes of training with 1 thread ({wall / 60:.1f} wall-clock "
             f"minutes on a shared 2-core machine). "
             f"Reproduce: `workbench train cbn-study` (resumes from runs.jsonl; `--fresh` starts over).")
+    analysis = out / "analysis.md"  # hand-written reading of the numbers, kept next to the records
+    if not notes and analysis.exists():
+        notes = analysis.read_text()
     return write_markdown(out / "README.md", "Cross-Iteration BN at laptop scale (digits, SmallResNet)",
                           [("Runs", head)] + tables(records), notes=notes)
 
