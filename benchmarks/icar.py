@@ -33,6 +33,52 @@ def _class_texts(tok, n: int, seed: int = 0) -> list[str]:
     return out
 
 
+def _measure(model, tok, n: int, repeats: int, batch: int) -> dict:
+    import torch
+
+    from workbench import bench, icar
+
+    s = model.cfg.image_size
+    texts = _class_texts(tok, n)
+    edited = list(texts)
+    cold_cache = icar.ClassWeightCache(model, tok)
+    warm_cache = icar.ClassWeightCache(model, tok)
+    edit_cache = icar.ClassWeightCache(model, tok)
+    warm_cache.weights(texts)
+    edit_cache.weights(texts)
+    state = {"i": 0}
+
+    def cold():
+        cold_cache.clear()
+        cold_cache.weights(texts)
+
+    def warm():
+        warm_cache.weights(texts)
+
+    def one_edit():  # a different single edited description every call: exactly one encoder pass
+        state["i"] += 1
+        edited[0] = f"{texts[0]} variant {state['i']}"
+        edit_cache.weights(edited)
+
+    reps = max(3, repeats if n <= 1000 else 3)
+    t = bench.interleaved({"cold": cold, "warm": warm, "one edited": one_edit}, repeats=reps, warmup=1)
+    w = warm_cache.weights(texts)
+    x = torch.rand(batch, 3, s, s)
+
+    def classify():
+        with torch.no_grad():
+            z = model.encode_image(x)
+            icar.cosine_logits(z, w, model.tau_cls()).argmax(1)
+
+    tc = bench.interleaved({"classify": classify}, repeats=repeats, warmup=1)
+    row = {"classes": n}
+    for k, v in t.items():
+        row[f"{k} ms"] = round(1e3 * bench.summarize(v)["median"], 3)
+    row["cold texts/s"] = round(n / bench.summarize(t["cold"])["median"], 1)
+    row["classify img/s"] = round(batch / bench.summarize(tc["classify"])["median"], 1)
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
@@ -50,43 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     s = model.cfg.image_size
     rows = []
     for n in a.classes:
-        texts = _class_texts(tok, n)
-        edited = list(texts)
-        cold_cache = icar.ClassWeightCache(model, tok)
-        warm_cache = icar.ClassWeightCache(model, tok)
-        edit_cache = icar.ClassWeightCache(model, tok)
-        warm_cache.weights(texts)
-        edit_cache.weights(texts)
-        state = {"i": 0}
-
-        def cold():
-            cold_cache.clear()
-            cold_cache.weights(texts)
-
-        def warm():
-            warm_cache.weights(texts)
-
-        def one_edit():  # a different single edited description every call: exactly one encoder pass
-            state["i"] += 1
-            edited[0] = f"{texts[0]} variant {state['i']}"
-            edit_cache.weights(edited)
-
-        reps = max(3, a.repeats if n <= 1000 else 3)
-        t = bench.interleaved({"cold": cold, "warm": warm, "one edited": one_edit}, repeats=reps, warmup=1)
-        w = warm_cache.weights(texts)
-        x = torch.rand(a.batch, 3, s, s)
-
-        def classify():
-            with torch.no_grad():
-                z = model.encode_image(x)
-                icar.cosine_logits(z, w, model.tau_cls()).argmax(1)
-
-        tc = bench.interleaved({"classify": classify}, repeats=a.repeats, warmup=1)
-        row = {"classes": n}
-        for k, v in t.items():
-            row[f"{k} ms"] = round(1e3 * bench.summarize(v)["median"], 3)
-        row["cold texts/s"] = round(n / bench.summarize(t["cold"])["median"], 1)
-        row["classify img/s"] = round(a.batch / bench.summarize(tc["classify"])["median"], 1)
+        row = _measure(model, tok, n, a.repeats, a.batch)
         rows.append(row)
         print(row)
     notes = (f"Demo text encoder ({model.cfg.text_layers} layers, width {model.cfg.text_width}, context "

@@ -38,8 +38,8 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,7 @@ class WordTokenizer:
         return _WORD.findall(text.lower())
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "WordTokenizer":
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> WordTokenizer:
         counts: dict[str, int] = {}
         for t in texts:
             for w in cls.split(t):
@@ -643,7 +643,7 @@ def load_demo() -> tuple[ICARModel, WordTokenizer, dict]:
 # ------------------------------------------------------------------------------ the zero-shot demo (app/widget)
 
 
-def image_tensor(image, size: int) -> tuple[torch.Tensor, "object", list[str]]:
+def image_tensor(image, size: int) -> tuple[torch.Tensor, object, list[str]]:
     """Any image (path, bytes, PIL, array) -> ((1, 3, size, size) float tensor in [0, 1], uint8 image, notices)."""
     from .data.images import prepare_image
 
