@@ -592,3 +592,38 @@ def test_queue_under_ddp_rejects_a_global_batch_that_does_not_divide_it():
     out = _run_ddp(batch=3)  # global batch 6 does not divide 8
     for *_, err in out:
         assert err is not None and "multiple of the global batch size (6" in err
+
+
+# ---------------------------------------------------------------------------------------------- study records
+def test_committed_study_table_is_generated_from_its_records():
+    import json
+
+    from workbench.studies import moby as study
+    folder = study.OUT_DIR
+    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines() if line.strip()]
+    meta = json.loads((folder / "meta.json").read_text())
+    assert (folder / "table.md").read_text() == study.markdown_table(rows, meta)
+    runs = {r["run"] for r in rows}
+    assert {s.name for s in study.study_plan()} <= runs
+    assert {"swinv2_lite_window4_64-random", "vit_lite_patch8_64-random", "simmim"} <= runs
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith(("knn_", "linear_", "finetune_")):
+                assert 0.0 <= v <= 100.0
+    assert not meta["quick"] and meta["threads"] == 1 and meta["cpu_seconds"] < 15 * 60
+    curves = [json.loads(line) for line in (folder / "curves.jsonl").read_text().splitlines() if line.strip()]
+    for name in (s.name for s in study.study_plan()):
+        mom = [c["train_momentum"] for c in curves if c["run"] == name]
+        assert mom == sorted(mom) and 0.99 <= mom[0] and mom[-1] <= 1.0  # the cosine schedule, logged
+
+
+def test_shape_probe_labels_agree_with_the_captions():
+    from workbench.data import shapes
+    from workbench.studies import moby as study
+    x, labels = study.shape_attributes(40, 32, 5)
+    d = shapes.load(shapes.ShapesConfig(n=40, size=32, seed=5))
+    colours = list(shapes.COLORS)
+    for i, cap in enumerate(d.captions):
+        assert cap.endswith(f"on a {shapes.BACKGROUNDS[int(labels['background'][i])]} background")
+        assert f" {colours[int(labels['colour'][i])]} {shapes.CLASSES[int(labels['shapes'][i])]}" in cap
+    assert x.shape == (40, 3, 32, 32)
