@@ -525,3 +525,15 @@ def test_missing_demo_checkpoint_names_the_command(monkeypatch, tmp_path):
     monkeypatch.setattr(dnl, "_DEMO_CACHE", {})
     with pytest.raises(checkpoints.CheckpointError, match="workbench train dnl-study"):
         dnl.load_demo_model("dnl")
+
+
+def test_widget_render_matches_explore():
+    from workbench.widgets import dnl as wd
+
+    fig, text = wd.render("shapes scene", 0, 44, 46, 0.05)
+    exp = dnl.explore(*dnl.demo_image(dnl.SCENE, 0)[:1], (44, 46), 0.05)
+    assert len(fig.data) == 8 and "row 44, col 46" in text and "own label" in text
+    assert fig.layout.annotations[1].text.startswith("DNL pairwise (T=0.05")
+    assert exp.query_cell == (11, 11)
+    with pytest.raises(ValueError):
+        wd.render("shapes scene", 0, 80, 0, 0.05)
