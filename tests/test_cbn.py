@@ -11,8 +11,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from workbench import cbn
-from workbench.cbn import (ConvCBN, ConvGeometry, CrossIterationBatchNorm2d, batch_stats, compensate,
-                           convert_to_cbn, make_model, stat_grads, stat_grads_autograd, stat_grads_unfold)
+from workbench.cbn import (
+    ConvCBN,
+    ConvGeometry,
+    CrossIterationBatchNorm2d,
+    batch_stats,
+    compensate,
+    convert_to_cbn,
+    make_model,
+    stat_grads,
+    stat_grads_autograd,
+    stat_grads_unfold,
+)
 
 torch.set_num_threads(1)
 

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -100,7 +100,7 @@ class ConvGeometry:
     groups: int = 1
 
     @classmethod
-    def of(cls, conv: nn.Conv2d) -> "ConvGeometry":
+    def of(cls, conv: nn.Conv2d) -> ConvGeometry:
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"expected an nn.Conv2d, got {type(conv).__name__}")
         if conv.padding_mode != "zeros":
@@ -209,7 +209,7 @@ class CBNConfig:
     momentum: float | None = 0.1
     affine: bool = True
 
-    def validate(self) -> "CBNConfig":
+    def validate(self) -> CBNConfig:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or not 1 <= self.window <= _WINDOW_MAX:
             raise ValueError(f"window must be an integer in [1, {_WINDOW_MAX}] (current iteration included), got {self.window!r}")
         if not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho) or not 0.0 <= self.rho <= 4.0:
@@ -689,7 +689,7 @@ class DiagnosticConfig:
     seed: int = 0
     every: int = 10  # yield every this many steps
 
-    def validate(self) -> "DiagnosticConfig":
+    def validate(self) -> DiagnosticConfig:
         CBNConfig(self.window, self.rho, self.burnin).validate()
         for name, lo, hi in (("batch_size", 2, 64), ("steps", 1, 2000), ("every", 1, 2000)):
             v = getattr(self, name)

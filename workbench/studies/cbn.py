@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -289,9 +288,7 @@ def diagnostic_main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     cfg = cbn.DiagnosticConfig(batch_size=a.batch_size, window=a.window, rho=a.rho, steps=a.steps, lr=a.lr,
                                layer=a.layer, seed=a.seed, every=a.steps)
-    last = None
-    for last in cbn.diagnostic_run(cfg):
-        pass
+    *_, last = cbn.diagnostic_run(cfg)
     out = Path(a.out) if a.out else diagnostic_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(cbn.diagnostic_series(last, cfg), separators=(",", ":")))
