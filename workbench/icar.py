@@ -50,6 +50,8 @@ __all__ = [
     "Temperature", "cosine_logits", "contrastive_loss", "TextConfig", "TextEncoder", "SmallCNN",
     "ICARConfig", "ICARModel", "METHODS", "MethodSpec", "ClassWeightCache", "predict_proba",
     "retrieve_captions", "prototype_accuracy", "MAX_NAME_CHARS", "MAX_DESCRIPTION_CHARS",
+    "save_model", "load_model", "load_demo", "demo_bundle", "DEMO_NAME", "DEMO_COMMAND", "image_tensor",
+    "caption_pool", "default_class_rows", "rows_from_lines", "zero_shot_report",
 ]
 
 # ----------------------------------------------------------------------------------------------- tokenizer
@@ -560,7 +562,12 @@ class ClassWeightCache:
 @torch.no_grad()
 def predict_proba(model: ICARModel, tokenizer: WordTokenizer, images: torch.Tensor, classes,
                   use_descriptions: bool = True, cache: ClassWeightCache | None = None) -> torch.Tensor:
-    """Zero-shot class probabilities (B, C) for any class list — classes may be new at inference time."""
+    """Zero-shot class probabilities (B, C) for any class list — classes may be new at inference time.
+
+    softmax over ``tau * cos(image embedding, g(class text))``: the classification projection and ``tau_cls``
+    for methods whose class weights come from the text encoder, the alignment projection and ``tau_align``
+    for the others (alignment only, shallow fusion). ``classes`` is validated by :func:`parse_classes`.
+    """
     if model.cfg.spec.head != "text" and not model.cfg.spec.align:
         raise ValueError(f"method {model.cfg.method!r} cannot classify from class texts (no text encoder)")
     classes, _ = parse_classes(classes)
