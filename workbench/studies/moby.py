@@ -396,6 +396,11 @@ def markdown_table(rows: list[dict], meta: dict | None = None) -> str:
               "4 epochs). All runs: 8 epochs of 24 batches of 64 (192 steps). Shapes: 1,000 train / 500 test, 32 px; digits: scikit-learn 8x8 digits upsampled to "
               "32 px (1,347 / 450). Pre-training pool: 1,024 shapes (1-2 objects) + 512 natural-image crops, "
               "no labels; supervised rows use the shapes' labels for the same number of steps."]
+    if any(r.get("run") == "simmim" and "knn_shapes" in r for r in rows):
+        lines += ["", "SimMIM row: the committed `simmim_swinv2_lite.pt` (`encoder.*` weights; pre-trained by "
+                  "`workbench train simmim` at 64 px, see the command recorded in the checkpoint), evaluated here "
+                  "at 32 px like every other row: Swin V2's log-spaced position bias carries over to the smaller "
+                  "windows, but the resolution differs from its pre-training."]
     if meta:
         lines += ["", f"Whole study: {meta['cpu_seconds']:.0f} s CPU time, {meta['wall_seconds']:.0f} s wall, "
                   f"{meta['threads']} thread(s); reproduce with `workbench train moby-study`."]
