@@ -120,7 +120,8 @@ def cmd_train(args) -> int:
             print(f"(studies/{mod}.py failed to import: {err})", file=sys.stderr)
         return 2
     fn = jobs[args.job][0]
-    return int(fn(list(args.rest)) or 0)
+    rc = fn(list(args.rest))
+    return rc if isinstance(rc, int) else 0
 
 
 def bench_names() -> dict[str, Path]:
@@ -141,7 +142,8 @@ def cmd_bench(args) -> int:
     spec = importlib.util.spec_from_file_location(f"benchmarks_{args.name}", names[args.name])
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return int(mod.main(list(args.rest)) or 0)
+    rc = mod.main(list(args.rest))
+    return rc if isinstance(rc, int) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -330,6 +330,8 @@ def byol_two_view(size: int, scale=(0.08, 1.0), normalize: bool = True) -> TwoVi
 
 def to_tensor(img) -> torch.Tensor:
     """uint8 (H, W, 3) array -> float (3, H, W) in [0, 1]."""
+    if hasattr(img, "flags") and not img.flags.writeable:  # e.g. the cached, read-only bundled photos
+        img = img.copy()
     t = torch.as_tensor(img)
     if t.ndim == 2:
         t = t[..., None].expand(-1, -1, 3)
