@@ -627,3 +627,25 @@ def test_shape_probe_labels_agree_with_the_captions():
         assert cap.endswith(f"on a {shapes.BACKGROUNDS[int(labels['background'][i])]} background")
         assert f" {colours[int(labels['colour'][i])]} {shapes.CLASSES[int(labels['shapes'][i])]}" in cap
     assert x.shape == (40, 3, 32, 32)
+
+
+# ---------------------------------------------------------------------------------------------- real backbones
+@pytest.mark.parametrize("backbone", ["swinv2_lite_window4_64", "vit_lite_patch8_64"])
+def test_real_backbones_get_asymmetric_drop_path_and_an_identical_target(backbone):
+    torch.manual_seed(0)
+    cfg = MoBYConfig(proj_hidden=32, pred_hidden=32, out_dim=16, queue_size=8, drop_path_online=0.2)
+    model = moby.build_moby(backbone, cfg, img_size=32)
+
+    def rates(m):
+        return [mod.p for mod in m.modules() if type(mod).__name__.endswith("DropPath")]
+
+    online, target = rates(model.encoder), rates(model.encoder_k)
+    assert online and max(online) == pytest.approx(0.2) and all(p == 0.0 for p in target)
+    for (n1, a), (n2, b) in zip(model.encoder.state_dict().items(), model.encoder_k.state_dict().items()):
+        assert n1 == n2 and torch.equal(a, b)
+    # in eval mode (no drop path) both encoders compute the same features
+    model.eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder(x), model.encoder_k(x))
+    assert model.encoder(x).shape == (2, model.encoder.num_features)
