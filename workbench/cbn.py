@@ -150,7 +150,10 @@ def stat_grads(inp: torch.Tensor, out: torch.Tensor, geom: ConvGeometry) -> tupl
         # j·d + s·w' (zero padding contributes nothing): two small 0/1 matrices instead of any unfold.
         a_h = _tap_matrix(kh, geom.dilation[0], geom.stride[0], geom.padding[0], y.shape[2], u.shape[2], u.device, dt)
         a_w = _tap_matrix(kw, geom.dilation[1], geom.stride[1], geom.padding[1], y.shape[3], u.shape[3], u.device, dt)
-        taps = torch.matmul(torch.matmul(a_h, u.sum(0)), a_w.t())  # (Cin, kh, kw)
+        cin, hh, ww = u.shape[1:]
+        t = torch.mm(u.sum(0).reshape(cin * hh, ww), a_w.t())  # (Cin·H, kw): plain 2-D products, no copies
+        t = torch.mm(t.reshape(cin, hh, kw).transpose(1, 2).reshape(cin * kw, hh), a_h.t())  # (Cin·kw, kh)
+        taps = t.reshape(cin, kw, kh).transpose(1, 2)  # (Cin, kh, kw)
         dmu = (taps.reshape(gr, -1) * (1.0 / n)).repeat_interleave(cout // gr, dim=0)
     return dmu, dnu
 
