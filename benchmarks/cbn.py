@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
              "8×8×1 inputs (the study's network), `wide` = widths 32/64 on 32×32×3. CBN: window 4 (full), ρ = 1; "
              "`cbn` evaluates ∂μ/∂W, ∂ν/∂W in closed form (conv weight-gradient kernel, no graph) and normalises "
              "with a hand-written backward; `cbn-autograd` obtains them by two extra autograd passes like the "
-             "official layer. GroupNorm: 8 groups. Goal: `cbn` ≤ 1.3× `bn`. "
+             "official layer. GroupNorm: 8 groups. Goal: `cbn` ≤ 1.3× `bn`. What bounds it: ∂ν/∂W = 2·E[x·p] is "
+             "one more conv weight-gradient GEMM per layer, about ⅓ of the conv's forward + backward FLOPs, so a "
+             "conv-dominated step cannot go much below ~1.25×; the rest is per-layer bookkeeping (~100 small ops: "
+             "compensation, window update, hand-written normalisation), which dominates the tiny study network. "
              f"{a.threads} CPU thread(s), methods interleaved; the machine may be shared, so compare ratios "
              "within one configuration. Command: `workbench bench cbn " + " ".join(argv or []) + "`.")
     bench.write_results("cbn", rows, title="Cross-Iteration BN: training-step time vs BN and GN",

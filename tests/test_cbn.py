@@ -559,3 +559,27 @@ def test_demo_checkpoint_reproduces_its_accuracy():
     x, y = digits("test")
     assert evaluate_accuracy(model, x, y) == pytest.approx(ck.extra["test_acc"], abs=0.01)
     assert ck.meta["command"] == st.DEMO_COMMAND
+
+
+def test_stat_grad_scaled_bn_isolates_the_backward():
+    """The study's gradient ablation: forward = BN exactly; input gradient = (1 − 1/k)·(gradient with
+    constant statistics) + (1/k)·(BN's gradient), computed here with autograd in float64."""
+    from workbench.studies.cbn import StatGradScaledBN
+
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
+    gy = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
+    bn = nn.BatchNorm2d(4).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+    layer = StatGradScaledBN(bn, 4).double()
+    xa = x.clone().requires_grad_(True)
+    out = layer(xa)
+    (gx,) = torch.autograd.grad(out, xa, gy)
+    xb = x.clone().requires_grad_(True)
+    ref = F.batch_norm(xb, None, None, layer.weight, layer.bias, True, 0.0, bn.eps)
+    (g_bn,) = torch.autograd.grad(ref, xb, gy)
+    var, mu = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    g_const = gy * (layer.weight / torch.sqrt(var + bn.eps))[None, :, None, None]
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, 0.75 * g_const + 0.25 * g_bn, rtol=1e-8, atol=1e-10)

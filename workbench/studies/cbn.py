@@ -10,7 +10,9 @@ every batch size, ``workbench.train.fit``. Test accuracy is measured in eval mod
 - main grid: batch size {2, 4, 8, 16, 32} × {BN, naive window (ρ = 0), CBN (ρ = 1), GroupNorm}, window 4,
   no burn-in, seeds {0, 1};
 - window ablation at batch 4: windows {2, 8} × ρ {0, 1} (window 4 and window 1 = BN are in the grid);
-- burn-in ablation at batch 4, window 4: plain BN for the first {1, 2} epochs.
+- burn-in ablation at batch 4, window 4: plain BN for the first {1, 2} epochs;
+- gradient ablation at batch 4 and 32: BN whose forward is exact but whose gradient through μ, σ² is
+  scaled by 1/4, as in CBN's backward with a full window of 4 (``StatGradScaledBN``).
 
 Each finished run is appended to ``studies/cbn/runs.jsonl`` (runs already there are skipped, so the
 job resumes); ``studies/cbn/README.md`` holds the tables. ``cbn-diagnostic`` records one layer's
@@ -38,7 +40,8 @@ BASE_LR = 0.1  # at batch 32
 ABLATION_BATCH = 4
 DEMO_COMMAND = "workbench train cbn-demo"
 DIAG_COMMAND = "workbench train cbn-diagnostic"
-LABELS = {"bn": "BN", "naive": "naive window (ρ=0)", "cbn": "CBN (ρ=1)", "gn": "GroupNorm"}
+LABELS = {"bn": "BN", "naive": "naive window (ρ=0)", "cbn": "CBN (ρ=1)", "gn": "GroupNorm",
+          "bn-grad": "BN, ¼ of the statistics gradient (ablation)"}
 
 
 def load_data(name: str = "digits"):
@@ -81,6 +84,43 @@ def jitter_intensity(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.where(inv, 1 - out, out)
 
 
+class StatGradScaledBN(torch.nn.BatchNorm2d):
+    """BatchNorm whose forward is exactly BN's but whose gradient through μ and σ² is ``1/k`` of BN's — what
+    CBN's backward gives when all ``k`` window entries are kept (past statistics are constants). Isolates
+    that effect from the staleness of the pooled statistics (the ``grad`` ablation)."""
+
+    def __init__(self, bn: torch.nn.BatchNorm2d, k: int):
+        super().__init__(bn.num_features, bn.eps, bn.momentum)
+        self.load_state_dict(bn.state_dict())
+        self.k = k
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        with torch.no_grad():
+            mu, nu = cbn.batch_stats(x)
+        sums = torch.stack([mu, nu]) * (self.k - 1)  # as if k − 1 identical past entries were pooled
+        cnt = torch.full_like(mu, float(self.k))
+        y, mu_t, var_t, _ = cbn._WindowNorm.apply(x, sums, cnt, self.weight, self.bias, self.eps)
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            self.running_mean.mul_(1 - self.momentum).add_(mu_t, alpha=self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(var_t, alpha=self.momentum * n / (n - 1))
+        return y
+
+
+def _make(norm: str, window: int, burnin: int, rho, seed: int, in_chans: int) -> torch.nn.Module:
+    if norm != "bn-grad":
+        return cbn.make_model(norm, window=window, burnin=burnin, rho=rho, seed=seed, in_chans=in_chans)
+    model = cbn.make_model("bn", seed=seed, in_chans=in_chans)
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, StatGradScaledBN(mod, window))
+    return model
+
+
 def run_one(norm: str, batch_size: int, seed: int, *, epochs: int = EPOCHS, window: int = 4, rho: float | None = None,
             burnin_epochs: float = 0.0, base_lr: float = BASE_LR, data=None) -> dict:
     """Train one SmallResNet and return its record (test accuracy in eval mode)."""
@@ -91,7 +131,7 @@ def run_one(norm: str, batch_size: int, seed: int, *, epochs: int = EPOCHS, wind
     (xtr, ytr), (xte, yte) = data if data is not None else load_data()
     steps_per_epoch = len(xtr) // batch_size
     burnin = int(round(burnin_epochs * steps_per_epoch))
-    model = cbn.make_model(norm, window=window, burnin=burnin, rho=rho, seed=seed, in_chans=xtr.shape[1])
+    model = _make(norm, window, burnin, rho, seed, xtr.shape[1])
     lr = base_lr * batch_size / 32
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_lr=0.0, warmup_epochs=0.5, weight_decay=5e-4,
                       optimizer="sgd", momentum=0.9, clip_grad=None, seed=seed, progress=False, log_every=0,
@@ -105,7 +145,7 @@ def run_one(norm: str, batch_size: int, seed: int, *, epochs: int = EPOCHS, wind
     res = fit(model, TensorDataset(xtr, ytr), loss_fn, cfg)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"norm": norm, "batch_size": batch_size, "seed": seed, "epochs": epochs,
-            "window": window if norm in ("cbn", "naive") else 1,
+            "window": window if norm in ("cbn", "naive", "bn-grad") else 1,
             "rho": (0.0 if norm == "naive" else (1.0 if rho is None else rho)) if norm in ("cbn", "naive") else None,
             "burnin": burnin, "burnin_epochs": burnin_epochs, "lr": lr, "steps": res["steps"],
             "train_loss": round(res["history"][-1]["train_loss"], 5),
@@ -132,6 +172,9 @@ def plan(part: str, batch_sizes=BATCH_SIZES, norms=cbn.NORMS, seeds=SEEDS, epoch
             for be in (1.0, 2.0):
                 runs.append(dict(part="burnin", norm="cbn", batch_size=ABLATION_BATCH, seed=s, epochs=epochs,
                                  window=4, rho=None, burnin_epochs=be))
+            for b in (ABLATION_BATCH, 32):
+                runs.append(dict(part="grad", norm="bn-grad", batch_size=b, seed=s, epochs=epochs, window=4, rho=None,
+                                 burnin_epochs=0.0))
     return runs
 
 
@@ -166,6 +209,8 @@ def summarize(records: list[dict]) -> dict:
             window.setdefault((r["norm"], r["window"]), []).append(r["test_acc"])
         elif r["part"] == "burnin":
             burnin.setdefault(r["burnin_epochs"], []).append(r["test_acc"])
+        elif r["part"] == "grad":
+            main.setdefault("bn-grad", {}).setdefault(r["batch_size"], []).append(r["test_acc"])
     return {"main": main, "window": window, "burnin": burnin}
 
 
@@ -175,7 +220,7 @@ def tables(records: list[dict]) -> list[tuple[str, str]]:
     bs = sorted({b for d in s["main"].values() for b in d})
     if bs:
         rows = [[LABELS.get(n, n)] + [_mean_std(s["main"][n].get(b, [])) for b in bs]
-                for n in cbn.NORMS if n in s["main"]]
+                for n in cbn.NORMS + ("bn-grad",) if n in s["main"]]
         sections.append(("Test accuracy (%) by batch size (mean ± std over seeds)",
                          markdown_table(["norm"] + [f"B={b}" for b in bs], rows)))
         if "bn" in s["main"] and "cbn" in s["main"] and max(bs) in s["main"]["bn"]:
