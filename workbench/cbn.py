@@ -25,7 +25,9 @@ have closed forms, with ``p`` the input patch a conv output position sees (``F.u
     ∂μ_c/∂W_c = E[p],        ∂ν_c/∂W_c = 2 E[x_c p]
 
 :class:`ConvCBN` evaluates them without an autograd graph (``E[x_c p]`` is the conv weight-gradient
-kernel with ``2x/n`` as the output gradient; ``E[p]`` the same kernel on the batch-summed input).
+kernel with ``2x/n`` as the output gradient; ``E[p]`` is separable over rows and columns of the
+batch-summed input: two small matrix products; ``stat_grads_unfold`` writes both literally with
+``F.unfold`` as a reference).
 :class:`CrossIterationBatchNorm2d` keeps the official call ``forward(x, weight)`` and obtains them by
 autograd, like the official layer.
 
