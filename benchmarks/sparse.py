@@ -165,9 +165,20 @@ def run_cpu(args, log=print) -> list[dict]:
             log(f"cpu {size}x{size} s={s} batch={batch}: balanced {b['median_ms']:.3f} ms, "
                 f"{b['speedup_vs_dense']:.2f}x dense, {b['pct_bw']:.0f}% bw; "
                 + ", ".join(f"{r['method']} {r['median_ms']:.3f}" for r in new if r["method"] != "balanced"))
+    # under load the streaming measurement can read low: the bound is at least what dense BLAS achieved
+    dense_bw = max((bytes_dense(r) / (r["min_ms"] / 1e3) / 1e9 for r in rows if r["method"] == "dense_numpy"),
+                   default=0.0)
+    if dense_bw > bw:
+        log(f"bandwidth raised to {dense_bw:.1f} GB/s (best dense matrix-vector run)")
+        bw = dense_bw
     for r in rows:
         r["bandwidth_gbps"] = bw
+        r["pct_bw"] = 100 * r["gbps"] / bw
     return rows
+
+
+def bytes_dense(r: dict) -> float:
+    return r["size"] * r["size"] * 4 + r["size"] * r["batch"] * 8
 
 
 def run_gpu(args, log=print) -> list[dict]:
@@ -296,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         info = bench.machine_info()
         info["load_avg_1m_before"] = load0
         info["threads"] = args.threads
+        info["torch_threads"] = args.threads
         name = "sparse" + ("_quick" if args.quick else "") + ("" if args.threads == 2 else f"_{args.threads}thread")
         bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM",
                             columns=COLUMNS, notes=cpu_notes(rows, args), out_dir=args.out, info=info)
