@@ -22,7 +22,9 @@ def pytest_configure(config):
     try:
         import torch
 
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        # under pytest-xdist each worker takes one core; alone, the run may use two
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
     except ImportError:
         pass
 
