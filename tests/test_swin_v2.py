@@ -593,7 +593,7 @@ def test_demo_checkpoint_loads_and_classifies_shapes():
     assert model.img_size == 64 and model.num_classes == 10 and model.cfg.bias == "cpb_log"
     assert set(tables) == {n for n, _ in create_model(study.STUDY_MODEL, bias="table").named_parameters()
                            if n.endswith("relative_position_bias_table")}
-    x, y = study.shapes_tensors(128, 64, seed=7)
+    x, y = study.shapes_tensors(128, 64, seed=7, backgrounds=("plain",))   # the demo data
     acc = evaluate_accuracy(model, x, y)
     assert acc > 0.3, acc                    # chance is 0.1
     assert model.state_dict()["norm.weight"].dtype == torch.float32   # fp16 on disk, float32 in memory

@@ -153,7 +153,8 @@ def run_transfer(args, out: Path) -> list[dict]:
     assert torch.equal(yt, yt128)
     xf, yf = shapes_tensors(args.n_finetune, 128, seed=2, backgrounds=bg)
     records, models = [], {}
-    for name, sw in BIAS_VARIANTS.items():
+    variants = {k: v for k, v in BIAS_VARIANTS.items() if not args.variants or v["bias"] in args.variants}
+    for name, sw in variants.items():
         torch.manual_seed(0)
         model = swin_v2.create_model(STUDY_MODEL, **sw)
         t0 = time.process_time()
@@ -168,9 +169,14 @@ def run_transfer(args, out: Path) -> list[dict]:
         rec["cpu_s"] = round(time.process_time() - t0, 1)
         records.append(rec)
         models[sw["bias"]] = model
+        if args.save_models:
+            from workbench.checkpoints import save_checkpoint
+
+            cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(model.cfg).items()}
+            save_checkpoint(out / f"model_{sw['bias']}.pt", model, config=cfg, data_seed=0)
         print(f"[transfer] {name}: 64/w4 {rec['acc_64_w4']:.3f} -> 128/w8 zero-shot "
               f"{rec['acc_128_w8_zero_shot']:.3f}, fine-tuned {rec['acc_128_w8_finetuned']:.3f}")
-    write_jsonl(out / "transfer.jsonl", records)
+    write_jsonl(out / f"transfer{args.tag}.jsonl", records)
     if args.save_demo:
         save_demo(models["cpb_log"], models["table"], args)
     return records
@@ -241,6 +247,41 @@ def tables_markdown(out: Path) -> str:
     return parts
 
 
+def findings(out: Path) -> str:
+    """One data-driven paragraph per claim, computed from the records."""
+    from workbench.records import read_jsonl
+
+    lines = []
+    if (out / "activations.jsonl").exists():
+        ac = {r["variant"]: r for r in read_jsonl(out / "activations.jsonl")}
+        g = {k: r["amp_trained"][-1] / r["amp_trained"][0] for k, r in ac.items()}
+        v1, v2 = g.get("V1: pre-norm + dot"), g.get("V2: res-post-norm + cosine")
+        if v1 is not None and v2 is not None:
+            lines.append(f"- Activation growth (last/first block after training): V1 {v1:.2f}x, V2 {v2:.2f}x; "
+                         + ("residual post-norm grows less, as the paper reports (one seed; the effect is small at "
+                            "this depth and training length)." if v2 < v1 else
+                            "not reproduced at this scale."))
+        for k, r in ac.items():
+            lo = min(s["min"] for s in r["logits_trained"])
+            hi = max(s["max"] for s in r["logits_trained"])
+            lines.append(f"- Attention logits, {k}: [{lo:.2f}, {hi:.2f}] after training.")
+        lines.append("- Cosine logits are bounded by the learned scale tau (<= 100, here about 10) by construction; "
+                     "the dot-product logits of this small, briefly trained model stay far below that bound, so "
+                     "the drift the paper sees in large models does not show here (the notebook provokes it by "
+                     "scaling q/k weights).")
+    if (out / "transfer.jsonl").exists():
+        tr = read_jsonl(out / "transfer.jsonl")
+        best = max(tr, key=lambda r: r["acc_128_w8_zero_shot"] - r["acc_64_w4"])
+        ok = best["bias"] == "cpb_log"
+        lines.append(f"- Window transfer without fine-tuning: the smallest drop is {best['variant']} "
+                     f"({best['acc_128_w8_zero_shot'] - best['acc_64_w4']:+.3f}); the paper's claim (log-spaced CPB "
+                     f"degrades least) is {'reproduced' if ok else 'not reproduced'} at this scale. Every variant "
+                     "loses most of its accuracy because the objects become twice as many tokens wide, a scale "
+                     "change no position bias addresses; the paper transfers ImageNet models trained for 300 "
+                     "epochs.")
+    return "\n".join(lines)
+
+
 def write_readme(out: Path, args=None) -> Path:
     from workbench.records import write_markdown
 
@@ -249,7 +290,11 @@ def write_readme(out: Path, args=None) -> Path:
              "Amplitude: mean |x| of the residual stream after each block on 32 training images. Logits: "
              "attention logits before bias, mask and softmax (q.k/sqrt(d) or tau*cos(q,k)). "
              f"Reproduce: `workbench train swinv2-study` (model `{STUDY_MODEL}`, 1 CPU thread).")
-    return write_markdown(out / "README.md", "Swin Transformer V2 study (laptop scale)", tables_markdown(out), notes)
+    parts = list(tables_markdown(out))
+    text = findings(out)
+    if text:
+        parts.append(("What the numbers say", text))
+    return write_markdown(out / "README.md", "Swin Transformer V2 study (laptop scale)", parts, notes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -269,9 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ft-epochs", type=int, default=1)
     p.add_argument("--deep", type=int, default=12, help="blocks of the deep narrow (one-stage) model")
     p.add_argument("--deep-epochs", type=int, default=2)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ft-lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--variants", type=lambda s: tuple(s.split(",")), default=None,
+                   help="only these position biases of the transfer study (table,cpb_linear,cpb_log)")
+    p.add_argument("--tag", default="", help="suffix of the transfer record file (parallel runs)")
+    p.add_argument("--save-models", action="store_true", help="also save each trained 64 px model to --out")
     p.add_argument("--save-demo", action="store_true", help=f"write the demo checkpoint {DEMO_NAME}.pt")
     args = p.parse_args(argv)
     if min(args.n_train, args.n_test, args.n_finetune, args.n_deep) < 64 or args.epochs < 1 or args.deep < 1:
