@@ -31,8 +31,15 @@ COLUMNS = ["size", "batch", "target", "method", "sparsity", "median_ms", "min_ms
            "gbps", "pct_bw"]
 
 
-def grid(quick: bool, device: str) -> list[tuple[int, float, int]]:
-    """(size, sparsity, batch) points: a sparsity sweep and a batch sweep at 4096, a size sweep at 90%."""
+def grid(quick: bool, device: str, points: str | None = None) -> list[tuple[int, float, int]]:
+    """(size, sparsity, batch) points: a sparsity sweep and a batch sweep at 4096, a size sweep at 90%;
+    ``points`` ("4096:0.9:1,4096:0.9:128") picks explicit ones."""
+    if points:
+        out = []
+        for p in points.split(","):
+            n, sp_, b = p.split(":")
+            out.append((int(n), float(sp_), int(b)))
+        return out
     if quick:
         return [(1024, 0.9, 1), (1024, 0.9, 32)]
     pts = []
@@ -111,12 +118,15 @@ def run_cpu(args, log=print) -> list[dict]:
 
     torch.set_num_threads(args.threads)
     import numba
+
+    from workbench.sparse.kernels import cpu as cpu_kernels
+    cpu_kernels._configure_numba()  # before measure_bandwidth's parallel sum starts a thread pool
     numba.set_num_threads(args.threads)
     bw = measure_bandwidth(threads=args.threads)
     log(f"measured read bandwidth {bw:.1f} GB/s")
     rows = []
     with threadpool_limits(limits=args.threads):
-        for size, s, batch in grid(args.quick, "cpu"):
+        for size, s, batch in grid(args.quick, "cpu", args.points):
             if size * size * 4 > args.max_dense_gb * 1e9:
                 continue
             W, Wm, bm, Wb = _matrices(size, s, block=size < 16384)
@@ -207,7 +217,7 @@ def run_gpu(args, log=print) -> list[dict]:
     del a, b
     log(f"{name}: copy bandwidth {bw:.0f} GB/s")
     rows = []
-    for size, s, batch in grid(args.quick, "cuda"):
+    for size, s, batch in grid(args.quick, "cuda", args.points):
         W, Wm, bm, Wb = _matrices(size, s)
         Wc, Wh = W.to(dev), W.to(dev).half()
         bmc, bmh = bm.to(dev), bm.to(dev, torch.float16)
@@ -295,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
     p.add_argument("--quick", action="store_true", help="two tiny points (smoke test)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--points", default=None, help="explicit size:sparsity:batch points, comma-separated; results "
+                   "go to sparse_goal.* (the speed-goal check, rerun when the machine is quiet)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--settle", type=float, default=0.05)
     p.add_argument("--max-seconds", type=float, default=60.0)
@@ -308,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
         info["load_avg_1m_before"] = load0
         info["threads"] = args.threads
         info["torch_threads"] = args.threads
-        name = "sparse" + ("_quick" if args.quick else "") + ("" if args.threads == 2 else f"_{args.threads}thread")
+        name = "sparse" + ("_quick" if args.quick else "") + ("_goal" if args.points else "") \
+            + ("" if args.threads == 2 else f"_{args.threads}thread")
         bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM",
                             columns=COLUMNS, notes=cpu_notes(rows, args), out_dir=args.out, info=info)
     if args.device in ("cuda", "all"):
