@@ -1,7 +1,8 @@
 """Writes notebooks/01_swin_v2.ipynb (cells only; execute it with nbconvert afterwards).
 
     .venv/bin/python studies/swin_v2/make_notebook.py
-    PLOTLY_RENDERER=plotly_mimetype .venv/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/01_swin_v2.ipynb
+    PLOTLY_RENDERER=plotly_mimetype .venv/bin/jupyter nbconvert --to notebook --execute --inplace \
+        --ExecutePreprocessor.store_widget_state=False notebooks/01_swin_v2.ipynb   # no multi-MB widget state
 """
 from pathlib import Path
 
