@@ -84,10 +84,10 @@ def build_hub(only: str | None = None):
                         mod.build()
                     elif problem == "coming":
                         gr.Markdown(f"**Coming soon.** The `{t.module}` app has not landed yet; "
-                                    "nothing in this tab runs.", elem_id=f"{t.module}-coming")
+                                    "nothing in this tab runs.", elem_id=f"hub-{t.module}-coming")
                     else:
                         gr.Markdown(f"**This tab failed to load.**\n```\n{problem}\n```",
-                                    elem_id=f"{t.module}-error")
+                                    elem_id=f"hub-{t.module}-load-error")
     return configure(demo)
 
 

@@ -13,7 +13,7 @@ def test_hub_renders_every_tab_without_outside_requests(page, hub_url, tmp_path)
     for t in TABS:
         page.get_by_role("tab", name=t.title).click()
         page.get_by_text(t.blurb).first.wait_for(state="visible")
-        assert page.locator(f"#{t.module}-error").count() == 0, f"tab {t.module} failed to load"
+        assert page.locator(f"#hub-{t.module}-load-error").count() == 0, f"tab {t.module} failed to load"
     shot = tmp_path / "hub.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
