@@ -142,7 +142,10 @@ md(r"""
 `workbench bench sparse` times $y = Wx$ with methods interleaved, caches flushed and medians, on this project's
 2-core CPU (AMD EPYC, 2 threads): dense (best of torch and numpy BLAS), scipy CSR, torch CSR, scipy BSR (4×4
 blocks) and the balanced numba kernel. On a lent GPU the same script times cuBLAS, cuSPARSE and the CuPy kernels
-with CUDA events.
+with CUDA events. `balanced_isolated` is the same kernel timed on its own right after: on this shared 2-core
+machine, a thread pool that has gone idle while another library's pool ran pays the scheduler's wake-up latency,
+which the interleaved `balanced` row includes (it hits batch 1 hardest, where a call lasts well under a
+millisecond).
 """)
 
 code(r"""
