@@ -5,7 +5,14 @@ import pytest
 import torch
 from torch import nn
 
-from workbench.checkpoints import CheckpointError, demo_path, load_checkpoint, load_demo, load_into, save_checkpoint
+from workbench.checkpoints import (
+    CheckpointError,
+    demo_path,
+    load_checkpoint,
+    load_demo,
+    load_into,
+    save_checkpoint,
+)
 
 
 def _model():

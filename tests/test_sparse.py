@@ -13,8 +13,13 @@ from torch import nn
 
 from workbench.sparse import prune
 from workbench.sparse.formats import BalancedMatrix, index_dtype_for
-from workbench.sparse.nn import (BalancedSparseLSTM, BalancedSparseLinear, SparsifyConfig, masked_dense_,
-                                 sparsify_)
+from workbench.sparse.nn import (
+    BalancedSparseLinear,
+    BalancedSparseLSTM,
+    SparsifyConfig,
+    masked_dense_,
+    sparsify_,
+)
 
 torch.set_num_threads(1)
 

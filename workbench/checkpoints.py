@@ -67,7 +67,7 @@ def save_checkpoint(path, model_or_state_dict, *, config: dict | None = None, co
         "command": command if command is not None else " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "git_revision": git_revision(),
         "data_seed": data_seed,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__.split("+")[0], "numpy": numpy.__version__},
         "dtype": "float16" if half else "float32",
     }

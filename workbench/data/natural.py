@@ -31,7 +31,7 @@ def photo_names() -> list[str]:
     return list(_PHOTOS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> np.ndarray:
     pkg, what = _PHOTOS[name]
     if pkg == "skimage":

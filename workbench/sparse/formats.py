@@ -47,14 +47,14 @@ class BalancedMatrix:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_dense(cls, W: torch.Tensor, sparsity: float = 0.9, bank_size: int = 64, *, pad: bool = False,
-                   index_dtype: torch.dtype | None = None) -> "BalancedMatrix":
+                   index_dtype: torch.dtype | None = None) -> BalancedMatrix:
         """Prune W with the balanced mask (eq. 1) and pack it."""
         return cls.from_mask(W, balanced_mask(W, sparsity, bank_size, pad=pad), bank_size, pad=pad,
                              index_dtype=index_dtype)
 
     @classmethod
     def from_mask(cls, W: torch.Tensor, mask: torch.Tensor, bank_size: int = 64, *, pad: bool = False,
-                  index_dtype: torch.dtype | None = None) -> "BalancedMatrix":
+                  index_dtype: torch.dtype | None = None) -> BalancedMatrix:
         """Pack W * mask; the mask must keep the same number k in every bank (the last, shorter bank of a
         padded row may keep fewer: its empty slots hold value 0 at offset 0)."""
         if not isinstance(W, torch.Tensor) or W.dim() != 2:
@@ -138,7 +138,7 @@ class BalancedMatrix:
         base = torch.arange(self.banks, device=self.device, dtype=torch.int64)[None, :, None] * self.bank_size
         return base + self.offsets.to(torch.int64)
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "BalancedMatrix":
+    def to(self, device=None, dtype: torch.dtype | None = None) -> BalancedMatrix:
         v = self.values.to(device=device, dtype=dtype) if dtype else self.values.to(device)
         return BalancedMatrix(v.contiguous(), self.offsets.to(device).contiguous(), self.shape, self.bank_size)
 

@@ -41,7 +41,7 @@ class BalancedSparseLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, sparsity: float = 0.9, bank_size: int = 64, *, pad: bool = True,
-                    mask: torch.Tensor | None = None) -> "BalancedSparseLinear":
+                    mask: torch.Tensor | None = None) -> BalancedSparseLinear:
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"expected nn.Linear, got {type(linear).__name__}")
         return cls(_pack(linear.weight, sparsity, bank_size, pad, mask), linear.bias)

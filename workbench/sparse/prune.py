@@ -20,8 +20,8 @@ im2col matrix (out, in * kh * kw). This module knows nothing of storage formats 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import nn

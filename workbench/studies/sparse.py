@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from workbench.sparse.prune import PruneConfig, Pruner, cubic_sparsity
 

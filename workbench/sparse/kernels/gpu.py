@@ -30,7 +30,7 @@ def available() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module():
     """The compiled RawModule (NVRTC when the library is present, else nvcc)."""
     import cupy
