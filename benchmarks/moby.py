@@ -91,14 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    devices = ["cpu"] if a.device == "cpu" else (["cuda"] if a.device == "cuda" else ["cpu"])
-    if a.device == "all" and torch.cuda.is_available():
-        devices.append("cuda")
-    if "cuda" in devices and not torch.cuda.is_available():
-        raise SystemExit("--device cuda needs a CUDA GPU")
     rows = []
-    for device in devices:
-        sync = torch.cuda.synchronize if device == "cuda" else None
+    for device in bench.resolve_devices(a.device):
+        sync = bench.sync_for(device)
         for backbone in a.backbones:
             fns = _parts(backbone, a.img_size, a.batch, device, a.queue)
             samples = bench.interleaved(fns, repeats=a.repeats, warmup=1, sync=sync, max_seconds=a.max_seconds)

@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="simmim")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
-                          (args.device if args.device != "auto" else "cpu"))
+    device = torch.device(bench.resolve_devices(args.device)[0])
     gpu = device.type == "cuda"
     batch = args.batch or (64 if gpu else 16)
     sync = torch.cuda.synchronize if gpu else None

@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="swinv2")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if (args.device == "auto" and torch.cuda.is_available()) else
-                          (args.device if args.device != "auto" else "cpu"))
+    device = torch.device(bench.resolve_devices(args.device)[0])
     gpu = device.type == "cuda"
     batches = [int(b) for b in (args.batches or ("1,32" if gpu else "1,4")).split(",")]
     repeats = args.repeats or (20 if gpu else 5)

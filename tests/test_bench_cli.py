@@ -53,3 +53,19 @@ def test_cli_info_and_lists():
 def test_cli_app_refuses_unknown_tab():
     r = _cli("app", "--tab", "nonexistent", "--port", "0")
     assert r.returncode != 0 and "unknown tab" in r.stderr
+
+
+def test_resolve_devices_and_sync():
+    import torch
+
+    has = torch.cuda.is_available()
+    assert bench.resolve_devices("cpu") == ["cpu"]
+    assert bench.resolve_devices("all") == (["cpu", "cuda"] if has else ["cpu"])
+    assert bench.resolve_devices("auto") == (["cuda"] if has else ["cpu"])
+    assert bench.sync_for("cpu") is None
+    assert bench.sync_for("cuda:0") is torch.cuda.synchronize
+    if not has:
+        with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+            bench.resolve_devices("cuda")
+    with pytest.raises(SystemExit):
+        bench.resolve_devices("tpu")

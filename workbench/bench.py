@@ -103,6 +103,28 @@ def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int = 20, warm
     return out
 
 
+def resolve_devices(choice: str = "all") -> list[str]:
+    """The devices a benchmark runs on: ``"cpu"``, ``"cuda"``, ``"all"`` (the CPU, plus CUDA when present)
+    or ``"auto"`` (CUDA when present, else the CPU). Asking for CUDA without a GPU is a clear error."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    table = {"cpu": ["cpu"], "cuda": ["cuda"], "all": ["cpu"] + (["cuda"] if has_cuda else []),
+             "auto": ["cuda" if has_cuda else "cpu"]}
+    if choice not in table:
+        raise SystemExit(f"--device must be one of {sorted(table)}, got {choice!r}")
+    if choice == "cuda" and not has_cuda:
+        raise SystemExit("--device cuda needs a CUDA GPU")
+    return table[choice]
+
+
+def sync_for(device) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` for a CUDA device (kernels are asynchronous), ``None`` for the CPU."""
+    import torch
+
+    return torch.cuda.synchronize if str(device).startswith("cuda") else None
+
+
 def summarize(samples: Sequence[float]) -> dict[str, float]:
     s = sorted(samples)
     if not s:
