@@ -90,7 +90,7 @@ def test_parse_classes_errors_and_blank_rows():
 
 
 def test_parse_classes_accepts_a_dataframe():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     df = pd.DataFrame({"name": ["star", "ring", ""], "description": ["five points", "a hole", ""]})
     classes, notes = icar.parse_classes(df)
     assert [c.name for c in classes] == ["star", "ring"] and notes
@@ -385,8 +385,8 @@ def test_rows_from_lines():
 
 
 def test_app_predict_and_bad_inputs(demo):
-    pytest.importorskip("gradio")
-    pd = pytest.importorskip("pandas")
+    import gradio  # noqa: F401  (a dependency: fail loudly if missing)
+    import pandas as pd
     from apps import icar as app
 
     rows = app.default_rows()
@@ -432,7 +432,7 @@ def test_swin_v2_image_encoder_option(tok):
 
 
 def test_explorer_mirrors_the_app(demo):
-    pytest.importorskip("ipywidgets")
+    import ipywidgets  # noqa: F401  (a dependency: fail loudly if missing)
     from workbench.widgets.icar import icar_explorer, render_zero_shot
 
     model, tok, caps = demo

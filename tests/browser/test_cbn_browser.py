@@ -2,9 +2,8 @@
 and the message for a channel the layer does not have."""
 from __future__ import annotations
 
-import pytest
 
-pytest.importorskip("playwright")
+import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
 TIMEOUT = 180_000  # ms: a live run trains a small network on a busy 2-core machine

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
-pytest.importorskip("playwright")
+import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
 TIMEOUT = 120_000  # ms: the first click loads the demo model and embeds the caption pool on a busy machine

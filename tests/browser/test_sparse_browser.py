@@ -2,9 +2,8 @@
 and a live measurement draws the speed chart."""
 from __future__ import annotations
 
-import pytest
 
-pytest.importorskip("playwright")
+import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
 TIMEOUT = 180_000

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
-pytest.importorskip("playwright")
+import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
 from workbench.data import shapes  # noqa: E402
