@@ -69,3 +69,40 @@ def test_resolve_devices_and_sync():
             bench.resolve_devices("cuda")
     with pytest.raises(SystemExit):
         bench.resolve_devices("tpu")
+
+
+def test_cli_lab_serves_the_notebooks_on_loopback():
+    import os
+    import time
+    import urllib.error
+    import urllib.request
+
+    from apps.common import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "lab", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "JUPYTER_RUNTIME_DIR": os.environ.get("TMPDIR", "/tmp")})
+    try:
+        status = None
+        deadline = time.time() + 90
+        while time.time() < deadline and status is None:
+            time.sleep(1)
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/lab", method="GET")
+                opener = urllib.request.build_opener(type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                                                          {"redirect_request": lambda *a, **k: None}))
+                status = opener.open(req, timeout=5).status
+            except urllib.error.HTTPError as e:
+                status = e.code
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert proc.poll() is None, proc.stdout.read()[-2000:]
+        assert status in (200, 302), status  # 302: the login redirect of a token-protected server
+    finally:
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+    assert "--notebook-dir=" in out and "notebooks" in out and "--ip=127.0.0.1" in out

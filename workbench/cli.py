@@ -5,7 +5,6 @@ import argparse
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,8 +38,8 @@ def cmd_lab(args) -> int:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     env = dict(os.environ, PLOTLY_RENDERER=os.environ.get("PLOTLY_RENDERER", "plotly_mimetype+notebook_connected"))
-    print("starting:", " ".join(cmd))
-    return subprocess.call(cmd, env=env)
+    print("starting:", " ".join(cmd), flush=True)
+    os.execve(sys.executable, cmd, env)  # become the server: Ctrl-C and signals reach jupyter directly
 
 
 def info_dict() -> dict:
