@@ -331,7 +331,10 @@ def pretrain(model: MoBY, images: torch.Tensor, train_cfg, *, eval_fn: Callable 
              size: int | None = None) -> dict:
     """MoBY pre-training through :func:`workbench.train.fit`: the symmetric loss per batch of two views,
     the cosine momentum update after every optimizer step, keys enqueued (all-gathered under DDP)."""
-    from workbench.train import fit, unwrap, world_size
+    from workbench.train import fit, setup_distributed, unwrap, world_size
+    _, _, device = setup_distributed()  # under torchrun: join the process group before counting processes
+    if world_size() > 1 and device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as the official code: projector BN over the global batch
     global_batch = train_cfg.batch_size * world_size()
     if model.cfg.queue_size % global_batch:
         raise ValueError(f"MoBY queue_size ({model.cfg.queue_size}) must be a multiple of the global batch size "
