@@ -10,7 +10,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "checkpoints", "cli", "data", "train", "viz", "widgets", "studies",
+    "bench", "checkpoints", "cli", "data", "layers", "records", "train", "viz", "widgets", "studies",
     "swin_v2", "vit", "simmim", "moby", "cbn", "dnl", "icar", "sparse",
 }
 

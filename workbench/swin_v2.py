@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from workbench.layers import DropPath, Mlp
 from workbench.vit import VIT_CONFIGS
 
 __all__ = [
@@ -260,36 +261,6 @@ def interpolate_bias_table(table: torch.Tensor, window_size: int) -> torch.Tenso
 
 # --------------------------------------------------------------------------------------------------
 # modules
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability p."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x):
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        m = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * m / keep
-
-    def extra_repr(self):
-        return f"p={self.p}"
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden, drop=0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class WindowAttention(nn.Module):
@@ -777,16 +748,21 @@ def transfer_state_dict(model: nn.Module, state_dict: dict, strict: bool = True)
 # measurements used by the studies, the notebook and the app
 
 
+def attention_module(model: nn.Module, layer: int = 0, block: int = 0) -> WindowAttention:
+    """The attention module of block ``block`` in stage ``layer``, with a clear error for bad indices."""
+    if not 0 <= layer < len(model.layers):
+        raise ValueError(f"layer must be in 0..{len(model.layers) - 1}, got {layer}")
+    blocks = model.layers[layer].blocks
+    if not 0 <= block < len(blocks):
+        raise ValueError(f"block must be in 0..{len(blocks) - 1}, got {block}")
+    return blocks[block].attn
+
+
 def cpb_bias(model_or_attn: nn.Module, layer: int = 0, block: int = 0) -> torch.Tensor:
     """(nH, M^2, M^2) position bias of one attention module (16*sigmoid(CPB) or the V1 table)."""
     attn = model_or_attn
     if isinstance(model_or_attn, SwinTransformerV2):
-        if not 0 <= layer < len(model_or_attn.layers):
-            raise ValueError(f"layer must be in 0..{len(model_or_attn.layers) - 1}, got {layer}")
-        blocks = model_or_attn.layers[layer].blocks
-        if not 0 <= block < len(blocks):
-            raise ValueError(f"block must be in 0..{len(blocks) - 1}, got {block}")
-        attn = blocks[block].attn
+        attn = attention_module(model_or_attn, layer, block)
     with torch.no_grad():
         b = attn.position_bias()
     if b is None:

@@ -28,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from workbench.layers import DropPath, Mlp
+
 __all__ = ["ViTConfig", "VisionTransformer", "VIT_CONFIGS", "create_model", "beit_relative_position_index",
            "convert_state_dict"]
 
@@ -113,30 +115,6 @@ class RelativePositionBias(nn.Module):
         return b.permute(2, 0, 1)   # nH, N+1, N+1
 
 
-class _DropPath(nn.Module):
-    def __init__(self, p=0.0):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x):
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep) / keep
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden, drop=0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class Attention(nn.Module):
     def __init__(self, dim, num_heads, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, grid=None, use_sdpa=True):
         super().__init__()
@@ -189,7 +167,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, grid, use_sdpa)
-        self.drop_path = _DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         if init_values:

@@ -103,12 +103,7 @@ def bias_panel(model, v1_tables: Mapping[str, object] | None, *, layer: int = 0,
     or None, a one-line summary)."""
     from workbench import swin_v2
 
-    if not 0 <= layer < len(model.layers):
-        raise ValueError(f"layer must be in 0..{len(model.layers) - 1}, got {layer}")
-    blocks = model.layers[layer].blocks
-    if not 0 <= block < len(blocks):
-        raise ValueError(f"block must be in 0..{len(blocks) - 1}, got {block}")
-    attn = blocks[block].attn
+    attn = swin_v2.attention_module(model, layer, block)
     if not 0 <= head < attn.num_heads:
         raise ValueError(f"layer {layer} has {attn.num_heads} head(s); head must be in 0..{attn.num_heads - 1}")
     window, pretrained_window = int(window), int(pretrained_window)

@@ -76,18 +76,26 @@ def render_shape_sample(shape: str = "star", color: str = "red", size: str = "la
     return fig, f"<i>{_html.escape(s['caption'])}</i>"
 
 
-def shapes_explorer() -> Explorer:
-    """The reference explorer: class, colour, size, background, seed and image size of one shapes sample."""
+def shape_controls(shape: str = "star", background: str = "striped", max_seed: int = 99) -> dict:
+    """Dropdowns for one shapes sample (shape, colour, size, background) and a seed slider, keyed by the
+    argument names of :func:`workbench.data.shapes.render`; explorers add their own controls to them."""
     import ipywidgets as W
 
     from ..data import shapes
 
-    controls = {
-        "shape": W.Dropdown(options=list(shapes.CLASSES), value="star", description="shape"),
+    return {
+        "shape": W.Dropdown(options=list(shapes.CLASSES), value=shape, description="shape"),
         "color": W.Dropdown(options=list(shapes.COLORS), value="red", description="colour"),
         "size": W.Dropdown(options=list(shapes.SIZES), value="large", description="size"),
-        "background": W.Dropdown(options=list(shapes.BACKGROUNDS), value="striped", description="background"),
-        "seed": W.IntSlider(value=0, min=0, max=99, description="seed"),
-        "image_size": W.Dropdown(options=[32, 64, 128, 256], value=64, description="pixels"),
+        "background": W.Dropdown(options=list(shapes.BACKGROUNDS), value=background, description="background"),
+        "seed": W.IntSlider(value=0, min=0, max=max_seed, description="seed"),
     }
+
+
+def shapes_explorer() -> Explorer:
+    """The reference explorer: class, colour, size, background, seed and image size of one shapes sample."""
+    import ipywidgets as W
+
+    controls = shape_controls()
+    controls["image_size"] = W.Dropdown(options=[32, 64, 128, 256], value=64, description="pixels")
     return explorer(controls, render_shape_sample, title="Shapes explorer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html as _html
 
-from .core import Explorer, explorer
+from .core import Explorer, explorer, shape_controls
 
 
 def render_zero_shot(model, tokenizer, captions, *, shape="ring", color="red", size="large",
@@ -30,18 +30,13 @@ def icar_explorer(model=None, tokenizer=None, captions=None) -> Explorer:
     import ipywidgets as W
 
     from .. import icar
-    from ..data import shapes
 
     if model is None:
         model, tokenizer, _ = icar.load_demo()
     captions = icar.caption_pool() if captions is None else list(captions)
     lines = "\n".join(f"{n}: {d}" for n, d in icar.default_class_rows())
     controls = {
-        "shape": W.Dropdown(options=list(shapes.CLASSES), value="ring", description="shape"),
-        "color": W.Dropdown(options=list(shapes.COLORS), value="red", description="colour"),
-        "size": W.Dropdown(options=list(shapes.SIZES), value="large", description="size"),
-        "background": W.Dropdown(options=list(shapes.BACKGROUNDS), value="plain", description="background"),
-        "seed": W.IntSlider(value=0, min=0, max=50, description="seed"),
+        **shape_controls(shape="ring", background="plain", max_seed=50),
         "k": W.IntSlider(value=5, min=1, max=10, description="captions"),
         "classes_text": W.Textarea(value=lines, description="classes", rows=10,
                                    layout=W.Layout(width="640px")),
