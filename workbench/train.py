@@ -29,6 +29,7 @@ from torch import nn
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    steps: int | None = None  # when set: exactly this many optimizer steps (epochs = as many as needed)
     batch_size: int = 64
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -52,6 +53,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError("epochs must be >= 0 and batch_size >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1 when given, got {self.steps}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -253,19 +256,22 @@ def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn:
     if steps_per_epoch == 0:
         raise ValueError(f"no batches: {len(data) if hasattr(data, '__len__') else '?'} samples with batch size "
                          f"{cfg.batch_size} and drop_last={cfg.drop_last}")
-    total = steps_per_epoch * cfg.epochs
+    total = cfg.steps if cfg.steps is not None else steps_per_epoch * cfg.epochs
+    n_epochs = math.ceil(total / steps_per_epoch)
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
 
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, n_epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
         if order_gen is not None:  # the data order of an epoch depends on (seed, epoch) only: resumable
             order_gen.manual_seed(cfg.seed * 100_003 + epoch)
         train_model.train()
         t0, sums, count = time.perf_counter(), {}, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False,
                    disable=not (cfg.progress and is_main_process()))
         for batch in bar:
+            if step >= total:
+                break
             lr = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
             for g in opt.param_groups:
                 g["lr"] = lr * g["lr_scale"]
@@ -313,13 +319,25 @@ def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn:
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on tensors ``x``, ``y`` (eval mode, no gradients)."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+                   preprocess: Callable | None = None) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in batches (eval mode, no gradients; the train/eval mode is restored).
+    ``preprocess`` (e.g. normalisation) is applied to each batch first."""
     was = model.training
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += (model(x[i:i + batch_size].to(device)).argmax(-1).cpu() == y[i:i + batch_size]).sum().item()
-    model.train(was)
-    return correct / max(1, len(x))
+    out = []
+    try:
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size].to(device)
+            out.append(model(preprocess(xb) if preprocess is not None else xb).float().cpu())
+    finally:
+        model.train(was)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+                      preprocess: Callable | None = None) -> float:
+    """Top-1 accuracy (a fraction) of ``model`` on tensors ``x``, ``y``; see :func:`predict_logits`."""
+    logits = predict_logits(model, x, batch_size, preprocess)
+    return float((logits.argmax(-1) == y.cpu()).sum()) / max(1, len(x))

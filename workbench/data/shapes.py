@@ -342,6 +342,20 @@ def load(cfg: ShapesConfig | None = None, *, cache: bool = True, **kwargs) -> Sh
     return data
 
 
+def backgrounds(n: int, size: int = 64, seed: int = 0,
+                backgrounds: tuple[str, ...] = BACKGROUNDS) -> np.ndarray:
+    """``n`` object-free backgrounds (uint8 (N, S, S, 3)) drawn from the same distribution as the scenes'
+    backgrounds: textures, colours and noise, no objects (e.g. for background-swap augmentation)."""
+    cfg = ShapesConfig(n=n, size=size, seed=seed, backgrounds=backgrounds)
+    rng = np.random.default_rng(seed)
+    specs = _draw_specs(cfg, rng)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for start in range(0, n, 1024):
+        idx = np.arange(start, min(n, start + 1024))
+        out[idx] = np.clip(_backgrounds(specs, idx, size, rng), 0, 255).astype(np.uint8)
+    return out
+
+
 def render(shape: str = "star", color: str = "red", size: str = "large", background: str = "striped",
            seed: int = 0, image_size: int = 64) -> dict[str, Any]:
     """Draw one single-object sample with the given attributes (the explorer widget and app pickers use this).
@@ -360,6 +374,16 @@ def render(shape: str = "star", color: str = "red", size: str = "large", backgro
     images, masks, geo = _render(specs, image_size, rng)
     captions, _ = _describe(specs, geo)
     return {"image": images[0], "mask": masks[0], "label": CLASSES.index(shape), "caption": captions[0]}
+
+
+def tensors(cfg: ShapesConfig | None = None, **kwargs):
+    """``(x, y)``: float images (N, 3, S, S) in [0, 1] and int64 labels of a (cached) shapes set."""
+    import torch
+
+    from .transforms import images_to_tensor
+
+    d = load(cfg, **kwargs)
+    return images_to_tensor(d.images), torch.from_numpy(d.labels).long()
 
 
 class ShapesDataset:

@@ -338,3 +338,55 @@ def to_tensor(img) -> torch.Tensor:
     if t.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {tuple(t.shape)}")
     return t.permute(2, 0, 1).float().div(255.0) if t.dtype == torch.uint8 else t.permute(2, 0, 1).float()
+
+
+def images_to_tensor(images) -> torch.Tensor:
+    """A batch of uint8 (N, H, W, 3) images (numpy or torch) -> float (N, 3, H, W) in [0, 1]."""
+    t = torch.as_tensor(images)
+    if t.ndim != 4 or t.shape[-1] not in (1, 3):
+        raise ValueError(f"expected a (N, H, W, C) image batch, got shape {tuple(t.shape)}")
+    t = t.permute(0, 3, 1, 2)
+    return t.float().div(255.0) if t.dtype == torch.uint8 else t.float()
+
+
+def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Channel normalisation of (3, H, W) or (N, 3, H, W) float images in [0, 1] (ImageNet statistics)."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x - m) / s
+
+
+def denormalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Inverse of :func:`normalize`."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x * s + m
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """In-memory images as a Dataset: uint8 or float (N, 3, H, W) images, optional labels.
+
+    Each item is converted to float in [0, 1], passed through ``transform`` (``t(x, g)``, global RNG) and,
+    with ``normalize=True``, normalised with the ImageNet statistics. Yields ``x`` or ``(x, label)``.
+    """
+
+    def __init__(self, images: torch.Tensor, labels=None, transform: Callable | None = None,
+                 normalize: bool = True):
+        if images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(labels)} labels for {len(images)} images")
+        self.images, self.labels = images, (None if labels is None else torch.as_tensor(labels).long())
+        self.transform, self.normalize = transform, normalize
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        x = self.images[i]
+        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.normalize:
+            x = normalize(x)
+        return x if self.labels is None else (x, self.labels[i])
