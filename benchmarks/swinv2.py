@@ -20,7 +20,7 @@ def _models(img, device, dtype):
     import torch
     from transformers import Swinv2Config, Swinv2ForImageClassification
 
-    from workbench.swin_v2 import create_model
+    from workbench.models import create_model
 
     torch.manual_seed(0)
     ours = create_model("swinv2_tiny_window8_256", img_size=img, drop_path_rate=0.0)

@@ -61,8 +61,7 @@ def test_nl_block_attention_equals_whitened_plus_unary_softmax():
     s = 1 / math.sqrt(3)
     logits = torch.stack([torch.stack([((q[a] - mq) @ (k[b] - mk) + mq @ k[b]) * s for b in range(20)])
                           for a in range(20)])
-    with dnl.capture_attention(block) as maps:
-        block(x[None])
+    _, maps = dnl.attention_maps(block, x[None])
     torch.testing.assert_close(maps[""]["pairwise"][0], torch.softmax(logits, -1), rtol=0, atol=1e-12)
 
 
@@ -86,9 +85,7 @@ def test_dnl_pairwise_invariant_to_key_and_query_bias_but_nl_is_not():
     nl_block = _randomise(dnl.NonLocal2d(8).double())
 
     def maps(block):
-        with dnl.capture_attention(block) as m:
-            block(x)
-        return m[""]["pairwise"]
+        return dnl.attention_maps(block, x)[1][""]["pairwise"]
 
     base_dnl, base_nl = maps(dnl_block), maps(nl_block)
     shift = torch.randn(4, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 3
@@ -106,7 +103,7 @@ def test_dnl_pairwise_invariant_to_key_and_query_bias_but_nl_is_not():
 def _loop_dnl(block, x, pairwise=True, unary=True):
     b, c, h, w = x.shape
     out = torch.empty_like(x)
-    d = block.inter_channels
+    d = block.value_channels
     for n in range(b):
         pos = [(i, j) for i in range(h) for j in range(w)]
         v = torch.stack([_conv1x1(block.conv_value, x[n], i, j) for i, j in pos])
@@ -116,7 +113,7 @@ def _loop_dnl(block, x, pairwise=True, unary=True):
             k = torch.stack([_conv1x1(block.conv_key, x[n], i, j) for i, j in pos])
             q, k = q - q.mean(0), k - k.mean(0)
             for a in range(len(pos)):
-                logit = torch.stack([q[a] @ k[bb] for bb in range(len(pos))]) / math.sqrt(d) / block.temperature
+                logit = torch.stack([q[a] @ k[bb] for bb in range(len(pos))]) / math.sqrt(block.inter_channels) / block.temperature
                 wgt = torch.exp(logit - logit.max())
                 agg[a] += block.gamma[0] * (wgt / wgt.sum()) @ v
         if unary:
@@ -124,14 +121,17 @@ def _loop_dnl(block, x, pairwise=True, unary=True):
             wu = torch.exp(m - m.max())
             agg += (wu / wu.sum()) @ v
         for i, j in pos:
-            out[n, :, i, j] = x[n, :, i, j] + _conv1x1(block.conv_out, agg.T.reshape(d, h, w), i, j)
+            y = agg.T.reshape(d, h, w)
+            out[n, :, i, j] = x[n, :, i, j] + (y[:, i, j] if block.conv_out is None else _conv1x1(block.conv_out, y, i, j))
     return out
 
 
+@pytest.mark.parametrize("use_out", [False, True])
 @pytest.mark.parametrize("shape", [(1, 6, 3, 5), (2, 6, 4, 4), (1, 6, 7, 2)])
 @pytest.mark.parametrize("kind", ["dnl", "pairwise", "unary"])
-def test_dnl_block_matches_slow_loop(shape, kind):
-    block = _randomise(dnl.make_block(kind, 6, temperature=0.3).double())
+def test_dnl_block_matches_slow_loop(shape, kind, use_out):
+    block = _randomise(dnl.DNL2d(6, temperature=0.3, pairwise=kind != "unary", unary=kind != "pairwise",
+                                 use_out=use_out).double())
     x = _x(shape)
     got = block(x)
     want = _loop_dnl(block, x, pairwise=kind != "unary", unary=kind != "pairwise")
@@ -173,25 +173,49 @@ def test_gc_block_matches_slow_loop():
     torch.testing.assert_close(block(x), want, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["nl", "dnl", "gc", "pairwise", "unary"])
+@pytest.mark.parametrize("kind", ["nl", "gc", "pairwise"])
 def test_fresh_blocks_are_identity(kind):
-    """Zero-initialised output projections: a new block passes its input through unchanged."""
+    """NL and GC: zero-initialised output projections; pairwise-only DNL: gamma = 0 (official). A new block
+    passes its input through unchanged."""
     x = _x((2, 8, 5, 3), dtype=torch.float32)
     torch.testing.assert_close(dnl.make_block(kind, 8)(x), x, rtol=0, atol=0)
 
 
-def test_dnl_gamma_leaves_zero_under_training():
-    """gamma = 0 and W_out = 0 at start: the unary branch feeds W_out a gradient, after which gamma moves."""
+def test_dnl_official_configuration():
+    """The official shipped block (use_out=False): q/k of width C/2, value C -> C without bias, no W_out,
+    gamma = 0, convolutions N(0, 0.01) with zero biases."""
     torch.manual_seed(0)
-    block = dnl.DNL2d(8, temperature=0.5)
+    block = dnl.DNL2d(64)
+    assert block.conv_query.out_channels == block.conv_key.out_channels == 32
+    assert block.conv_value.out_channels == 64 and block.conv_value.bias is None and block.conv_out is None
+    assert block.gamma.item() == 0.0
+    w = torch.cat([block.conv_query.weight.flatten(), block.conv_key.weight.flatten(), block.conv_value.weight.flatten()])
+    assert abs(w.std().item() - 0.01) < 0.001 and abs(w.mean().item()) < 0.001
+    assert block.conv_query.bias.abs().max() == 0 and block.conv_mask.bias.abs().max() == 0
+
+
+@pytest.mark.parametrize("use_out", [False, True])
+def test_every_dnl_parameter_learns(use_out):
+    """Official initialisation: at step 1 the unary path feeds value, mask and gamma (and W_out) a gradient;
+    after one SGD step gamma is non-zero and queries and keys receive one too — every parameter learns."""
+    torch.manual_seed(0)
+    block = dnl.DNL2d(8, temperature=0.5, use_out=use_out)
     x, target = torch.randn(4, 8, 6, 6), torch.randn(4, 8, 6, 6)
     opt = torch.optim.SGD(block.parameters(), lr=0.5)
-    for _ in range(3):
+
+    def grads():
         opt.zero_grad()
         torch.nn.functional.mse_loss(block(x), target).backward()
-        opt.step()
-    assert block.gamma.abs().item() > 1e-4
-    assert block.conv_query.weight.grad.abs().sum() > 0
+        return {n: p.grad.abs().sum().item() for n, p in block.named_parameters()}
+
+    first = grads()
+    for name in ("gamma", "conv_value.weight", "conv_mask.weight"):
+        assert first[name] > 0, name
+    assert first["conv_query.weight"] == 0.0 == first["conv_key.weight"]   # gamma = 0 blocks them at step 1
+    opt.step()
+    second = grads()
+    assert block.gamma.abs().item() > 0
+    assert all(v > 0 for v in second.values()), second
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,12 +227,10 @@ def test_capture_keeps_outputs_and_rows(kind, shape):
     block = _randomise(dnl.make_block(kind, 8, temperature=0.2), std=0.4)
     x = _x(shape, dtype=torch.float32)
     plain = block(x)
-    with dnl.capture_attention(block) as full:
-        captured = block(x)
+    captured, full = dnl.attention_maps(block, x)
     n = shape[2] * shape[3]
     queries = [0, n - 1, n // 2]
-    with dnl.capture_attention(block, queries=queries) as rows:
-        captured_rows = block(x)
+    captured_rows, rows = dnl.attention_maps(block, x, queries=queries)
     torch.testing.assert_close(captured, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(captured_rows, plain, rtol=0, atol=0)  # rows use the fast path unchanged
     entry, part = full[""], rows[""]
@@ -256,8 +278,7 @@ def test_fast_path_uses_the_fused_sdpa_kernel(kind):
 def test_nl_capture_terms_match_decomposition():
     block = _randomise(dnl.NonLocal2d(8))
     x = _x((2, 8, 4, 6), dtype=torch.float32)
-    with dnl.capture_attention(block) as maps:
-        block(x)
+    _, maps = dnl.attention_maps(block, x)
     f = lambda conv: conv(x).flatten(2).transpose(1, 2)  # noqa: E731
     pw, un = dnl.decompose_logits(f(block.conv_query), f(block.conv_key), block.scale)
     torch.testing.assert_close(maps[""]["whitened"], torch.softmax(pw, -1), rtol=1e-5, atol=1e-6)
@@ -267,30 +288,25 @@ def test_nl_capture_terms_match_decomposition():
 def test_capture_query_forms_agree_and_reject_bad_queries():
     block = _randomise(dnl.DNL2d(8))
     x = _x((1, 8, 4, 6), dtype=torch.float32)
-    with dnl.capture_attention(block, queries=[7, 20]) as flat:
-        block(x)
-    with dnl.capture_attention(block, queries=[(1, 1), (3, 2)]) as rc:
-        block(x)
+    _, flat = dnl.attention_maps(block, x, queries=[7, 20])
+    _, rc = dnl.attention_maps(block, x, queries=[(1, 1), (3, 2)])
     torch.testing.assert_close(flat[""]["pairwise"], rc[""]["pairwise"], rtol=0, atol=0)
     for bad in ([24], [-1], [(4, 0)], [(0, 6)], [[1, 2, 3]]):
-        with dnl.capture_attention(block, queries=bad):
-            with pytest.raises(ValueError):
-                block(x)
-    assert block._capture_sink is None  # the context manager cleans up after exceptions
+        with pytest.raises(ValueError):
+            dnl.attention_maps(block, x, queries=bad)
+    from workbench import inspect
+    assert not inspect.active()  # nothing is left open after an exception
 
 
 def test_capture_on_segnet_names_blocks_and_is_removed_afterwards():
     net = dnl.SegNet(head="dnl").eval()
     x = torch.rand(2, 3, 40, 56)
-    with dnl.capture_attention(net, queries=[3]) as maps:
-        y = net(x)
+    y, maps = dnl.attention_maps(net, x, queries=[3])
     assert list(maps) == ["block"]
-    assert maps.only()["hw"] == (5, 7) and maps.only()["pairwise"].shape == (2, 1, 35)
+    assert maps["block"]["hw"] == (5, 7) and maps["block"]["pairwise"].shape == (2, 1, 35)
     torch.testing.assert_close(net(x), y, rtol=1e-5, atol=1e-6)
-    assert net.block._capture_sink is None
     with pytest.raises(ValueError, match="no NonLocal2d"):
-        with dnl.capture_attention(dnl.SegNet(head="none")):
-            pass
+        dnl.attention_maps(dnl.SegNet(head="none"), x)
 
 
 def test_temperature_scales_whitened_logits():
@@ -299,9 +315,7 @@ def test_temperature_scales_whitened_logits():
     block.double()
 
     def logits():
-        with dnl.capture_attention(block) as m:
-            block(x)
-        return m[""]["pairwise"][0].log()  # log softmax = logits - logsumexp(row)
+        return dnl.attention_maps(block, x)[1][""]["pairwise"][0].log()  # log softmax = logits - logsumexp(row)
 
     a = logits()
     block.temperature = 0.4

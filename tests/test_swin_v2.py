@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench import swin_v2
-from workbench.swin_v2 import create_model
+from workbench.models import create_model
 
 torch.set_num_threads(1)
 
@@ -221,7 +221,10 @@ def test_shift_mask_matches_region_labels(H, M):
 def test_shifted_block_equals_slow_loop_over_windows():
     """One shifted block vs. an independent loop: roll, attend inside each window with masks, roll back."""
     torch.manual_seed(0)
-    blk = swin_v2.SwinBlock(16, 8, 2, window_size=4, shift_size=2, attn="cosine", bias="cpb_log", norm="post")
+    cfg = swin_v2.SwinConfig(img_size=32, embed_dim=16, depths=(2,), num_heads=(2,), window_size=4,
+                             pretrained_window_sizes=(0,), attn="cosine", bias="cpb_log", norm="post")
+    blk = swin_v2.SwinBlock(cfg, stage=0, index=1, input_resolution=8)   # odd index: shifted by M/2 = 2
+    assert (blk.window_size, blk.shift_size) == (4, 2)
     randomize_(blk, 1)
     blk.eval()
     x = torch.randn(2, 64, 16)
@@ -562,23 +565,32 @@ def test_study_transfer_builds_the_big_model_from_the_state_dict_only():
 
 
 @pytest.mark.slow
-def test_study_records_and_tables_agree(tmp_path):
-    from workbench.records import read_jsonl
+def test_study_writes_records_and_claims(tmp_path):
+    """Two seeds of a tiny study: one record per (part, arm, seed); claims.json follows the schema and its
+    statistics agree with the records; a second run with --resume trains nothing."""
+    import json
+
+    from workbench.studies import protocol
     from workbench.studies import swin_v2 as study
 
-    study.main(["--out", str(tmp_path), "--n-train", "64", "--n-deep", "64", "--n-test", "64", "--n-finetune", "64",
-                "--epochs", "1", "--deep", "2", "--deep-epochs", "1"])
-    tr, ac = read_jsonl(tmp_path / "transfer.jsonl"), read_jsonl(tmp_path / "activations.jsonl")
-    assert [r["variant"] for r in tr] == list(study.BIAS_VARIANTS)
-    assert [r["variant"] for r in ac] == list(study.NORM_VARIANTS)
-    assert all(0.0 <= r[k] <= 1.0 for r in tr for k in ("acc_64_w4", "acc_128_w8_zero_shot", "acc_128_w8_finetuned"))
-    assert all(len(r["amp_init"]) == 2 and len(r["logits_trained"]) == 2 for r in ac)
-    text = (tmp_path / "README.md").read_text()
-    for r in tr:
-        assert f"| {r['variant']} | {r['acc_64_w4']:.3f} | {r['acc_128_w8_zero_shot']:.3f} |" in text
+    argv = ["--out", str(tmp_path), "--steps", "4", "--ft-steps", "2", "--deep-steps", "2", "--depth", "2",
+            "--seeds", "0", "1", "--no-progress"]
+    study.main_study(argv)
+    recs = protocol.Study("swin_v2", tmp_path).records()
+    assert {(r["part"], r["arm"], r["seed"]) for r in recs} == (
+        {("transfer", a, s) for a in study.BIAS_VARIANTS for s in (0, 1)}
+        | {("activations", a, s) for a in study.NORM_VARIANTS for s in (0, 1)})
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    for c in doc["claims"]:
+        assert c["verdict"] in protocol.VERDICTS and c["arms"][c["baseline"]]["n"] == 2
+        vals = [r["metrics"][c["metric"]] for r in recs if r["arm"] == c["method"] and r["metrics"].get(c["metric"]) is not None]
+        assert c["arms"][c["method"]]["mean"] == pytest.approx(sum(vals) / len(vals))
     # the V2 variant starts as the identity in every block: flat amplitudes at init
-    v2 = ac[-1]["amp_init"]
-    assert abs(v2[-1] - v2[0]) < 1e-6
+    v2 = [r for r in recs if r["arm"] == "V2: res-post-norm + cosine"]
+    assert all(abs(r["metrics"]["ratio_init"] - 1.0) < 1e-6 for r in v2)
+    n = len(recs)
+    study.main_study(argv + ["--resume"])
+    assert len(protocol.Study("swin_v2", tmp_path).records()) == n
 
 
 # ---- demo checkpoint, app handlers and the notebook explorer -----------------------------------------

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench import vit
-from workbench.vit import create_model
+from workbench.models import create_model
 
 torch.set_num_threads(1)
 
@@ -170,7 +170,9 @@ def test_bad_inputs_and_configs():
         create_model("vit_lite_patch8_64", img_size=60)
     with pytest.raises(ValueError, match="unknown model"):
         create_model("vit_giant")
-    # the Swin factory knows the ViT names too (one MODEL_CONFIGS)
-    from workbench import swin_v2
-    assert "vit_lite_patch8_64" in swin_v2.MODEL_CONFIGS
-    assert isinstance(swin_v2.create_model("vit_lite_patch8_64"), vit.VisionTransformer)
+    # one registry names every backbone
+    from workbench import models, swin_v2
+    assert "vit_lite_patch8_64" in models.model_names("vit")
+    assert "swinv2_lite_window4_64" in models.model_names("swin")
+    assert isinstance(create_model("vit_lite_patch8_64"), vit.VisionTransformer)
+    assert isinstance(create_model("swin_tiny_patch4_window7_224", img_size=224), swin_v2.SwinTransformerV2)

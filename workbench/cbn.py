@@ -16,8 +16,19 @@ channel ``c``:
 where τ runs over the current iteration and the ``window − 1`` stored ones, and a past entry whose
 compensated ν is below its compensated μ² (an impossible pair) is left out; ``n_t`` counts the entries
 kept. The current iteration's statistics keep their gradient; past ones (and the weights used in the
-compensation) are detached, as in the official code. ``ρ = 0`` is the naive window without
-compensation (the darknet "CmBN" baseline of the paper).
+compensation) are detached, as in the official code — so the current batch's statistics receive only
+``1/n_t`` of the gradient BN would give them. ``ρ = 0`` is the paper's *naive CBN*: the window without
+compensation (YOLOv4 later called a similar accumulation "CmBN").
+
+Burn-in: for the first ``burnin`` training iterations the layer is plain BN. Its iteration counter
+(``iteration``) starts at 0 in every new layer, also when ``ConvCBN(bn=...)`` / ``convert_to_cbn`` take over a
+pretrained BN whose ``num_batches_tracked`` (copied, for the running statistics) is large — as the official
+layer, whose counter always starts at 0.
+
+Emulating several GPUs (``ConvCBN(devices=G)``): the paper's small batch is the *per-GPU* statistics batch. With
+``devices=G`` each training batch of ``N`` images is split into ``G`` groups of ``N/G`` (one per emulated GPU,
+no SyncBN); every group is normalised with its own statistics and keeps its own window, while the optimizer
+sees the whole batch. ``devices=G`` with ``window=1`` is "ghost" BatchNorm.
 
 The statistics gradients are channel-diagonal (channel ``c`` depends only on filter ``W_c``), so they
 have closed forms, with ``p`` the input patch a conv output position sees (``F.unfold``):
@@ -31,9 +42,16 @@ batch-summed input: two small matrix products; ``stat_grads_unfold`` writes both
 :class:`CrossIterationBatchNorm2d` keeps the official call ``forward(x, weight)`` and obtains them by
 autograd, like the official layer.
 
-Differences from the official layer: the window lives in fixed-size registered buffers (saved in
-``state_dict``, moved by ``.to()``, restored on resume), statistics are accumulated in float32 (AMP
-safe), any device works, and ``convert_to_cbn`` rewrites the conv→BN pairs of an existing network.
+Differences from the official layer (``CBatchNorm2d`` of Howal/Cross-iterationBatchNorm):
+
+* normalisation by ``1 / sqrt(σ̄² + ε)`` (as ``nn.BatchNorm2d``); the official layer divides by
+  ``sqrt(σ̄²) + ε``. The two differ by O(ε / σ) — below 1e-4 relative for σ > 0.1;
+* during burn-in the official layer normalises with the unbiased variance of the batch; ours is exactly
+  ``nn.BatchNorm2d`` (biased variance for normalising, unbiased for the running estimate);
+* the window lives in fixed-size registered buffers (saved in ``state_dict``, moved by ``.to()``, restored on
+  resume) instead of Python lists; statistics are accumulated in float32 (AMP safe); any device works;
+* ``convert_to_cbn`` rewrites the conv→BN pairs of an existing network; ``devices`` emulates per-GPU
+  statistics; ``stat_grad_scale`` is an ablation switch of ours (see :class:`CBNConfig`).
 
 Distributed training: statistics stay per-process (no all-reduce), as in the paper's per-GPU setting;
 each process keeps its own window.
@@ -213,6 +231,9 @@ class CBNConfig:
     eps: float = 1e-5
     momentum: float | None = 0.1
     affine: bool = True
+    # ablation (ours, not the paper's): the share of the gradient the *current* batch statistics receive.
+    # None = 1/n_t (the paper: past entries are constants); 1.0 = as much as BN gives them.
+    stat_grad_scale: float | None = None
 
     def validate(self) -> CBNConfig:
         if isinstance(self.window, bool) or not isinstance(self.window, int) or not 1 <= self.window <= _WINDOW_MAX:
@@ -225,6 +246,9 @@ class CBNConfig:
             raise ValueError(f"eps must be positive, got {self.eps!r}")
         if self.momentum is not None and not (isinstance(self.momentum, (int, float)) and 0.0 < self.momentum <= 1.0):
             raise ValueError(f"momentum must be in (0, 1] or None, got {self.momentum!r}")
+        g = self.stat_grad_scale
+        if g is not None and not (isinstance(g, (int, float)) and math.isfinite(g) and 0.0 <= g <= 1.0):
+            raise ValueError(f"stat_grad_scale must be None or a number in [0, 1], got {g!r}")
         return self
 
 
@@ -239,7 +263,7 @@ class _WindowNorm(torch.autograd.Function):
     and ``ν_t`` (non-differentiable) for the window and the running statistics."""
 
     @staticmethod
-    def forward(ctx, x, sums, cnt, gamma, beta, eps):
+    def forward(ctx, x, sums, cnt, gamma, beta, eps, grad_scale=None):
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
         mu_t, nu_t = batch_stats(xf)
         var_t = (nu_t - mu_t * mu_t).clamp_min(0.0)
@@ -253,7 +277,7 @@ class _WindowNorm(torch.autograd.Function):
         shift = -mu * scale if beta is None else beta.to(r.dtype) - mu * scale
         y = torch.addcmul(shift[:, None, None], xf, scale[:, None, None]).to(x.dtype)
         ctx.save_for_backward(x, mu, var, r, cnt, gamma)
-        ctx.has_beta, ctx.eps = beta is not None, eps
+        ctx.has_beta, ctx.eps, ctx.grad_scale = beta is not None, eps, grad_scale
         ctx.mark_non_differentiable(mu_t, var_t, nu_t)
         return y, mu_t, var_t, nu_t
 
@@ -269,13 +293,15 @@ class _WindowNorm(torch.autograd.Function):
                                                                      [True, True, True])
         d_var = -0.5 * gam * r * r * s_gxc_r  # ∂L/∂σ̄² = ∂L/∂ν̄
         d_mu = -gam * r * sg - 2.0 * mu * d_var  # ∂L/∂μ̄ (σ̄² = ν̄ − μ̄²)
-        if cnt is not None:
-            d_mu, d_var = d_mu / cnt, d_var / cnt  # ∂L/∂μ_t, ∂L/∂ν_t
+        if ctx.grad_scale is not None:  # ablation: the current statistics get this share of the gradient
+            d_mu, d_var = d_mu * ctx.grad_scale, d_var * ctx.grad_scale
+        elif cnt is not None:
+            d_mu, d_var = d_mu / cnt, d_var / cnt  # ∂L/∂μ_t, ∂L/∂ν_t (the paper: past entries are constants)
         coef_x = (2.0 / m) * d_var  # ν_t = E[x²]
         dx = dx.addcmul_(xf, coef_x[:, None, None]).add_((d_mu / m)[:, None, None])
         dgamma = s_gxc_r.to(gamma.dtype) if gamma is not None and ctx.needs_input_grad[3] else None
         dbeta = sg.to(gamma.dtype if gamma is not None else sg.dtype) if ctx.has_beta and ctx.needs_input_grad[4] else None
-        return dx.to(x.dtype), None, None, dgamma, dbeta, None
+        return dx.to(x.dtype), None, None, dgamma, dbeta, None, None
 
 
 class CrossIterationBatchNorm2d(nn.Module):
@@ -294,11 +320,13 @@ class CrossIterationBatchNorm2d(nn.Module):
     """
 
     def __init__(self, num_features: int, window: int = 4, rho: float = 1.0, burnin: int = 0, eps: float = 1e-5,
-                 momentum: float | None = 0.1, affine: bool = True, *, weight_shape: tuple[int, ...] | None = None):
+                 momentum: float | None = 0.1, affine: bool = True, *, weight_shape: tuple[int, ...] | None = None,
+                 stat_grad_scale: float | None = None):
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features!r}")
-        self.cfg = CBNConfig(window, rho, burnin, eps, momentum, affine).validate()
+        self.cfg = CBNConfig(window, rho, burnin, eps, momentum, affine, stat_grad_scale).validate()
+        self.stat_grad_scale = stat_grad_scale
         self.num_features = num_features
         self.window, self.rho, self.burnin = window, float(rho), burnin
         self.eps, self.momentum, self.affine = float(eps), momentum, affine
@@ -311,6 +339,7 @@ class CrossIterationBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("iteration", torch.tensor(0, dtype=torch.long))  # burn-in counter, starts at 0
         m = window - 1
         k = 0
         if weight_shape is not None:
@@ -332,6 +361,9 @@ class CrossIterationBatchNorm2d(nn.Module):
     # -- state -------------------------------------------------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        if prefix + "iteration" not in state_dict and prefix + "num_batches_tracked" in state_dict:
+            # checkpoints written before the burn-in counter existed counted burn-in in num_batches_tracked
+            state_dict[prefix + "iteration"] = state_dict[prefix + "num_batches_tracked"].clone()
         # the fan-in K of the window buffers may be unknown (0) until the first step: adopt the saved one
         for key in _WINDOW_KEYS:
             src = state_dict.get(prefix + key)
@@ -356,7 +388,7 @@ class CrossIterationBatchNorm2d(nn.Module):
 
     def window_active(self) -> bool:
         """Whether the next training step uses the window (window > 1 and burn-in over)."""
-        return self.window > 1 and int(self.num_batches_tracked) >= self.burnin
+        return self.window > 1 and int(self.iteration) >= self.burnin
 
     # -- forward -----------------------------------------------------------------------------------
     def _check(self, x: torch.Tensor, weight: torch.Tensor | None) -> None:
@@ -377,6 +409,13 @@ class CrossIterationBatchNorm2d(nn.Module):
                              "call cbn(x, conv.weight)")
         return self._train_forward(x, weight, lambda: stat_grads_autograd(*batch_stats(x), weight))
 
+    @torch.no_grad()
+    def _update_running(self, mu_t: torch.Tensor, var_t: torch.Tensor, n: int) -> None:
+        self.num_batches_tracked.add_(1)
+        a = self._factor()
+        self.running_mean.mul_(1.0 - a).add_(mu_t, alpha=a)
+        self.running_var.mul_(1.0 - a).add_(var_t, alpha=a * n / max(n - 1, 1))
+
     def _factor(self) -> float:
         if self.momentum is None:
             return 1.0 / float(self.num_batches_tracked)
@@ -384,11 +423,17 @@ class CrossIterationBatchNorm2d(nn.Module):
 
     def _train_forward(self, x: torch.Tensor, weight: torch.Tensor,
                        grads_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        if not self.window_active():  # plain BatchNorm: bit-identical to nn.BatchNorm2d
+        if not self.window_active():
             self.last_info = None
-            self.num_batches_tracked.add_(1)
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True,
-                                self._factor(), self.eps)
+            self.iteration.add_(1)
+            if self.stat_grad_scale is None:  # plain BatchNorm: bit-identical to nn.BatchNorm2d
+                self.num_batches_tracked.add_(1)
+                return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True,
+                                    self._factor(), self.eps)
+            out, mu_t, var_t, _ = _WindowNorm.apply(x, None, None, self.weight, self.bias, self.eps,
+                                                    self.stat_grad_scale)
+            self._update_running(mu_t, var_t, x.shape[0] * x.shape[2] * x.shape[3])
+            return out
         n = x.shape[0] * x.shape[2] * x.shape[3]
         if n < 2:
             raise ValueError("CBN needs more than one value per channel in training mode (N·H·W ≥ 2)")
@@ -405,7 +450,8 @@ class CrossIterationBatchNorm2d(nn.Module):
             valid = comp[:, 1] >= comp[:, 0] * comp[:, 0]  # (f, C)
             sums = (comp * valid.unsqueeze(1)).sum(0)  # (2, C)
             cnt = valid.sum(0).to(sums.dtype) + 1.0
-        out, mu_t, var_t, nu_t = _WindowNorm.apply(x, sums, cnt, self.weight, self.bias, self.eps)
+        out, mu_t, var_t, nu_t = _WindowNorm.apply(x, sums, cnt, self.weight, self.bias, self.eps,
+                                                   self.stat_grad_scale)
         if not bool(torch.isfinite(nu_t).all()):
             raise ValueError("non-finite values (NaN/Inf) in the CBN input; refusing to store them in the window")
         dmu, dnu = grads_fn()
@@ -420,11 +466,9 @@ class CrossIterationBatchNorm2d(nn.Module):
                 mu, var, info = mu_t, var_t, dict(slots=[])
             info.update(mu_cur=mu_t, nu_cur=nu_t, mu=mu, var=var)
         self.last_info = info
+        self.iteration.add_(1)
+        self._update_running(mu_t, var_t, n)
         with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            a = self._factor()
-            self.running_mean.mul_(1.0 - a).add_(mu_t, alpha=a)
-            self.running_var.mul_(1.0 - a).add_(var_t, alpha=a * n / (n - 1))
             h = int(self.past_head)
             self.past_stats[h, 0] = mu_t
             self.past_stats[h, 1] = nu_t
@@ -450,26 +494,42 @@ class ConvCBN(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, window: int = 4, rho: float = 1.0, burnin: int = 0, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, *, bn: nn.BatchNorm2d | None = None,
-                 gradients: str = "closed", diagnostics: bool = False, max_records: int = 10_000):
+                 gradients: str = "closed", diagnostics: bool = False, max_records: int = 10_000,
+                 devices: int = 1, stat_grad_scale: float | None = None):
         super().__init__()
         self.geom = ConvGeometry.of(conv)
         if gradients not in ("closed", "autograd"):
             raise ValueError(f"gradients must be 'closed' or 'autograd', got {gradients!r}")
+        if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= 256:
+            raise ValueError(f"devices must be an integer in [1, 256], got {devices!r}")
+        if devices > 1 and (gradients != "closed" or diagnostics):
+            raise ValueError("devices > 1 needs gradients='closed' and no diagnostics")
         if bn is not None:
             if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels:
                 raise ValueError("bn must be an nn.BatchNorm2d with the conv's out_channels")
             eps, momentum, affine = bn.eps, bn.momentum, bn.affine
         self.conv = conv
-        self.bn = CrossIterationBatchNorm2d(conv.out_channels, window, rho, burnin, eps, momentum, affine,
-                                            weight_shape=tuple(conv.weight.shape))
+        self.devices = devices
+        C = conv.out_channels
+        # one device: the layer's own affine parameters; several: per-device statistics (G·C channels) and
+        # one shared affine transform, as the copies of a layer on G GPUs share their weights
+        self.bn = CrossIterationBatchNorm2d(C * devices, window, rho, burnin, eps, momentum, affine and devices == 1,
+                                            weight_shape=(C * devices, *conv.weight.shape[1:]),
+                                            stat_grad_scale=stat_grad_scale)
+        if devices > 1 and affine:
+            self.weight = nn.Parameter(torch.ones(C, device=conv.weight.device))
+            self.bias = nn.Parameter(torch.zeros(C, device=conv.weight.device))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
         if bn is not None:
             with torch.no_grad():
                 if affine:
-                    self.bn.weight.copy_(bn.weight)
-                    self.bn.bias.copy_(bn.bias)
+                    (self.bn.weight if devices == 1 else self.weight).copy_(bn.weight)
+                    (self.bn.bias if devices == 1 else self.bias).copy_(bn.bias)
                 if bn.running_mean is not None:
-                    self.bn.running_mean.copy_(bn.running_mean)
-                    self.bn.running_var.copy_(bn.running_var)
+                    self.bn.running_mean.copy_(bn.running_mean.repeat(devices))
+                    self.bn.running_var.copy_(bn.running_var.repeat(devices))
                     self.bn.num_batches_tracked.copy_(bn.num_batches_tracked)
             self.bn.to(conv.weight.device)
         self.gradients = gradients
@@ -491,6 +551,8 @@ class ConvCBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
+        if self.devices > 1:
+            return self._forward_devices(x, y)
         if not self.training:
             return self.bn(y)
         if self.gradients == "autograd":
@@ -501,6 +563,30 @@ class ConvCBN(nn.Module):
             self._record(x)
         return out
 
+    def _forward_devices(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``devices`` groups of ``N / devices`` images, each normalised with its own statistics and window."""
+        G, C = self.devices, self.conv.out_channels
+        if not self.training:  # the device copies' running statistics, averaged
+            rm = self.bn.running_mean.view(G, C).mean(0)
+            rv = self.bn.running_var.view(G, C).mean(0)
+            return F.batch_norm(y, rm, rv, self.weight, self.bias, False, 0.0, self.bn.eps)
+        N = y.shape[0]
+        if N % G:
+            raise ValueError(f"a batch of {N} images cannot be split over {G} emulated devices; use a multiple of {G}")
+        b = N // G
+        yg = y.reshape(G, b, *y.shape[1:]).transpose(0, 1).reshape(b, G * C, *y.shape[2:])
+        xs, ys = x.reshape(G, b, *x.shape[1:]), y.reshape(G, b, *y.shape[1:])
+
+        def grads():
+            parts = [stat_grads(xs[g], ys[g], self.geom) for g in range(G)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+        out = self.bn._train_forward(yg, self.conv.weight.repeat(G, 1, 1, 1), grads)
+        out = out.reshape(b, G, *y.shape[1:]).transpose(0, 1).reshape(y.shape)
+        if self.weight is not None:
+            out = out * self.weight[:, None, None] + self.bias[:, None, None]
+        return out
+
     @torch.no_grad()
     def _record(self, x: torch.Tensor) -> None:
         info = self.bn.last_info
@@ -509,7 +595,7 @@ class ConvCBN(nn.Module):
             info = dict(mu_cur=mu_t, nu_cur=nu_t, mu=mu_t, var=(nu_t - mu_t ** 2).clamp_min(0), slots=[])
         mu_t, nu_t = info["mu_cur"], info["nu_cur"]
         slots = [s for s in info["slots"] if s in self._past_inputs]
-        rec = {"step": int(self.bn.num_batches_tracked) - 1, "n_past": len(slots),
+        rec = {"step": int(self.bn.iteration) - 1, "n_past": len(slots),
                "mu_cur": mu_t.cpu(), "var_cur": (nu_t - mu_t ** 2).clamp_min(0).cpu(),
                "mu_cbn": info["mu"].cpu(), "var_cbn": info["var"].cpu()}
         if slots:
@@ -546,7 +632,8 @@ class ConvCBN(nn.Module):
 # converting a network
 # --------------------------------------------------------------------------------------------------
 def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: int = 0, *, strict: bool = True,
-                   gradients: str = "closed", diagnostics: bool = False) -> nn.Module:
+                   gradients: str = "closed", diagnostics: bool = False, devices: int = 1,
+                   stat_grad_scale: float | None = None) -> nn.Module:
     """Rewrite, in place, every ``Conv2d → BatchNorm2d`` pair of ``model`` into a :class:`ConvCBN`
     (the conv attribute becomes the pair, the BN attribute an ``nn.Identity``). The data flow is read
     with ``torch.fx``: a BN counts as "following a conv" only if its input is a ``Conv2d`` call whose
@@ -588,7 +675,8 @@ def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: 
     for conv_name, bn_name in pairs:
         conv, bn = mods[conv_name], mods[bn_name]
         try:
-            pair = ConvCBN(conv, window, rho, burnin, bn=bn, gradients=gradients, diagnostics=diagnostics)
+            pair = ConvCBN(conv, window, rho, burnin, bn=bn, gradients=gradients, diagnostics=diagnostics,
+                           devices=devices, stat_grad_scale=stat_grad_scale)
         except ValueError as e:
             if strict:
                 raise ValueError(f"convert_to_cbn: '{conv_name}': {e}") from e
@@ -663,9 +751,12 @@ class SmallResNet(nn.Module):
 
 def make_model(norm: str = "bn", *, window: int = 4, burnin: int = 0, rho: float | None = None,
                widths: tuple[int, ...] = (16, 32), in_chans: int = 1, num_classes: int = 10,
-               gradients: str = "closed", seed: int | None = None) -> nn.Module:
+               gradients: str = "closed", seed: int | None = None, devices: int = 1,
+               stat_grad_scale: float | None = None) -> nn.Module:
     """``SmallResNet`` with ``norm`` in ``NORMS``: ``bn``, ``gn`` (GroupNorm), ``cbn`` (ρ = 1) or
-    ``naive`` (window without compensation, ρ = 0); ``rho`` overrides ρ for ``cbn``."""
+    ``naive`` (window without compensation, ρ = 0); ``rho`` overrides ρ for ``cbn``. ``devices`` > 1 splits
+    every batch into that many groups with their own statistics (emulated GPUs; BN becomes ghost BN);
+    ``stat_grad_scale`` is the ablation switch of :class:`CBNConfig`."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     if seed is not None:
@@ -673,7 +764,10 @@ def make_model(norm: str = "bn", *, window: int = 4, burnin: int = 0, rho: float
     model = SmallResNet(in_chans, num_classes, widths, "gn" if norm == "gn" else "bn")
     if norm in ("cbn", "naive"):
         r = 0.0 if norm == "naive" else (1.0 if rho is None else rho)
-        convert_to_cbn(model, window, r, burnin, gradients=gradients)
+        convert_to_cbn(model, window, r, burnin, gradients=gradients, devices=devices,
+                       stat_grad_scale=stat_grad_scale)
+    elif norm == "bn" and (devices > 1 or stat_grad_scale is not None):
+        convert_to_cbn(model, 1, 0.0, 0, gradients=gradients, devices=devices, stat_grad_scale=stat_grad_scale)
     return model
 
 

@@ -22,32 +22,42 @@ coupled in one softmax.  The disentangled block (DNL) gives each its own softmax
     w_u(j)    = softmax_j( W_m x_j )                                 unary, its own 1x1 conv C -> 1
     DNL(x)_i  = x_i + W_out( gamma * sum_j w_p(i, j) v_j  +  sum_j w_u(j) v_j )                  (DNL)
 
-with gamma (the pairwise scale) starting at 0 and W_out zero-initialised, as in the official code and
-mmsegmentation's ``DNLHead``.  For comparison the module also has the global-context block (GC, Cao et
-al. 2019: one query-independent map, i.e. a unary term, followed by a bottleneck transform) and the two
-DNL halves alone (``DNL2d(pairwise=False)`` / ``DNL2d(unary=False)``).
+with gamma (the pairwise scale) starting at 0, as in the official block (``NonLocal2d_bn`` of
+yinmh17/DNL-Semantic-Segmentation): the unary term is not scaled by gamma, so at the first step the value and
+mask convolutions and gamma receive gradients, and queries / keys do once gamma has moved. The official
+shipped configuration has no ``W_out`` (``use_out=False``: the value conv maps C -> C without bias) and q / k
+of width C / 2 (``reduction=2``); ``use_out=True`` gives the value conv C -> C / reduction and a ``W_out``
+back to C (bias-free, as the official one). Convolutions start from N(0, 0.01) with zero biases (official
+``reset_parameters``). For comparison the module also has the plain non-local block (``NonLocal2d``: W_out
+zero-initialised so the block starts as the identity, mmsegmentation's NL head convention), the
+global-context block (GC, Cao et al. 2019: one query-independent map, i.e. a unary term, followed by a
+bottleneck transform) and the two DNL halves alone (``DNL2d(pairwise=False)`` / ``DNL2d(unary=False)``).
 
-Attention capture: ``with capture_attention(model, queries=None) as maps: model(x)`` records, for every
-block in ``model``, ``maps[name]["pairwise"]`` (B, Q, HW) (Q = HW when ``queries`` is None) and
-``maps[name]["unary"]`` (B, HW).  Outside capture the blocks run ``F.scaled_dot_product_attention`` and keep
-nothing.  The segmentation network ``SegNet`` (a stride-8 conv backbone + a head with one of these blocks)
-and the statistics of the study (mIoU, within-region attention share, unary mass near boundaries) live
-here too.
+Differences from the official block: no optional max-pool downsampling of keys/values, BN-whitening
+variants or ``out_bn``; whitening is the paper's (``whiten_type=['channel']``: subtract the mean over
+positions).
+
+Looking inside (:mod:`workbench.inspect`): every block emits ``maps`` — a dict with ``"pairwise"`` (B, Q, HW)
+rows (Q = HW, or the capture option ``queries``), ``"unary"`` (B, HW), NL's decomposition ``"whitened"``, the
+grid ``"hw"`` and the ``"queries"`` — computed only inside a capture; outside one the blocks run
+``F.scaled_dot_product_attention`` and keep nothing. :func:`attention_maps` wraps it. The segmentation network
+``SegNet`` (a stride-8 conv backbone + a head with one of these blocks) and the statistics of the study (mIoU,
+within-region attention share, unary mass near boundaries) live here too.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench import inspect
+
 __all__ = [
-    "BLOCK_KINDS", "NonLocal2d", "DNL2d", "GlobalContext2d", "make_block", "capture_attention",
-    "AttentionMaps", "decompose_logits", "SegNetConfig", "SegNet", "confusion_matrix", "miou",
+    "BLOCK_KINDS", "NonLocal2d", "DNL2d", "GlobalContext2d", "make_block", "attention_maps", "decompose_logits",
+    "SegNetConfig", "SegNet", "confusion_matrix", "miou",
     "label_fractions", "boundary_map", "within_region_share", "boundary_concentration", "query_index",
 ]
 
@@ -93,12 +103,11 @@ def _resolve_queries(queries, h: int, w: int, device) -> torch.Tensor | None:
 
 
 class _Capturable(nn.Module):
-    """Mixin: a block that can record its attention maps while a capture is active.
+    """Mixin: a block that emits its attention maps (``maps``) to an open :func:`workbench.inspect.capture`.
 
     ``attention = "sdpa"`` (default) runs ``F.scaled_dot_product_attention``; ``"explicit"`` materialises the
     (B, HW, HW) softmax (the benchmark compares the two)."""
 
-    _capture_sink: tuple[AttentionMaps, str, object] | None = None
     attention: str = "sdpa"
 
     def _explicit(self) -> bool:
@@ -107,14 +116,16 @@ class _Capturable(nn.Module):
         return self.attention == "explicit"
 
     def _capturing(self) -> bool:
-        return self._capture_sink is not None
+        return inspect.wants(self, "maps")
+
+    def _queries(self, h: int, w: int, device) -> torch.Tensor | None:
+        return _resolve_queries(inspect.option(self, "queries"), h, w, device)
 
     def _store(self, h: int, w: int, queries: torch.Tensor | None, **maps: torch.Tensor) -> None:
-        sink, name, _ = self._capture_sink
         entry = {k: v.detach() for k, v in maps.items()}
         entry["hw"] = (h, w)
         entry["queries"] = queries
-        sink[name] = entry
+        inspect.emit(self, "maps", entry)
 
 
 def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -133,7 +144,14 @@ def _attend(q, k, v, scale: float, queries, capture: bool, explicit: bool = Fals
     if capture and queries is None:
         attn = _softmax_rows(torch.bmm(q, k.transpose(1, 2)) * scale)
         return torch.bmm(attn, v), attn
-    out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale).squeeze(1)
+    dq, dv = q.shape[-1], v.shape[-1]
+    if dq != dv:  # the fused CPU kernel needs one width: zero columns change neither q.k nor the output
+        w = max(dq, dv)
+        qf, kf, vf = (F.pad(t, (0, w - t.shape[-1])) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(qf.unsqueeze(1), kf.unsqueeze(1), vf.unsqueeze(1), scale=scale)
+        out = out.squeeze(1)[..., :dv]
+    else:
+        out = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=scale).squeeze(1)
     if not capture:
         return out, None
     rows = _softmax_rows(torch.bmm(q[:, queries], k.transpose(1, 2)) * scale)
@@ -206,7 +224,7 @@ class NonLocal2d(_Capturable):
         b, _, h, w = x.shape
         q, k, v = _flat(self.conv_query(x)), _flat(self.conv_key(x)), _flat(self.conv_value(x))
         capture = self._capturing()
-        queries = _resolve_queries(self._capture_sink[2], h, w, x.device) if capture else None
+        queries = self._queries(h, w, x.device) if capture else None
         y, attn = _attend(q, k, v, self.scale, queries, capture, self._explicit())
         if capture:
             qq = q if queries is None else q[:, queries]
@@ -219,40 +237,40 @@ class NonLocal2d(_Capturable):
 
 
 class DNL2d(_Capturable):
-    """Disentangled non-local block: whitened pairwise softmax (temperature T) + unary softmax.
+    """Disentangled non-local block: whitened pairwise softmax (temperature T) scaled by gamma + unary softmax.
 
-    ``pairwise=False`` / ``unary=False`` give the two halves alone.  ``pairwise_scale_init`` is the
-    initial gamma; by default 0 (official code) when the unary branch exists, and 1 for the
-    pairwise-only block (gamma = 0 with a zero-initialised W_out and no unary branch would leave both
-    without gradient).  ``temperature`` may be changed after construction (``block.temperature = t``).
+    ``reduction``: q / k width C / reduction (official: 2). ``use_out=False`` (official shipped configuration):
+    the value conv maps C -> C and there is no W_out; ``use_out=True``: value C -> C / reduction and W_out back
+    to C. ``pairwise=False`` / ``unary=False`` give the two halves alone. ``pairwise_scale_init`` is the initial
+    gamma (official 0). ``temperature`` may be changed after construction (``block.temperature = t``).
     """
 
     def __init__(self, in_channels: int, reduction: int = 2, temperature: float = 0.05, use_scale: bool = True,
-                 pairwise: bool = True, unary: bool = True, pairwise_scale_init: float | None = None,
-                 zero_init: bool = True):
+                 pairwise: bool = True, unary: bool = True, pairwise_scale_init: float = 0.0, use_out: bool = False):
         super().__init__()
         if in_channels < 1 or reduction < 1:
             raise ValueError(f"in_channels and reduction must be >= 1, got {in_channels}, {reduction}")
         if not (pairwise or unary):
             raise ValueError("a DNL block needs the pairwise term, the unary term or both")
         self.in_channels = in_channels
-        self.inter_channels = max(in_channels // reduction, 1)
-        self.use_scale = use_scale
+        self.inter_channels = max(in_channels // reduction, 1)        # q / k width
+        self.value_channels = self.inter_channels if use_out else in_channels
+        self.use_scale, self.use_out = use_scale, use_out
         self.temperature = temperature
         self.with_pairwise, self.with_unary = pairwise, unary
-        d = self.inter_channels
-        self.conv_value = nn.Conv2d(in_channels, d, 1)
+        self.conv_value = nn.Conv2d(in_channels, self.value_channels, 1, bias=use_out)
         if pairwise:
-            self.conv_query = nn.Conv2d(in_channels, d, 1)
-            self.conv_key = nn.Conv2d(in_channels, d, 1)
-            init = (0.0 if unary else 1.0) if pairwise_scale_init is None else float(pairwise_scale_init)
-            self.gamma = nn.Parameter(torch.full((1,), init))
+            self.conv_query = nn.Conv2d(in_channels, self.inter_channels, 1)
+            self.conv_key = nn.Conv2d(in_channels, self.inter_channels, 1)
+            self.gamma = nn.Parameter(torch.full((1,), float(pairwise_scale_init)))
         if unary:
             self.conv_mask = nn.Conv2d(in_channels, 1, 1)
-        self.conv_out = nn.Conv2d(d, in_channels, 1)
-        if zero_init:
-            nn.init.zeros_(self.conv_out.weight)
-            nn.init.zeros_(self.conv_out.bias)
+        self.conv_out = nn.Conv2d(self.value_channels, in_channels, 1, bias=False) if use_out else None
+        for m in self.modules():   # official reset_parameters
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     @property
     def temperature(self) -> float:
@@ -268,7 +286,7 @@ class DNL2d(_Capturable):
         return (1.0 / math.sqrt(self.inter_channels) if self.use_scale else 1.0) / self.temperature
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, inter_channels={self.inter_channels}, "
+        return (f"in_channels={self.in_channels}, inter_channels={self.inter_channels}, use_out={self.use_out}, "
                 f"temperature={self.temperature}, pairwise={self.with_pairwise}, unary={self.with_unary}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,7 +294,7 @@ class DNL2d(_Capturable):
         b, _, h, w = x.shape
         v = _flat(self.conv_value(x))
         capture = self._capturing()
-        queries = _resolve_queries(self._capture_sink[2], h, w, x.device) if capture else None
+        queries = self._queries(h, w, x.device) if capture else None
         maps = {}
         y = torch.zeros_like(v[:, :1])
         if self.with_pairwise:
@@ -292,8 +310,8 @@ class DNL2d(_Capturable):
             maps["unary"] = u
         if capture:
             self._store(h, w, queries, **maps)
-        y = y.expand(b, h * w, self.inter_channels).transpose(1, 2).reshape(b, self.inter_channels, h, w)
-        return x + self.conv_out(y)
+        y = y.expand(b, h * w, self.value_channels).transpose(1, 2).reshape(b, self.value_channels, h, w)
+        return x + (self.conv_out(y) if self.conv_out is not None else y)
 
 
 class GlobalContext2d(_Capturable):
@@ -321,7 +339,7 @@ class GlobalContext2d(_Capturable):
         u = torch.softmax(self.conv_mask(x).flatten(1), dim=1)  # (B, N)
         context = torch.bmm(x.flatten(2), u.unsqueeze(2)).reshape(b, c, 1, 1)
         if self._capturing():
-            self._store(h, w, _resolve_queries(self._capture_sink[2], h, w, x.device), unary=u)
+            self._store(h, w, self._queries(h, w, x.device), unary=u)
         return x + self.transform(context)
 
 
@@ -343,43 +361,23 @@ def make_block(kind: str, channels: int, *, reduction: int = 2, temperature: flo
 
 
 # --------------------------------------------------------------------------------------------------
-# attention capture
+# looking at the attention
 # --------------------------------------------------------------------------------------------------
-class AttentionMaps(dict):
-    """``{module name: {"pairwise": (B, Q, HW), "unary": (B, HW), ..., "hw": (H, W), "queries": ...}}``.
+def attention_maps(model: nn.Module, x: torch.Tensor, queries=None) -> tuple[torch.Tensor, dict[str, dict]]:
+    """Run ``model`` on ``x`` and return ``(output, {block name: maps})`` for every NL / DNL / GC block.
 
-    The name is the module's qualified name in the captured model ("" when the model is the block).
-    A second forward pass inside the same capture overwrites the first one's maps.
-    """
-
-    def only(self) -> dict:
-        """The entry of the single captured block (ValueError when there are none or several)."""
-        if len(self) != 1:
-            raise ValueError(f"expected exactly one captured block, got {sorted(self)}")
-        return next(iter(self.values()))
-
-
-@contextlib.contextmanager
-def capture_attention(model: nn.Module, queries=None) -> Iterator[AttentionMaps]:
-    """Record the attention maps of every NL / DNL / GC block in ``model`` during forward passes.
-
-    ``queries``: None for full (B, HW, HW) pairwise maps, or the query positions to keep — flat indices
-    (ints) or (row, col) pairs on each block's feature map — giving (B, Q, HW) rows.  Outputs are
-    unchanged by capture (to float tolerance).  Raises ValueError when ``model`` has no such block.
-    """
-    blocks = [(name, m) for name, m in model.named_modules() if isinstance(m, _Capturable)]
+    ``maps`` holds ``"pairwise"`` (B, Q, HW) (Q = HW when ``queries`` is None), ``"unary"`` (B, HW), NL's
+    ``"whitened"``, ``"hw"`` and ``"queries"``. ``queries`` are flat indices or (row, col) pairs on each block's
+    feature map. Outputs are unchanged by the capture (to float tolerance). Thread-safe: nothing is stored
+    on the model (:mod:`workbench.inspect`)."""
+    blocks = [n for n, m in model.named_modules() if isinstance(m, _Capturable)]
     if not blocks:
         raise ValueError(f"{type(model).__name__} contains no NonLocal2d / DNL2d / GlobalContext2d block")
     if queries is not None:
         queries = torch.as_tensor(queries, dtype=torch.long)
-    maps = AttentionMaps()
-    for name, m in blocks:
-        m._capture_sink = (maps, name, queries)
-    try:
-        yield maps
-    finally:
-        for _, m in blocks:
-            m._capture_sink = None
+    with inspect.capture(model, "*maps", queries=queries) as cap:
+        out = model(x)
+    return out, {(k[:-len(".maps")] if k.endswith(".maps") else ""): v for k, v in cap.items("*maps")}
 
 
 def query_index(row: float, col: float, image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> int:
@@ -676,9 +674,9 @@ def explore(image, query: tuple[float, float] | None = None, temperature: float 
             model.block.temperature = temperature
         hw = (s // model.cfg.stride, s // model.cfg.stride)
         q = query_index(row, col, (s, s), hw)
-        with torch.no_grad(), capture_attention(model, queries=[q]) as cap:
-            logits = model(x)
-        e = cap.only()
+        with torch.no_grad():
+            logits, found = attention_maps(model, x, queries=[q])
+        e = found["block"]
         h, w = e["hw"]
         seg[head] = logits.argmax(1)[0].numpy()
         if head == "nl":

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.models import create_model
+
 __all__ = [
     "SPECIALS", "WordTokenizer", "ClassText", "parse_classes", "class_text", "class_texts",
     "Temperature", "cosine_logits", "contrastive_loss", "TextConfig", "TextEncoder", "SmallCNN",
@@ -431,9 +433,7 @@ class ICARModel(nn.Module):
         if cfg.image_encoder == "cnn":
             self.backbone = SmallCNN(cfg.cnn_width)
         elif cfg.image_encoder == "swin":
-            from workbench import swin_v2
-
-            self.backbone = swin_v2.create_model(cfg.swin_name, img_size=cfg.image_size, num_classes=0)
+            self.backbone = create_model(cfg.swin_name, img_size=cfg.image_size, num_classes=0)
         else:
             raise ValueError(f"image_encoder must be 'cnn' or 'swin', got {cfg.image_encoder!r}")
         nf = self.backbone.num_features

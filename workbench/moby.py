@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.models import create_model
+
 __all__ = [
     "MoBYConfig", "OFFICIAL", "LAPTOP", "MLP", "MoBY", "build_moby", "create_encoder",
     "momentum_at", "momentum_update_", "contrastive_loss", "moby_loss",
@@ -246,13 +248,8 @@ class MoBY(nn.Module):
 
 
 def create_encoder(backbone: str, drop_path_rate: float = 0.0, **overrides) -> nn.Module:
-    """A backbone from the Swin V2 / ViT modules without classifier head (forward -> pooled features)."""
-    if backbone.startswith("swinv2"):
-        from workbench.swin_v2 import create_model
-    elif backbone.startswith("vit"):
-        from workbench.vit import create_model
-    else:
-        raise ValueError(f"unknown backbone {backbone!r}: expected a swinv2_* or vit_* model name")
+    """A registered backbone (:func:`workbench.models.create_model`: Swin V2, Swin V1 or ViT names) without
+    classifier head: its forward returns pooled features."""
     return create_model(backbone, num_classes=0, drop_path_rate=drop_path_rate, **overrides)
 
 

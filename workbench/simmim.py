@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench.models import create_model
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -362,15 +364,8 @@ class SimMIM(nn.Module):
 def build_simmim(name: str = "swinv2_lite_window4_64", cfg: SimMIMConfig | None = None,
                  **overrides) -> SimMIM:
     """A SimMIM model around a backbone of ``workbench.swin_v2`` / ``workbench.vit`` by name."""
-    enc = create_encoder(name, mask_token=True, num_classes=0, **overrides)
+    enc = create_model(name, mask_token=True, num_classes=0, **overrides)
     return SimMIM(enc, cfg)
-
-
-def create_encoder(name: str, **overrides) -> nn.Module:
-    """A backbone by name (``workbench.swin_v2.create_model`` also builds the ``vit_*`` names)."""
-    from workbench import swin_v2
-
-    return swin_v2.create_model(name, **overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------

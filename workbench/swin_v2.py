@@ -15,7 +15,11 @@ paper's ablations):
   The post-norm LayerNorms start with weight = bias = 0 (every block is the identity at init).
 * Scaled cosine attention (``attn="cosine"``, V2)::
 
-      Sim(q_i, k_j) = cos(q_i, k_j) * exp(min(tau_h, log 100)) + B_ij,   tau_h initialised to log 10
+      Sim(q_i, k_j) = cos(q_i, k_j) / tau_h + B_ij,   tau_h > 0.01 learnable per head
+
+  parametrised as the official code does: ``logit_scale = log(1 / tau_h)``, initialised to log 10, used as
+  ``exp(min(logit_scale, log 100))`` (the clamp value is float32 ``log(100)``, as the official
+  ``torch.log(torch.tensor(1 / 0.01))``, held as a Python float so it works on any device);
 
   versus scaled dot product (``attn="dot"``, V1): ``q_i . k_j / sqrt(d) + B_ij``.
 * Log-spaced continuous position bias (``bias="cpb_log"``, V2)::
@@ -49,12 +53,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from workbench import inspect
 from workbench.layers import DropPath, Mlp
-from workbench.vit import VIT_CONFIGS
 
 __all__ = [
     "SwinConfig", "SwinTransformerV2", "WindowAttention", "SwinBlock", "PatchMerging", "PatchEmbed",
-    "MODEL_CONFIGS", "SWIN_CONFIGS", "create_model", "convert_state_dict", "relative_coords_table",
+    "CONFIGS", "build", "convert_state_dict", "relative_coords_table",
     "relative_position_index", "shift_attention_mask", "window_partition", "window_reverse",
     "cpb_bias", "interpolate_bias_table", "activation_amplitudes", "attention_logits",
     "transfer_state_dict", "V1_SWITCHES", "V2_SWITCHES", "bias_over_offsets", "table_over_offsets",
@@ -63,7 +67,9 @@ __all__ = [
 
 V2_SWITCHES = dict(attn="cosine", norm="post", bias="cpb_log", merge="v2")
 V1_SWITCHES = dict(attn="dot", norm="pre", bias="table", merge="v1")
-_LOGIT_MAX = math.log(1.0 / 0.01)  # clamp of the learnable logit scale (a Python float, see issue #237)
+# clamp of the learnable logit scale: the float32 value of log(100), as the official code's tensor, held as a
+# Python float (a tensor constant breaks across devices, official issue #237)
+_LOGIT_MAX = float(torch.log(torch.tensor(1.0 / 0.01)))
 
 
 @dataclass
@@ -146,41 +152,35 @@ class SwinConfig:
         return out
 
 
-def _swin(img, win, embed, depths, heads, dpr, pws=(0, 0, 0, 0), **kw):
-    return dict(img_size=img, window_size=win, embed_dim=embed, depths=depths, num_heads=heads,
-                drop_path_rate=dpr, pretrained_window_sizes=pws, **kw)
-
-
-_T, _S = ((2, 2, 6, 2), (3, 6, 12, 24)), ((2, 2, 18, 2), (3, 6, 12, 24))
-_B = ((2, 2, 18, 2), (4, 8, 16, 32))
-SWIN_CONFIGS: dict[str, dict] = {
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_BASE = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_LITE = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16), num_classes=10)
+CONFIGS: dict[str, SwinConfig] = {
     # official Swin V2 (ImageNet-1K, 256 px)
-    "swinv2_tiny_window8_256": _swin(256, 8, 96, *_T, 0.2),
-    "swinv2_tiny_window16_256": _swin(256, 16, 96, *_T, 0.2),
-    "swinv2_small_window8_256": _swin(256, 8, 96, *_S, 0.3),
-    "swinv2_small_window16_256": _swin(256, 16, 96, *_S, 0.3),
-    "swinv2_base_window8_256": _swin(256, 8, 128, *_B, 0.5),
-    "swinv2_base_window16_256": _swin(256, 16, 128, *_B, 0.5),
-    "swinv2_base_window12to16_192to256": _swin(256, 16, 128, *_B, 0.2, (12, 12, 12, 6)),
-    "swinv2_base_window12to24_192to384": _swin(384, 24, 128, *_B, 0.2, (12, 12, 12, 6)),
+    "swinv2_tiny_window8_256": SwinConfig(img_size=256, window_size=8, drop_path_rate=0.2, **_TINY),
+    "swinv2_tiny_window16_256": SwinConfig(img_size=256, window_size=16, drop_path_rate=0.2, **_TINY),
+    "swinv2_small_window8_256": SwinConfig(img_size=256, window_size=8, drop_path_rate=0.3, **_SMALL),
+    "swinv2_small_window16_256": SwinConfig(img_size=256, window_size=16, drop_path_rate=0.3, **_SMALL),
+    "swinv2_base_window8_256": SwinConfig(img_size=256, window_size=8, drop_path_rate=0.5, **_BASE),
+    "swinv2_base_window16_256": SwinConfig(img_size=256, window_size=16, drop_path_rate=0.5, **_BASE),
+    "swinv2_base_window12to16_192to256": SwinConfig(img_size=256, window_size=16, drop_path_rate=0.2,
+                                                    pretrained_window_sizes=(12, 12, 12, 6), **_BASE),
+    "swinv2_base_window12to24_192to384": SwinConfig(img_size=384, window_size=24, drop_path_rate=0.2,
+                                                    pretrained_window_sizes=(12, 12, 12, 6), **_BASE),
     # official Swin V1 (224 px, window 7)
-    "swin_tiny_patch4_window7_224": _swin(224, 7, 96, *_T, 0.2, **V1_SWITCHES),
-    "swin_small_patch4_window7_224": _swin(224, 7, 96, *_S, 0.3, **V1_SWITCHES),
-    "swin_base_patch4_window7_224": _swin(224, 7, 128, *_B, 0.5, **V1_SWITCHES),
+    "swin_tiny_patch4_window7_224": SwinConfig(img_size=224, window_size=7, drop_path_rate=0.2, **_TINY, **V1_SWITCHES),
+    "swin_small_patch4_window7_224": SwinConfig(img_size=224, window_size=7, drop_path_rate=0.3, **_SMALL,
+                                                **V1_SWITCHES),
+    "swin_base_patch4_window7_224": SwinConfig(img_size=224, window_size=7, drop_path_rate=0.5, **_BASE, **V1_SWITCHES),
     # laptop configs (~2.3M parameters with a 10-class head)
-    "swinv2_lite_window4_64": _swin(64, 4, 32, (2, 2, 2, 2), (2, 4, 8, 16), 0.1, num_classes=10),
-    "swinv2_lite_window8_128": _swin(128, 8, 32, (2, 2, 2, 2), (2, 4, 8, 16), 0.1, num_classes=10),
-    "swin_lite_window4_64": _swin(64, 4, 32, (2, 2, 2, 2), (2, 4, 8, 16), 0.1, num_classes=10, **V1_SWITCHES),
-    # the studies' and the demo checkpoint's model (~0.6M parameters; 1 CPU thread trains it in minutes)
-    "swinv2_micro_window4_64": _swin(64, 4, 16, (2, 2, 2, 2), (1, 2, 4, 8), 0.0, num_classes=10),
+    "swinv2_lite_window4_64": SwinConfig(img_size=64, window_size=4, drop_path_rate=0.1, **_LITE),
+    "swinv2_lite_window8_128": SwinConfig(img_size=128, window_size=8, drop_path_rate=0.1, **_LITE),
+    "swin_lite_window4_64": SwinConfig(img_size=64, window_size=4, drop_path_rate=0.1, **_LITE, **V1_SWITCHES),
+    # the studies' and the demo classifier's model (~0.6M parameters; 1 CPU thread trains it in minutes)
+    "swinv2_micro_window4_64": SwinConfig(img_size=64, window_size=4, embed_dim=16, depths=(2, 2, 2, 2),
+                                          num_heads=(1, 2, 4, 8), drop_path_rate=0.0, num_classes=10),
 }
-
-
-def _all_configs() -> dict[str, dict]:
-    return {**SWIN_CONFIGS, **VIT_CONFIGS}
-
-
-MODEL_CONFIGS: dict[str, dict] = _all_configs()   # every backbone name: Swin V2, Swin V1, ViT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,24 +264,27 @@ def interpolate_bias_table(table: torch.Tensor, window_size: int) -> torch.Tenso
 
 
 class WindowAttention(nn.Module):
-    """Window multi-head self-attention with V2 (cosine, CPB) or V1 (dot, table) flavours."""
+    """Window multi-head self-attention with V2 (cosine, CPB) or V1 (dot, table) flavours.
 
-    def __init__(self, dim, window_size, num_heads, *, qkv_bias=True, attn_drop=0.0, proj_drop=0.0,
-                 pretrained_window_size=0, attn="cosine", bias="cpb_log", cpb_hidden=512, use_sdpa=True):
+    ``cfg`` supplies the switches (attn, bias, qkv_bias, dropouts, cpb_hidden, use_sdpa); the arguments
+    the geometry of this block. Emits (:mod:`workbench.inspect`) ``logits`` — q·k before bias, mask and
+    softmax, (B·nW, nH, N, N) — through the explicit path when a capture wants them.
+    """
+
+    def __init__(self, cfg: SwinConfig, dim: int, num_heads: int, window_size: int, pretrained_window_size: int = 0):
         super().__init__()
+        attn, bias = cfg.attn, cfg.bias
         self.dim, self.window_size, self.num_heads = dim, int(window_size), num_heads
         self.pretrained_window_size = int(pretrained_window_size)
-        self.attn_type, self.bias_type, self.use_sdpa = attn, bias, use_sdpa
+        self.attn_type, self.bias_type, self.use_sdpa = attn, bias, cfg.use_sdpa
         self.head_dim = dim // num_heads
-        self.record = False          # set by attention_logits(): keep the last logits
-        self.last_logits = None
         if attn == "cosine":
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
         else:
             self.scale = self.head_dim ** -0.5
         if bias in ("cpb_log", "cpb_linear"):
-            self.cpb_mlp = nn.Sequential(nn.Linear(2, cpb_hidden, bias=True), nn.ReLU(inplace=True),
-                                         nn.Linear(cpb_hidden, num_heads, bias=False))
+            self.cpb_mlp = nn.Sequential(nn.Linear(2, cfg.cpb_hidden, bias=True), nn.ReLU(inplace=True),
+                                         nn.Linear(cfg.cpb_hidden, num_heads, bias=False))
             table = relative_coords_table(window_size, pretrained_window_size,
                                           "log" if bias == "cpb_log" else "linear")
             self.register_buffer("relative_coords_table", table, persistent=False)
@@ -292,16 +295,16 @@ class WindowAttention(nn.Module):
             self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
         if attn == "cosine":
             self.qkv = nn.Linear(dim, dim * 3, bias=False)
-            if qkv_bias:
+            if cfg.qkv_bias:
                 self.q_bias = nn.Parameter(torch.zeros(dim))
                 self.v_bias = nn.Parameter(torch.zeros(dim))
             else:
                 self.q_bias = self.v_bias = None
         else:
-            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = float(attn_drop)
+            self.qkv = nn.Linear(dim, dim * 3, bias=cfg.qkv_bias)
+        self.attn_drop = float(cfg.attn_drop_rate)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = nn.Dropout(cfg.drop_rate)
 
     def position_bias(self) -> torch.Tensor | None:
         """(nH, M^2, M^2) additive bias: 16*sigmoid(CPB) (V2), the gathered table (V1), or None."""
@@ -333,7 +336,7 @@ class WindowAttention(nn.Module):
             q = q * self.scale
         pos = self.position_bias()
         p_drop = self.attn_drop if self.training else 0.0
-        if self.use_sdpa and not self.record:
+        if self.use_sdpa and not inspect.wants(self, "logits"):
             add = None if pos is None else pos.to(q.dtype).unsqueeze(0)                # 1, nH, N, N
             if mask is not None:
                 nW = mask.shape[0]
@@ -348,8 +351,7 @@ class WindowAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=add, dropout_p=p_drop, scale=1.0)
         else:
             attn = q @ k.transpose(-2, -1)
-            if self.record:
-                self.last_logits = attn.detach()
+            inspect.emit(self, "logits", attn)
             if pos is not None:
                 attn = attn + pos.unsqueeze(0)
             if mask is not None:
@@ -363,23 +365,25 @@ class WindowAttention(nn.Module):
 
 
 class SwinBlock(nn.Module):
-    """One (shifted) window block; window and shift shrink when the feature map is no larger than the window."""
+    """One (shifted) window block; window and shift shrink when the feature map is no larger than the window.
 
-    def __init__(self, dim, input_resolution, num_heads, window_size=8, shift_size=0, mlp_ratio=4.0,
-                 qkv_bias=True, drop=0.0, attn_drop=0.0, drop_path=0.0, pretrained_window_size=0,
-                 attn="cosine", bias="cpb_log", norm="post", cpb_hidden=512, use_sdpa=True):
+    Block ``index`` of stage ``stage`` of ``cfg`` (odd blocks are shifted by half a window). Emits ``out``,
+    the residual stream after the block (B, L, C).
+    """
+
+    def __init__(self, cfg: SwinConfig, stage: int, index: int, input_resolution: int, drop_path: float = 0.0):
         super().__init__()
-        self.dim, self.input_resolution, self.num_heads = dim, int(input_resolution), num_heads
-        self.window_size, self.shift_size, self.norm_type = int(window_size), int(shift_size), norm
+        dim = cfg.embed_dim * 2 ** stage
+        self.dim, self.input_resolution, self.num_heads = dim, int(input_resolution), cfg.num_heads[stage]
+        self.window_size, self.norm_type = int(cfg.window_size), cfg.norm
+        self.shift_size = 0 if index % 2 == 0 else cfg.window_size // 2
         if self.input_resolution <= self.window_size:
             self.shift_size, self.window_size = 0, self.input_resolution
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, self.window_size, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
-                                    proj_drop=drop, pretrained_window_size=pretrained_window_size, attn=attn,
-                                    bias=bias, cpb_hidden=cpb_hidden, use_sdpa=use_sdpa)
+        self.attn = WindowAttention(cfg, dim, self.num_heads, self.window_size, cfg.pretrained_window_sizes[stage])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
         R = self.input_resolution
         self.register_buffer("attn_mask", shift_attention_mask(R, R, self.window_size, self.shift_size),
                              persistent=False)
@@ -414,9 +418,12 @@ class SwinBlock(nn.Module):
         x = x.reshape(B, H * W, C)
         if self.norm_type == "post":
             x = shortcut + self.drop_path(self.norm1(x))
-            return x + self.drop_path(self.norm2(self.mlp(x)))
-        x = shortcut + self.drop_path(x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.norm2(self.mlp(x)))
+        else:
+            x = shortcut + self.drop_path(x)
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        inspect.emit(self, "out", x)
+        return x
 
 
 class PatchMerging(nn.Module):
@@ -460,30 +467,27 @@ class PatchEmbed(nn.Module):
 
 
 class BasicLayer(nn.Module):
+    """Stage ``i``: its blocks, then (stages 0 .. n-2) the patch merging that halves the map."""
+
     def __init__(self, cfg: SwinConfig, i: int, resolution: int, dpr: list[float]):
         super().__init__()
-        dim = cfg.embed_dim * 2 ** i
         self.grad_checkpointing = cfg.grad_checkpointing
-        self.blocks = nn.ModuleList([
-            SwinBlock(dim, resolution, cfg.num_heads[i], cfg.window_size,
-                      0 if j % 2 == 0 else cfg.window_size // 2, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate,
-                      cfg.attn_drop_rate, dpr[j], cfg.pretrained_window_sizes[i], cfg.attn, cfg.bias, cfg.norm,
-                      cfg.cpb_hidden, cfg.use_sdpa)
-            for j in range(cfg.depths[i])])
-        self.downsample = PatchMerging(dim, cfg.merge) if i < len(cfg.depths) - 1 else None
+        self.blocks = nn.ModuleList([SwinBlock(cfg, i, j, resolution, dpr[j]) for j in range(cfg.depths[i])])
+        self.downsample = PatchMerging(cfg.embed_dim * 2 ** i, cfg.merge) if i < len(cfg.depths) - 1 else None
 
-    def forward(self, x, hw):
+    def forward_blocks(self, x, hw):
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(blk, x, hw, use_reentrant=False)
             else:
                 x = blk(x, hw)
-        before = x
+        return x
+
+    def forward(self, x, hw):
+        x = self.forward_blocks(x, hw)
         if self.downsample is not None:
-            x, hw2 = self.downsample(x, hw)
-        else:
-            hw2 = hw
-        return x, hw2, before
+            return self.downsample(x, hw)
+        return x, hw
 
 
 class SwinTransformerV2(nn.Module):
@@ -607,19 +611,19 @@ class SwinTransformerV2(nn.Module):
         x, hw = self._embed(x, mask)
         outs = []
         for i, layer in enumerate(self.layers):
-            x, hw2, before = layer(x, hw)
-            if i == len(self.layers) - 1:
-                before = self.norm(before)
-            B, L, C = before.shape
-            outs.append(before.transpose(1, 2).reshape(B, C, hw[0], hw[1]))
-            hw = hw2
+            x = layer.forward_blocks(x, hw)
+            out = self.norm(x) if i == len(self.layers) - 1 else x
+            B, L, C = out.shape
+            outs.append(out.transpose(1, 2).reshape(B, C, hw[0], hw[1]))
+            if layer.downsample is not None:
+                x, hw = layer.downsample(x, hw)
         return outs
 
     def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) -> (B, num_features, H/encoder_stride, W/encoder_stride), after the final norm."""
         x, hw = self._embed(x, mask)
         for layer in self.layers:
-            x, hw, _ = layer(x, hw)
+            x, hw = layer(x, hw)
         x = self.norm(x)
         B, L, C = x.shape
         return x.transpose(1, 2).reshape(B, C, hw[0], hw[1])
@@ -639,32 +643,20 @@ class SwinTransformerV2(nn.Module):
 # factory and state-dict conversion
 
 
-def _lookup(name: str) -> dict:
-    configs = _all_configs()
-    if name not in configs:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(configs)}")
-    return dict(configs[name])
-
-
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build a backbone by name (``MODEL_CONFIGS``); overrides are config fields (img_size, num_classes,
-    window_size, pretrained_window_sizes, drop_path_rate, mask_token, in_chans, attn, norm, bias, merge,
-    use_sdpa, grad_checkpointing, ...). ``version="v1"|"v2"`` sets the four architecture switches."""
-    if name.startswith("vit"):
-        from workbench import vit
-        return vit.create_model(name, **overrides)
-    kw = _lookup(name)
+def build(cfg: SwinConfig, **overrides) -> SwinTransformerV2:
+    """A model from a config (``overrides`` replace config fields; ``version="v1"|"v2"`` sets the four
+    architecture switches). Named configs live in :data:`CONFIGS`; ``workbench.models.create_model`` looks
+    names up across every backbone."""
     version = overrides.pop("version", None)
     if version is not None:
         if version not in ("v1", "v2"):
             raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
-        kw.update(V1_SWITCHES if version == "v1" else V2_SWITCHES)
+        overrides = {**(V1_SWITCHES if version == "v1" else V2_SWITCHES), **overrides}
     valid = {f.name for f in fields(SwinConfig)}
     bad = set(overrides) - valid
     if bad:
-        raise ValueError(f"unknown override(s) {sorted(bad)} for {name}; valid: {sorted(valid)}")
-    kw.update(overrides)
-    return SwinTransformerV2(SwinConfig(**kw))
+        raise ValueError(f"unknown override(s) {sorted(bad)}; valid: {sorted(valid)}")
+    return SwinTransformerV2(replace(cfg, **overrides))
 
 
 _BUFFER_KEYS = ("relative_position_index", "relative_coords_table", "attn_mask")
@@ -772,38 +764,28 @@ def cpb_bias(model_or_attn: nn.Module, layer: int = 0, block: int = 0) -> torch.
 
 @torch.no_grad()
 def activation_amplitudes(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """Mean absolute activation of the residual stream after every block (RMS over tokens/channels)."""
-    amps, hooks = [], []
-    blocks = [b for layer in model.layers for b in layer.blocks] if hasattr(model, "layers") else list(model.blocks)
-    for b in blocks:
-        hooks.append(b.register_forward_hook(lambda m, i, o: amps.append(float(o.float().abs().mean()))))
+    """Mean absolute activation of the residual stream after every block (eval mode)."""
+    was = model.training
+    model.eval()
     try:
-        was = model.training
-        model.eval()
-        model.forward_features(x)
-        model.train(was)
+        with inspect.capture(model, "*.out") as cap:
+            model.forward_features(x)
     finally:
-        for h in hooks:
-            h.remove()
-    return amps
+        model.train(was)
+    return [float(v.float().abs().mean()) for v in cap.select("*.out")]
 
 
 @torch.no_grad()
 def attention_logits(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Attention logits (before bias, mask and softmax) of every block, via the explicit path."""
-    attns = [m for m in model.modules() if isinstance(m, WindowAttention)]
-    for a in attns:
-        a.record = True
+    was = model.training
+    model.eval()
     try:
-        was = model.training
-        model.eval()
-        model.forward_features(x)
-        model.train(was)
-        return [a.last_logits for a in attns]
+        with inspect.capture(model, "*.attn.logits") as cap:
+            model.forward_features(x)
     finally:
-        for a in attns:
-            a.record = False
-            a.last_logits = None
+        model.train(was)
+    return cap.select("*.attn.logits")
 
 
 def bias_over_offsets(attn: WindowAttention, window_size: int | None = None,

@@ -28,9 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from workbench import inspect
 from workbench.layers import DropPath, Mlp
 
-__all__ = ["ViTConfig", "VisionTransformer", "VIT_CONFIGS", "create_model", "beit_relative_position_index",
+__all__ = ["ViTConfig", "VisionTransformer", "CONFIGS", "build", "beit_relative_position_index",
            "convert_state_dict"]
 
 
@@ -75,17 +76,17 @@ class ViTConfig:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
 
 
-VIT_CONFIGS: dict[str, dict] = {
+CONFIGS: dict[str, ViTConfig] = {
     # SimMIM ViT-B (pre-training: shared relative bias, layer scale 0.1; fine-tune: mean pooling)
-    "vit_base_patch16_224": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
-                                 drop_path_rate=0.1, init_values=0.1, use_abs_pos_emb=False,
-                                 use_shared_rel_pos_bias=True, use_mean_pooling=False),
-    "vit_small_patch16_224": dict(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
-                                  drop_path_rate=0.1, init_values=0.1),
+    "vit_base_patch16_224": ViTConfig(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                                      drop_path_rate=0.1, init_values=0.1, use_abs_pos_emb=False,
+                                      use_shared_rel_pos_bias=True, use_mean_pooling=False),
+    "vit_small_patch16_224": ViTConfig(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
+                                       drop_path_rate=0.1, init_values=0.1),
     # laptop config (~1.2M parameters): 64 px, patch 8 -> 8x8 tokens
-    "vit_lite_patch8_64": dict(img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4,
-                               drop_path_rate=0.1, init_values=0.1, use_abs_pos_emb=True,
-                               use_mean_pooling=True, num_classes=10),
+    "vit_lite_patch8_64": ViTConfig(img_size=64, patch_size=8, embed_dim=128, depth=6, num_heads=4,
+                                    drop_path_rate=0.1, init_values=0.1, use_abs_pos_emb=True,
+                                    use_mean_pooling=True, num_classes=10),
 }
 
 
@@ -162,17 +163,20 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop=0.0, attn_drop=0.0, drop_path=0.0,
-                 init_values=None, grid=None, eps=1e-6, use_sdpa=True):
+    """One pre-norm block of ``cfg`` (``grid``: tokens per side when the block has its own relative bias).
+    Emits ``out``, the residual stream after the block."""
+
+    def __init__(self, cfg: ViTConfig, drop_path: float = 0.0, grid: int | None = None):
         super().__init__()
+        dim, eps = cfg.embed_dim, cfg.layer_norm_eps
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop, grid, use_sdpa)
+        self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate, grid, cfg.use_sdpa)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        if init_values:
-            self.gamma_1 = nn.Parameter(init_values * torch.ones(dim))
-            self.gamma_2 = nn.Parameter(init_values * torch.ones(dim))
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+        if cfg.init_values:
+            self.gamma_1 = nn.Parameter(cfg.init_values * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(cfg.init_values * torch.ones(dim))
         else:
             self.gamma_1 = self.gamma_2 = None
 
@@ -180,9 +184,12 @@ class Block(nn.Module):
         a = self.attn(self.norm1(x), rel_pos_bias)
         if self.gamma_1 is None:
             x = x + self.drop_path(a)
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.gamma_1 * a)
-        return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        else:
+            x = x + self.drop_path(self.gamma_1 * a)
+            x = x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+        inspect.emit(self, "out", x)
+        return x
 
 
 class PatchEmbed(nn.Module):
@@ -216,10 +223,8 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         self.rel_pos_bias = RelativePositionBias(self.grid, cfg.num_heads) if cfg.use_shared_rel_pos_bias else None
         dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
-        self.blocks = nn.ModuleList([
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate,
-                  dpr[i], cfg.init_values, self.grid if cfg.use_rel_pos_bias else None, cfg.layer_norm_eps,
-                  cfg.use_sdpa) for i in range(cfg.depth)])
+        self.blocks = nn.ModuleList([Block(cfg, dpr[i], self.grid if cfg.use_rel_pos_bias else None)
+                                     for i in range(cfg.depth)])
         self.norm = nn.Identity() if cfg.use_mean_pooling else nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps) if cfg.use_mean_pooling else None
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
@@ -322,20 +327,14 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_tokens(x))
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build a ViT by name (``VIT_CONFIGS``); Swin names are forwarded to workbench.swin_v2."""
-    if name not in VIT_CONFIGS:
-        from workbench import swin_v2
-        if name in swin_v2.SWIN_CONFIGS:
-            return swin_v2.create_model(name, **overrides)
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(swin_v2.MODEL_CONFIGS)}")
-    kw = dict(VIT_CONFIGS[name])
+def build(cfg: ViTConfig, **overrides) -> VisionTransformer:
+    """A model from a config (``overrides`` replace config fields); named configs live in :data:`CONFIGS`
+    and ``workbench.models.create_model`` looks names up across every backbone."""
     valid = {f.name for f in fields(ViTConfig)}
     bad = set(overrides) - valid
     if bad:
-        raise ValueError(f"unknown override(s) {sorted(bad)} for {name}; valid: {sorted(valid)}")
-    kw.update(overrides)
-    return VisionTransformer(ViTConfig(**kw))
+        raise ValueError(f"unknown override(s) {sorted(bad)}; valid: {sorted(valid)}")
+    return VisionTransformer(replace(cfg, **overrides))
 
 
 def convert_state_dict(state_dict: dict, model: nn.Module | None = None) -> dict:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from workbench import simmim as sm
 from workbench.data import natural, shapes
+from workbench.models import create_model
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, denormalize, images_to_tensor, normalize
 from workbench.studies import protocol
 from workbench.train import TrainConfig, evaluate_accuracy, fit, param_groups_weight_decay
@@ -235,7 +236,7 @@ def finetune(cfg: FinetuneConfig, seed: int, init: dict | None, progress: bool =
     """Fine-tune from SimMIM weights ``init`` (official layout) or from scratch; returns test accuracy."""
     x, y, xt, yt = label_data(cfg)
     torch.manual_seed(seed)
-    clf = sm.create_encoder(cfg.model, num_classes=10, img_size=64)
+    clf = create_model(cfg.model, num_classes=10, img_size=64)
     if init is not None:
         sm.load_encoder_for_finetune(clf, init)
     groups = sm.layer_decay_param_groups(clf, cfg.weight_decay, cfg.layer_decay if init is not None else 1.0)

@@ -118,7 +118,7 @@ def make_mlp() -> nn.Module:
 
 
 def make_swin() -> nn.Module:
-    from workbench.swin_v2 import create_model
+    from workbench.models import create_model
     return create_model("swinv2_lite_window4_64", **SWIN_KW)
 
 

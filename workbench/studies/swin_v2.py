@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from workbench import swin_v2
 from workbench.data import shapes
+from workbench.models import create_model
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
 from workbench.studies import protocol
 from workbench.train import TrainConfig, evaluate_accuracy, fit
@@ -123,7 +124,7 @@ def accuracy(model, x, y) -> float:
 def build(cfg: ClassifierConfig, **switches) -> swin_v2.SwinTransformerV2:
     sw = dict(cfg.switches or {})
     sw.update(switches)
-    return swin_v2.create_model(cfg.model, img_size=cfg.img_size, drop_path_rate=cfg.drop_path_rate, **sw)
+    return create_model(cfg.model, img_size=cfg.img_size, drop_path_rate=cfg.drop_path_rate, **sw)
 
 
 def train_classifier(cfg: ClassifierConfig, seed: int, progress: bool = True, **switches):
@@ -219,7 +220,7 @@ def transfer_arm(tc: TransferConfig, switches: dict, progress: bool):
 def deep_model(ac: ActivationConfig, **switches):
     """One stage of ``depth`` blocks over 16x16 tokens (64 px, patch 4, window 4): an isotropic Swin whose
     residual stream can be compared block by block."""
-    return swin_v2.create_model(STUDY_MODEL, depths=(ac.depth,), num_heads=(ac.num_heads,), embed_dim=ac.embed_dim,
+    return create_model(STUDY_MODEL, depths=(ac.depth,), num_heads=(ac.num_heads,), embed_dim=ac.embed_dim,
                                 pretrained_window_sizes=(0,), drop_path_rate=0.0, **switches)
 
 
