@@ -35,8 +35,8 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def hub_url():
     """One app hub for the whole session, on a free loopback port."""
-    from apps.common import free_port, launch_kwargs
-    from apps.hub import build_hub
+    from workbench.apps.common import free_port, launch_kwargs
+    from workbench.apps.hub import build_hub
 
     demo = build_hub()
     port = free_port()

@@ -77,7 +77,7 @@ def test_cli_lab_serves_the_notebooks_on_loopback():
     import urllib.error
     import urllib.request
 
-    from apps.common import free_port
+    from workbench.apps.common import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workbench.cli", "lab", "--port", str(port)],

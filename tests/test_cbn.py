@@ -521,7 +521,7 @@ def test_study_tables_from_records():
 
 
 def test_app_functions(monkeypatch):
-    from apps import cbn as app
+    from workbench.apps import cbn as app
     from workbench.studies import cbn as st
 
     diag = st.load_diagnostic()

@@ -507,7 +507,7 @@ def test_explore_temperature_only_changes_dnl_pairwise():
 def test_app_functions(tmp_path):
     from PIL import Image
 
-    from apps import dnl as app
+    from workbench.apps import dnl as app
 
     img, att, seg, text, notices = app.compute("shapes scene", 0, None, 0.05, (44, 46))
     assert img.shape == (app.CLICK_DISPLAY, app.CLICK_DISPLAY, 3) and notices == []

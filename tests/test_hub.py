@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from apps.common import guard
-from apps.hub import build_hub, load_tab_module
-from apps.registry import TABS
+from workbench.apps.common import guard
+from workbench.apps.hub import build_hub, load_tab_module
+from workbench.apps.registry import TABS
 
 
 def test_registry_is_consistent():
@@ -93,8 +93,8 @@ def test_standalone_app_module_runs_as_script_path():
     # each tab module can also run alone: `python apps/<module>.py`; its launch helper builds one Blocks
     import gradio as gr
 
-    from apps.common import single_app
+    from workbench.apps.common import single_app
 
     demo = single_app(lambda: gr.Markdown("hello"), "Test")
     assert demo.title.startswith("Test")
-    assert importlib.import_module("apps.common").MAX_FILE_SIZE == "10mb"
+    assert importlib.import_module("workbench.apps.common").MAX_FILE_SIZE == "10mb"

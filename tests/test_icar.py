@@ -387,7 +387,7 @@ def test_rows_from_lines():
 def test_app_predict_and_bad_inputs(demo):
     import gradio  # noqa: F401  (a dependency: fail loudly if missing)
     import pandas as pd
-    from apps import icar as app
+    from workbench.apps import icar as app
 
     rows = app.default_rows()
     fig_p, fig_c, text = app.predict(app.example_names()[0], None, pd.DataFrame(rows, columns=app.HEADERS))

@@ -461,7 +461,7 @@ def test_demo_checkpoint_is_small_and_loads_strictly(demo):
 
 
 def test_app_neighbours_match_brute_force(demo):
-    import apps.moby as app
+    import workbench.apps.moby as app
     fig_map, fig_nn, text = app.show_neighbours("shapes", "pca", 5, 6)
     e = demo["emb"].double()
     sims = e @ e[5]
@@ -475,7 +475,7 @@ def test_app_neighbours_match_brute_force(demo):
 
 
 def test_app_upload_of_a_gallery_image_finds_itself(demo):
-    import apps.moby as app
+    import workbench.apps.moby as app
     img = demo["images"][11]
     fig, text = app.upload_neighbours("shapes", np.array(img), 3)
     first = text.removeprefix("nearest: ").split(", ")[0]
@@ -483,7 +483,7 @@ def test_app_upload_of_a_gallery_image_finds_itself(demo):
 
 
 def test_app_reroll_advances_the_seed_and_matches_two_views():
-    import apps.moby as app
+    import workbench.apps.moby as app
     from workbench.data import natural
     from workbench.viz.core import to_uint8_image
     name = natural.photo_names()[0]
@@ -504,8 +504,8 @@ def test_app_reroll_advances_the_seed_and_matches_two_views():
 def test_app_bad_inputs_become_messages(demo):
     import gradio as gr
 
-    import apps.moby as app
-    from apps.common import guard
+    import workbench.apps.moby as app
+    from workbench.apps.common import guard
     for args in (("shapes", "pca", 10_000), ("shapes", "pca", -1), ("shapes", "pca", None), ("mnist", "pca", 0)):
         with pytest.raises(gr.Error):
             guard(app.draw_map)(*args)
@@ -528,7 +528,7 @@ def test_missing_demo_checkpoint_names_the_command(monkeypatch):
 
 
 def test_widgets_render_the_same_figures_as_the_app(demo):
-    import apps.moby as app
+    import workbench.apps.moby as app
     from workbench.widgets import moby as wm
     fig_w, text_w = wm.render_embeddings("shapes", "pca", 2, 8)
     fig_a, text_a = app.draw_map("shapes", "pca", 2)
@@ -562,7 +562,7 @@ def _ddp_worker(rank, world, port, batch, results):
 def _run_ddp(batch, world=2):
     import multiprocessing as mp
 
-    from apps.common import free_port
+    from workbench.apps.common import free_port
     ctx = mp.get_context("fork")
     results = ctx.Queue()
     port = free_port()

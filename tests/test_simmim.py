@@ -589,7 +589,7 @@ def test_figures_show_the_reconstruction(random_demo_models):
 def test_app_compute_and_guard(random_demo_models, tmp_path):
     import gradio as gr
 
-    from apps import simmim as app
+    from workbench.apps import simmim as app
 
     fig, err, text, notices = app.compute("photo: coffee", None, "random", 0.6, 16, 0, "Swin V2 lite (SimMIM)")
     fig2, _, text2, _ = app.compute("photo: coffee", None, "random", 0.3, 16, 0, "Swin V2 lite (SimMIM)")
@@ -598,7 +598,7 @@ def test_app_compute_and_guard(random_demo_models, tmp_path):
     up = _png(tmp_path / "u.png", np.random.default_rng(1).integers(0, 256, size=(50, 90, 4), dtype=np.uint8))
     f3, _, _, _ = app.compute(app.UPLOAD, up, "blockwise", 0.4, 16, 2, "Swin V2 lite (SimMIM)")
     assert len(f3.data) == 1
-    from apps.common import guard
+    from workbench.apps.common import guard
 
     handler = guard(app.reconstruct)
     for args in [("photo: coffee", None, "random", 1.0, 16, 0, "Swin V2 lite (SimMIM)"),

@@ -80,7 +80,7 @@ def test_records_speed_figure_selects_rows():
 
 
 def test_app_handlers(monkeypatch):
-    import apps.sparse as sparse_app
+    import workbench.apps.sparse as sparse_app
     W = torch.randn(64, 128, generator=torch.Generator().manual_seed(2))
     monkeypatch.setattr(measure, "example_weight", lambda name=None: ("w", W))
     pat, hist, rowhist, txt = sparse_app.pattern_view(0.75, 32)

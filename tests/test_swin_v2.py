@@ -614,7 +614,7 @@ def test_demo_checkpoint_loads_and_classifies_shapes():
 
 def test_app_handlers_use_the_demo_model():
     import gradio  # noqa: F401  (a dependency: fail loudly if missing)
-    from apps import swin_v2 as app
+    from workbench.apps import swin_v2 as app
     from workbench.studies import swin_v2 as study
 
     f1, f2, f3, text = app.bias_views(1, 1, 1, 12, 4, 2, 5)

@@ -5,10 +5,16 @@
 - an optional ``setup`` before each repetition (e.g. :func:`flush_cache`, so no method profits from data
   left in the caches by the previous one) and ``sync`` after each call (e.g. ``torch.cuda.synchronize``);
 - medians (and p95) are reported, with the machine it ran on (:func:`machine_info`);
-- results go to ``benchmarks/results/<name>.json`` and ``.md``. Benchmarks never decide a test's outcome.
+- results go to ``runs/benchmarks/<name>.json`` and ``.md`` in the current folder (``--out`` elsewhere);
+  ``--commit`` writes the committed ``benchmarks/results/`` of the source checkout. Benchmarks never decide a
+  test's outcome.
+
+A benchmark is a module ``workbench/benchmarks/<name>.py`` with ``main(argv)``, a docstring whose first line
+says what it measures, and ``DURATION`` (the expected wall time of a default run on 2 cores).
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -133,10 +139,37 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
             "min": s[0], "n": len(s)}
 
 
+def committed_results_dir() -> Path:
+    """``benchmarks/results`` of the source checkout (the committed tables)."""
+    return repo_root() / "benchmarks" / "results"
+
+
 def results_dir() -> Path:
-    path = repo_root() / "benchmarks" / "results"
+    """Where a benchmark writes by default: ``runs/benchmarks`` in the current folder (never committed)."""
+    path = Path(os.environ.get("WORKBENCH_RUNS", "runs")) / "benchmarks"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--out`` and ``--commit``, shared by every benchmark."""
+    p.add_argument("--out", default=None,
+                   help="Folder for <name>.json and <name>.md (default: runs/benchmarks in the current folder).")
+    p.add_argument("--commit", action="store_true",
+                   help="Overwrite the committed tables in the checkout's benchmarks/results/ instead.")
+    return p
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "commit", False) and getattr(args, "out", None):
+        raise SystemExit("give either --out or --commit, not both")
+    if getattr(args, "commit", False):
+        root = repo_root()
+        if not (root / "pyproject.toml").exists():
+            raise SystemExit("--commit writes the committed results of a source checkout; run it inside the "
+                             "vision-workbench repository (or set WORKBENCH_ROOT)")
+        return committed_results_dir()
+    return Path(args.out) if getattr(args, "out", None) else results_dir()
 
 
 def write_results(name: str, rows: Sequence[dict], *, title: str, columns: Sequence[str] | None = None,
@@ -157,7 +190,7 @@ def write_results(name: str, rows: Sequence[dict], *, title: str, columns: Seque
 
 
 def load_results(name: str, out_dir: str | os.PathLike | None = None) -> dict:
-    path = (Path(out_dir) if out_dir else repo_root() / "benchmarks" / "results") / f"{name}.json"
+    path = (Path(out_dir) if out_dir else committed_results_dir()) / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"no benchmark results at {path}; run `workbench bench {name}`")
     return json.loads(path.read_text())

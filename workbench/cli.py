@@ -1,4 +1,6 @@
-"""The ``workbench`` command line: ``app``, ``lab``, ``info``, ``train <job>``, ``bench <name>``."""
+"""The ``workbench`` command line: ``app``, ``lab``, ``info``, ``checkpoints``, ``train <job>``, ``bench <name>``,
+``report``. Everything runs from the installed package; only ``--commit`` options (and ``lab``, which opens
+the repository's notebooks) need the source checkout."""
 from __future__ import annotations
 
 import argparse
@@ -21,20 +23,36 @@ def _offline_env() -> None:
 
 def cmd_app(args) -> int:
     _offline_env()
-    root = str(repo_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from apps import hub
+    from workbench.apps import hub
 
     hub.main(host=args.host, port=args.port, tab=args.tab)
     return 0
 
 
+def lab_settings_dir() -> Path:
+    """A JupyterLab user-settings folder that turns off the news prompt and update checks (no outside
+    requests, no "get notified about Jupyter news?" popup)."""
+    import json
+
+    from .data.cache import cache_dir
+
+    d = cache_dir("jupyterlab-settings")
+    f = d / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    return d
+
+
 def cmd_lab(args) -> int:
     nb = repo_root() / "notebooks"
+    if not nb.is_dir():
+        print("workbench lab opens the notebooks of the source checkout (notebooks/ was not found); run it inside "
+              "the vision-workbench repository", file=sys.stderr)
+        return 2
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ip={args.host}", f"--port={args.port}",
            f"--notebook-dir={nb}", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           f"--LabApp.user_settings_dir={lab_settings_dir()}"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     env = dict(os.environ, PLOTLY_RENDERER=os.environ.get("PLOTLY_RENDERER", "plotly_mimetype+notebook_connected"))
@@ -123,55 +141,87 @@ def cmd_train(args) -> int:
     return rc if isinstance(rc, int) else 0
 
 
-def bench_names() -> dict[str, Path]:
-    folder = repo_root() / "benchmarks"
-    return {p.stem: p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")} if folder.is_dir() else {}
+def bench_modules() -> dict[str, str]:
+    """``{name: module}`` of every benchmark in ``workbench.benchmarks``."""
+    import pkgutil
+
+    from . import benchmarks
+
+    return {i.name: f"{benchmarks.__name__}.{i.name}" for i in sorted(pkgutil.iter_modules(benchmarks.__path__),
+                                                                    key=lambda i: i.name) if not i.name.startswith("_")}
+
+
+def _first_sentence(doc: str | None) -> str:
+    text = " ".join((doc or "").split("\n\n")[0].split())
+    text = text.split(": ", 1)[1] if text.startswith(("``workbench bench", "`workbench bench", "Benchmark ``")) and ": " in text else text
+    end = text.find(". ")
+    return (text if end < 0 else text[:end + 1]).strip()
 
 
 def cmd_bench(args) -> int:
-    names = bench_names()
+    import importlib
+
+    names = bench_modules()
     if args.list or not args.name:
-        print("benchmarks (results go to benchmarks/results/):")
-        for n in names:
-            print(f"  {n}")
+        print("benchmarks (workbench bench <name> --help for options; results go to runs/benchmarks/, "
+              "--commit writes the committed benchmarks/results/):")
+        for n, modname in names.items():
+            mod = importlib.import_module(modname)
+            print(f"  {n:<8} {_first_sentence(mod.__doc__)} ({getattr(mod, 'DURATION', 'duration unknown')})")
         return 0 if not args.name else 2
     if args.name not in names:
         print(f"unknown benchmark {args.name!r}; known: {', '.join(names) or 'none'}", file=sys.stderr)
         return 2
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{args.name}", names[args.name])
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = importlib.import_module(names[args.name])
     rc = mod.main(list(args.rest))
     return rc if isinstance(rc, int) else 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(args.out, studies=args.studies)
+    print(f"wrote {path} (open it in a browser; it needs no network)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
     p = argparse.ArgumentParser(prog="workbench", description="Vision Workbench: run, see and trust seven vision papers.")
     sub = p.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("app", help="launch the Gradio app hub")
-    a.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    a.add_argument("--port", type=int, default=7860)
-    a.add_argument("--tab", default=None, help="open only this paper's app (module name, e.g. simmim)")
+    a = sub.add_parser("app", help="Serve the Gradio app hub (open the printed address in a browser; Ctrl-C stops it).",
+                       formatter_class=fmt)
+    a.add_argument("--host", default="127.0.0.1", help="Interface to bind; the default serves this machine only.")
+    a.add_argument("--port", type=int, default=7860, help="Port to serve on.")
+    a.add_argument("--tab", default=None, help="Serve only this paper's app (swin_v2, simmim, moby, cbn, dnl, icar, sparse).")
     a.set_defaults(fn=cmd_app)
-    lab = sub.add_parser("lab", help="open JupyterLab on notebooks/")
-    lab.add_argument("--host", default="127.0.0.1")
-    lab.add_argument("--port", type=int, default=8888)
+    lab = sub.add_parser("lab", help="Serve JupyterLab on the repository's notebooks/ folder.", formatter_class=fmt)
+    lab.add_argument("--host", default="127.0.0.1", help="Interface to bind.")
+    lab.add_argument("--port", type=int, default=8888, help="Port to serve on.")
     lab.set_defaults(fn=cmd_lab)
-    i = sub.add_parser("info", help="versions, threads, CuPy and GPU availability")
+    i = sub.add_parser("info", help="Print versions, threads, CuPy and GPU availability.")
     i.set_defaults(fn=cmd_info)
-    c = sub.add_parser("checkpoints", help="list the committed demo checkpoints and the commands that make them")
-    c.add_argument("--write-readme", action="store_true", help="rewrite workbench/assets/checkpoints/README.md")
+    c = sub.add_parser("checkpoints", help="List the committed demo checkpoints and the commands that make them.",
+                       formatter_class=fmt)
+    c.add_argument("--write-readme", action="store_true", help="Rewrite workbench/assets/checkpoints/README.md.")
     c.set_defaults(fn=cmd_checkpoints)
-    t = sub.add_parser("train", help="train a demo model or run a paper study", add_help=True)
-    t.add_argument("--list", action="store_true", help="list the jobs")
-    t.add_argument("job", nargs="?")
-    t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the job")
+    t = sub.add_parser("train", help="Train a demo model or run a paper study (workbench train --list).",
+                       formatter_class=fmt)
+    t.add_argument("--list", action="store_true", help="List the jobs.")
+    t.add_argument("job", nargs="?", help="The job to run.")
+    t.add_argument("rest", nargs=argparse.REMAINDER, help="Options of the job (workbench train <job> --help).")
     t.set_defaults(fn=cmd_train)
-    b = sub.add_parser("bench", help="run a benchmark (writes benchmarks/results/<name>.json and .md)")
-    b.add_argument("--list", action="store_true")
-    b.add_argument("name", nargs="?")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bench", help="Run a benchmark (workbench bench --list).", formatter_class=fmt)
+    b.add_argument("--list", action="store_true", help="List the benchmarks with their expected durations.")
+    b.add_argument("name", nargs="?", help="The benchmark to run.")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="Options of the benchmark (workbench bench <name> --help).")
     b.set_defaults(fn=cmd_bench)
+    r = sub.add_parser("report", help="Write one offline HTML page with every paper's claims and our verdicts.",
+                       formatter_class=fmt)
+    r.add_argument("--out", default="runs/report.html", help="Path of the HTML page.")
+    r.add_argument("--studies", default=None,
+                   help="Folder holding <paper>/claims.json (default: the committed studies shipped with the package).")
+    r.set_defaults(fn=cmd_report)
     return p
 
 

@@ -324,10 +324,13 @@ class TwoViewImages(torch.utils.data.Dataset):
         return self.views(self.images[i].float())
 
 
-def pretrain(model: MoBY, images: torch.Tensor, train_cfg, *, eval_fn: Callable | None = None,
+def pretrain(model: MoBY, images, train_cfg, *, eval_fn: Callable | None = None,
              size: int | None = None) -> dict:
     """MoBY pre-training through :func:`workbench.train.fit`: the symmetric loss per batch of two views,
-    the cosine momentum update after every optimizer step, keys enqueued (all-gathered under DDP)."""
+    the cosine momentum update after every optimizer step, keys enqueued (all-gathered under DDP).
+
+    ``images``: float images (N, 3, H, W) in [0, 1] (two views by :class:`TwoViewImages`), or any Dataset
+    that yields ``(view1, view2)`` pairs."""
     from workbench.train import fit, setup_distributed, unwrap, world_size
     _, _, device = setup_distributed()  # under torchrun: join the process group before counting processes
     if world_size() > 1 and device.type == "cuda":
@@ -343,7 +346,8 @@ def pretrain(model: MoBY, images: torch.Tensor, train_cfg, *, eval_fn: Callable 
         loss = m(batch[0], batch[1])
         return loss, {"momentum": unwrap(m).last_momentum}
 
-    return fit(model, TwoViewImages(images, size), loss_fn, train_cfg, eval_fn=eval_fn,
+    data = TwoViewImages(images, size) if isinstance(images, torch.Tensor) else images
+    return fit(model, data, loss_fn, train_cfg, eval_fn=eval_fn,
                on_step=lambda m, step, total: m.momentum_update(step, total))
 
 

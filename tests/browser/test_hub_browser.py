@@ -2,7 +2,7 @@ import os
 import shutil
 from pathlib import Path
 
-from apps.registry import TABS
+from workbench.apps.registry import TABS
 
 
 def test_hub_renders_every_tab_without_outside_requests(page, hub_url, tmp_path):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+DURATION = "about 1 minute"  # a default run on 2 cores
+
 
 def _class_texts(tok, n: int, seed: int = 0) -> list[str]:
     import numpy as np
@@ -84,12 +86,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from workbench import bench, icar
 
-    p = argparse.ArgumentParser(prog="workbench bench icar", description=__doc__.splitlines()[0])
-    p.add_argument("--classes", type=int, nargs="+", default=[10, 1000, 10000])
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p = argparse.ArgumentParser(prog="workbench bench icar", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--classes", type=int, nargs="+", default=[10, 1000, 10000], help="Class counts to time.")
+    p.add_argument("--repeats", type=int, default=9, help="Timed repetitions per method.")
+    p.add_argument("--batch", type=int, default=256, help="Images per classification batch.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    bench.add_output_arguments(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     model, tok, _ = icar.load_demo()
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
              f"`classify` = batch {a.batch} through the image encoder + cosine logits against cached weights. "
              "The machine is shared (see the load average): compare rows of one run, not runs.")
     bench.write_results("icar", rows, title="iCAR: class weights from text, with caching, and classification",
-                        notes=notes, out_dir=a.out)
+                        notes=notes, out_dir=bench.output_dir(a))
 
 
 if __name__ == "__main__":

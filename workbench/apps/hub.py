@@ -7,15 +7,10 @@ to import shows the error in its tab instead of taking the hub down.
 from __future__ import annotations
 
 import importlib
-import sys
 import traceback
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python apps/hub.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from apps.common import configure, guard, launch_kwargs  # noqa: E402
-from apps.registry import TABS  # noqa: E402
+from workbench.apps.common import configure, guard, launch_kwargs
+from workbench.apps.registry import TABS
 
 INTRO = """# Vision Workbench
 Run, see and trust seven vision papers: **Swin Transformer V2**, **SimMIM**, **MoBY**,
@@ -27,9 +22,9 @@ with the equations and our measured numbers."""
 def load_tab_module(module: str):
     """Import ``apps.<module>``: returns ``(module, None)``, ``(None, "coming")`` or ``(None, error text)``."""
     try:
-        return importlib.import_module(f"apps.{module}"), None
+        return importlib.import_module(f"workbench.apps.{module}"), None
     except ModuleNotFoundError as e:
-        if e.name == f"apps.{module}":
+        if e.name == f"workbench.apps.{module}":
             return None, "coming"
         return None, traceback.format_exc(limit=3)
     except Exception:

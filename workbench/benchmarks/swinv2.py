@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+DURATION = "about 8 minutes"  # a default run on 2 cores
+
 
 def _models(img, device, dtype):
     import torch
@@ -42,16 +44,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from workbench import bench
 
-    p = argparse.ArgumentParser(prog="workbench bench swinv2", description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--batches", default=None, help="comma-separated batch sizes (default 1,4 on CPU, 1,32 on GPU)")
-    p.add_argument("--img-size", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per (batch, mode)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--name", default="swinv2")
+    p = argparse.ArgumentParser(prog="workbench bench swinv2", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when present).")
+    p.add_argument("--batches", default=None, help="Comma-separated batch sizes (default: 1,4 on CPU, 1,32 on GPU).")
+    p.add_argument("--img-size", type=int, default=256, help="Image side in pixels.")
+    p.add_argument("--repeats", type=int, default=None, help="Timed repetitions (default: as many as the budget allows).")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="Compute dtype.")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="Time budget of one (batch, mode), in seconds.")
+    bench.add_output_arguments(p)
+    p.add_argument("--name", default="swinv2", help="File name of the results (without extension).")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(bench.resolve_devices(args.device)[0])
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
              )
     bench.write_results(args.name, rows, title=f"Swin V2 tiny throughput ({device.type})", notes=notes,
                         columns=["batch", "mode", "implementation", "images/s", "median ms", "p95 ms", "n",
-                                 "speed vs HF", "peak MiB"], out_dir=args.out)
+                                 "speed vs HF", "peak MiB"], out_dir=bench.output_dir(args))
     return 0
 
 

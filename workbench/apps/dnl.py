@@ -1,15 +1,11 @@
 """App tab "DNL attention maps": click a point of an image to see where the non-local blocks look from it.
 
 Thin: ``workbench.dnl`` computes (demo models, capture of the attention rows, statistics),
-``workbench.viz.dnl`` draws.  Run alone with ``python apps/dnl.py``.
+``workbench.viz.dnl`` draws.  Run alone with ``workbench app --tab dnl``.
 """
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python apps/dnl.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apps.common import guard, launch  # noqa: E402
+from workbench.apps.common import guard, launch
 
 UPLOAD = "upload"
 CLICK_DISPLAY = 256  # pixels of the clickable image (the 64 px model input, enlarged)

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+DURATION = "about 4 minutes"  # a default run on 2 cores
+
 VARIANTS = {  # name -> (block kind, attention path)
     "NL explicit": ("nl", "explicit"),
     "NL sdpa": ("nl", "sdpa"),
@@ -77,13 +79,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from workbench import bench, dnl
 
-    p = argparse.ArgumentParser(prog="workbench bench dnl", description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", type=int, default=[16, 32, 48, 64], help="feature-map sides")
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-seconds", type=float, default=60.0, help="per map size")
-    p.add_argument("--no-memory", action="store_true")
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p = argparse.ArgumentParser(prog="workbench bench dnl", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--sizes", nargs="+", type=int, default=[16, 32, 48, 64], help="Feature-map sides to time.")
+    p.add_argument("--repeats", type=int, default=30, help="Timed repetitions per method.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="Time budget of one map size, in seconds.")
+    p.add_argument("--no-memory", action="store_true", help="Skip the peak-memory measurement.")
+    bench.add_output_arguments(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
              "growth of the peak resident set (VmHWM reset via /proc/self/clear_refs) over one forward pass in a "
              "fresh process with glibc's mmap threshold at 64 KiB (CPU); peak allocated memory on a GPU.")
     bench.write_results("dnl", rows, title="NL / DNL / GC blocks: forward time and peak memory vs map size",
-                        columns=cols, notes=notes, out_dir=a.out)
+                        columns=cols, notes=notes, out_dir=bench.output_dir(a))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 number and figure comes from workbench.sparse.measure and workbench.viz.sparse."""
 from __future__ import annotations
 
-from apps.common import guard, launch
+from workbench.apps.common import guard, launch
 
 SIZES = [256, 512, 1024, 2048, 4096, 8192]
 BANKS = [16, 32, 64]

@@ -3,7 +3,7 @@ see the predicted probabilities with and without descriptions and the captions n
 Layout and wiring only: every number and figure comes from ``workbench.icar`` and ``workbench.viz.icar``."""
 from __future__ import annotations
 
-from apps.common import guard, launch, read_image
+from workbench.apps.common import guard, launch, read_image
 
 # example images: (shape, colour, size, background, seed); the held-out classes come first
 EXAMPLES = [

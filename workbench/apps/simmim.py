@@ -1,17 +1,11 @@
 """App tab "SimMIM reconstructions": mask an image, let the pre-trained SimMIM model fill it in.
 
 Thin: ``workbench.simmim`` computes (masks, AvgDist, reconstruction, loss), ``workbench.viz.simmim`` draws.
-Run alone with ``python apps/simmim.py``.
+Run alone with ``workbench app --tab simmim``.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # `python apps/simmim.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from apps.common import guard, launch  # noqa: E402
+from workbench.apps.common import guard, launch
 
 UPLOAD = "upload"
 DEFAULTS = dict(source="photo: astronaut", strategy="random", mask_ratio=0.6, mask_patch_size=16, seed=0,

@@ -14,6 +14,8 @@ import argparse
 METHODS = ("bn", "cbn", "cbn-autograd", "gn")
 NETS = {"study": dict(widths=(16, 32), size=8, in_chans=1), "wide": dict(widths=(32, 64), size=32, in_chans=3)}
 
+DURATION = "about 3 minutes"  # a default run on 2 cores
+
 
 def _step_fn(method: str, net: str, batch: int, device: str):
     import torch
@@ -46,14 +48,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from workbench import bench
 
-    p = argparse.ArgumentParser(prog="workbench bench cbn", description=__doc__.splitlines()[0])
-    p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
-    p.add_argument("--batches", nargs="+", type=int, default=[4, 32])
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
-    p.add_argument("--max-seconds", type=float, default=40.0, help="per configuration")
-    p.add_argument("--out-dir", default=None)
+    p = argparse.ArgumentParser(prog="workbench bench cbn", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS), help="Networks to time.")
+    p.add_argument("--batches", nargs="+", type=int, default=[4, 32], help="Batch sizes to time.")
+    p.add_argument("--repeats", type=int, default=30, help="Timed repetitions per method.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all", help="Devices to time (cuda only when present).")
+    p.add_argument("--max-seconds", type=float, default=40.0, help="Time budget of one configuration, in seconds.")
+    bench.add_output_arguments(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = []
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
              "within one configuration. Command: `workbench bench cbn " + " ".join(argv or []) + "`.")
     bench.write_results("cbn", rows, title="Cross-Iteration BN: training-step time vs BN and GN",
                         columns=["device", "net", "batch", "method", "median_ms", "p95_ms", "ratio_to_bn", "n"],
-                        notes=notes, out_dir=a.out_dir)
+                        notes=notes, out_dir=bench.output_dir(a))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
+DURATION = "about 5 minutes"  # a default run on 2 cores
+
 
 def _pretrain_step_fns(device, batch: int, sizes: tuple[int, ...]):
     import torch
@@ -67,16 +69,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from workbench import bench
 
-    p = argparse.ArgumentParser(prog="workbench bench simmim", description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--batch", type=int, default=None, help="pre-training batch (default 16 CPU, 64 GPU)")
-    p.add_argument("--sizes", default="64,192")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--latency-repeats", type=int, default=40)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--max-seconds", type=float, default=120.0)
-    p.add_argument("--out", default=None)
-    p.add_argument("--name", default="simmim")
+    p = argparse.ArgumentParser(prog="workbench bench simmim", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when present).")
+    p.add_argument("--batch", type=int, default=None, help="Pre-training batch (default: 16 on CPU, 64 on GPU).")
+    p.add_argument("--sizes", default="64,192", help="Comma-separated image sizes.")
+    p.add_argument("--repeats", type=int, default=5, help="Timed repetitions of a pre-training step.")
+    p.add_argument("--latency-repeats", type=int, default=40, help="Timed app requests.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    p.add_argument("--max-seconds", type=float, default=120.0, help="Time budget of one configuration, in seconds.")
+    bench.add_output_arguments(p)
+    p.add_argument("--name", default="simmim", help="File name of the results (without extension).")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(bench.resolve_devices(args.device)[0])
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not gpu:  # the app runs on CPU
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-        from apps import simmim as app
+        from workbench.apps import simmim as app
 
         ratios = np.round(np.linspace(0.1, 0.9, 17), 2)
         for model in ("Swin V2 lite (SimMIM)", "ViT lite (SimMIM)"):
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.write_results(args.name, rows, title="SimMIM: pre-training throughput and app latency",
                         columns=["measure", "what", "batch", "params (M)", "median (s)", "p95 (s)", "images/s",
                                  "CPU s/call", "images/CPU-s", "n"],
-                        notes=notes, out_dir=args.out)
+                        notes=notes, out_dir=bench.output_dir(args))
     return 0
 
 

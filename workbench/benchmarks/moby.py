@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+DURATION = "about 3 minutes"  # a default run on 2 cores
+
 
 def _parts(backbone: str, img_size: int, batch: int, device: str, queue: int):
     import torch
@@ -79,16 +81,18 @@ def main(argv: list[str] | None = None) -> None:
 
     from workbench import bench
 
-    p = argparse.ArgumentParser(prog="workbench bench moby", description=__doc__.splitlines()[0])
-    p.add_argument("--backbones", nargs="+", default=["swinv2_lite_window4_64", "vit_lite_patch8_64"])
-    p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--queue", type=int, default=1024)
-    p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="per backbone and device")
-    p.add_argument("--out-dir", default=None)
+    p = argparse.ArgumentParser(prog="workbench bench moby", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbones", nargs="+", default=["swinv2_lite_window4_64", "vit_lite_patch8_64"],
+                   help="Backbones to time.")
+    p.add_argument("--img-size", type=int, default=32, help="Image side in pixels.")
+    p.add_argument("--batch", type=int, default=64, help="Images per batch.")
+    p.add_argument("--queue", type=int, default=1024, help="Keys per MoBY queue.")
+    p.add_argument("--repeats", type=int, default=7, help="Timed repetitions per part.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all", help="Devices to time (cuda only when present).")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="Time budget of one backbone and device, in seconds.")
+    bench.add_output_arguments(p)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows = []
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
              "Command: `workbench bench moby` (" + " ".join(argv or []) + ").")
     bench.write_results("moby", rows, title="MoBY pre-training step breakdown",
                         columns=["device", "backbone", "part", "median_ms", "p95_ms", "share_of_step", "n"],
-                        notes=notes, out_dir=a.out_dir)
+                        notes=notes, out_dir=bench.output_dir(a))
 
 
 if __name__ == "__main__":

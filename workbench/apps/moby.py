@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from apps.common import guard, launch, read_image
+from workbench.apps.common import guard, launch, read_image
 
 MAX_K = 14
 

@@ -5,18 +5,13 @@ Replay the committed diagnostic run (``studies/cbn/diagnostic.json``) or train a
 digits with the chosen batch size, window, ρ and burn-in; streamed updates show, for one channel of one
 layer, the current-batch, naive-window, compensated-window and true statistics, the compensation errors
 and the loss. Thin: ``workbench.cbn`` trains and measures, ``workbench.viz.cbn`` draws.
-Run alone with ``python apps/cbn.py``.
+Run alone with ``workbench app --tab cbn``.
 """
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python apps/cbn.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from apps.common import guard, launch  # noqa: E402
+from workbench.apps.common import guard, launch
 
 LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "blocks.1.shortcut.0")
 LIMITS = dict(batch_size=(2, 64), window=(2, 16), rho=(0.0, 2.0), burnin=(0, 300), steps=(10, 400), channel=(0, 31))
