@@ -64,12 +64,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from workbench import inspect
 
 __all__ = [
     "CBNConfig",
@@ -83,12 +85,8 @@ __all__ = [
     "stat_grads_unfold",
     "stat_grads_autograd",
     "compensate",
-    "record_summary",
     "SmallResNet",
     "make_model",
-    "DiagnosticConfig",
-    "diagnostic_run",
-    "diagnostic_series",
     "NORMS",
 ]
 
@@ -351,8 +349,6 @@ class CrossIterationBatchNorm2d(nn.Module):
         self.register_buffer("past_weight", torch.zeros(m, num_features, k))
         self.register_buffer("past_filled", torch.tensor(0, dtype=torch.long))
         self.register_buffer("past_head", torch.tensor(0, dtype=torch.long))
-        self.last_info: dict | None = None  # filled when ``keep_info`` is True (diagnostics)
-        self.keep_info = False
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, window={self.window}, rho={self.rho}, burnin={self.burnin}, eps={self.eps}, "
@@ -422,9 +418,13 @@ class CrossIterationBatchNorm2d(nn.Module):
         return self.momentum
 
     def _train_forward(self, x: torch.Tensor, weight: torch.Tensor,
-                       grads_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+                       grads_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]], info: dict | None = None) -> torch.Tensor:
+        """One training step. ``info``, when given, is filled with what this step pooled (the raw and compensated
+        past entries, which were kept, the current and pooled statistics, the slot written); the layer also emits
+        it as ``window`` to an open :func:`workbench.inspect.capture`."""
+        if info is None and inspect.wants(self, "window"):
+            info = {}
         if not self.window_active():
-            self.last_info = None
             self.iteration.add_(1)
             if self.stat_grad_scale is None:  # plain BatchNorm: bit-identical to nn.BatchNorm2d
                 self.num_batches_tracked.add_(1)
@@ -455,17 +455,16 @@ class CrossIterationBatchNorm2d(nn.Module):
         if not bool(torch.isfinite(nu_t).all()):
             raise ValueError("non-finite values (NaN/Inf) in the CBN input; refusing to store them in the window")
         dmu, dnu = grads_fn()
-        info = None
-        if self.keep_info:
+        if info is not None:
             if f > 0:
                 mu = (mu_t + sums[0]) / cnt
                 var = ((nu_t + sums[1]) / cnt - mu * mu).clamp_min(0.0)
-                info = dict(mu_raw=raw[:, 0].clone(), nu_raw=raw[:, 1].clone(), mu_comp=comp[:, 0].clone(),
+                info.update(mu_raw=raw[:, 0].clone(), nu_raw=raw[:, 1].clone(), mu_comp=comp[:, 0].clone(),
                             nu_comp=comp[:, 1].clone(), valid=valid, slots=list(range(f)))
             else:
-                mu, var, info = mu_t, var_t, dict(slots=[])
-            info.update(mu_cur=mu_t, nu_cur=nu_t, mu=mu, var=var)
-        self.last_info = info
+                mu, var = mu_t, var_t
+                info.update(slots=[])
+            info.update(mu_cur=mu_t.detach(), nu_cur=nu_t.detach(), mu=mu.detach(), var=var.detach())
         self.iteration.add_(1)
         self._update_running(mu_t, var_t, n)
         with torch.no_grad():
@@ -479,6 +478,8 @@ class CrossIterationBatchNorm2d(nn.Module):
                 info["stored_slot"] = h
             self.past_head.fill_((h + 1) % (self.window - 1))
             self.past_filled.fill_(min(f + 1, self.window - 1))
+        if info is not None:
+            inspect.emit(self, "window", info)
         return out
 
 
@@ -486,24 +487,26 @@ class ConvCBN(nn.Module):
     """A conv followed by CBN. ``forward(x)`` takes the conv's input; the statistics gradients are
     evaluated in closed form (``gradients="closed"``) or by autograd like the official layer
     (``gradients="autograd"``). ``bn`` (an ``nn.BatchNorm2d``) optionally supplies affine parameters and
-    running statistics. ``diagnostics=True`` records, per training step, the current, naive-window,
-    compensated-window and *true* statistics (the stored past inputs re-run through this conv's current
-    weights) in ``self.records`` — it keeps ``window − 1`` past inputs and costs ``window − 1`` extra
-    convs per step.
+    running statistics.
+
+    Looking inside: in a training step watched by :func:`workbench.inspect.capture` (key ``stats``, e.g.
+    ``capture(model, "blocks.1.conv1.stats", keep="all")``) the layer emits the current, naive-window,
+    compensated-window and *true* statistics of the step — the true ones re-run the stored past inputs through
+    this conv's current weights, so the capture keeps ``window − 1`` past inputs and costs ``window − 1`` extra
+    convs per step. Nothing of it is stored on the layer.
     """
 
     def __init__(self, conv: nn.Conv2d, window: int = 4, rho: float = 1.0, burnin: int = 0, eps: float = 1e-5,
                  momentum: float | None = 0.1, affine: bool = True, *, bn: nn.BatchNorm2d | None = None,
-                 gradients: str = "closed", diagnostics: bool = False, max_records: int = 10_000,
-                 devices: int = 1, stat_grad_scale: float | None = None):
+                 gradients: str = "closed", devices: int = 1, stat_grad_scale: float | None = None):
         super().__init__()
         self.geom = ConvGeometry.of(conv)
         if gradients not in ("closed", "autograd"):
             raise ValueError(f"gradients must be 'closed' or 'autograd', got {gradients!r}")
         if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= 256:
             raise ValueError(f"devices must be an integer in [1, 256], got {devices!r}")
-        if devices > 1 and (gradients != "closed" or diagnostics):
-            raise ValueError("devices > 1 needs gradients='closed' and no diagnostics")
+        if devices > 1 and gradients != "closed":
+            raise ValueError("devices > 1 needs gradients='closed'")
         if bn is not None:
             if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels:
                 raise ValueError("bn must be an nn.BatchNorm2d with the conv's out_channels")
@@ -533,21 +536,6 @@ class ConvCBN(nn.Module):
                     self.bn.num_batches_tracked.copy_(bn.num_batches_tracked)
             self.bn.to(conv.weight.device)
         self.gradients = gradients
-        self.max_records = max_records
-        self.records: list[dict] = []
-        self._past_inputs: dict[int, torch.Tensor] = {}
-        self.diagnostics = diagnostics
-
-    @property
-    def diagnostics(self) -> bool:
-        return self._diagnostics
-
-    @diagnostics.setter
-    def diagnostics(self, on: bool) -> None:
-        self._diagnostics = bool(on)
-        self.bn.keep_info = bool(on)
-        if not on:
-            self._past_inputs.clear()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -555,12 +543,15 @@ class ConvCBN(nn.Module):
             return self._forward_devices(x, y)
         if not self.training:
             return self.bn(y)
+        info = {} if inspect.wants(self, "stats") else None
         if self.gradients == "autograd":
-            out = self.bn(y, self.conv.weight)
+            out = self.bn._train_forward(y, self.conv.weight, lambda: stat_grads_autograd(*batch_stats(y), self.conv.weight),
+                                         info)
         else:
-            out = self.bn._train_forward(y, self.conv.weight, lambda: stat_grads(x, y, self.geom))
-        if self._diagnostics:
-            self._record(x)
+            out = self.bn._train_forward(y, self.conv.weight, lambda: stat_grads(x, y, self.geom), info)
+        if info is not None:
+            for state in inspect.states(self):
+                inspect.emit(self, "stats", self._record(x, info, state.setdefault("past_inputs", {})))
         return out
 
     def _forward_devices(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -588,13 +579,13 @@ class ConvCBN(nn.Module):
         return out
 
     @torch.no_grad()
-    def _record(self, x: torch.Tensor) -> None:
-        info = self.bn.last_info
-        if info is None:  # plain BN step (window 1 or burn-in): only the current statistics exist
+    def _record(self, x: torch.Tensor, info: dict, past_inputs: dict) -> dict:
+        """The statistics of this step: current, pooled by CBN, naive / compensated / true window estimates."""
+        if not info:  # plain BN step (window 1 or burn-in): only the current statistics exist
             mu_t, nu_t = batch_stats(self.conv(x))
             info = dict(mu_cur=mu_t, nu_cur=nu_t, mu=mu_t, var=(nu_t - mu_t ** 2).clamp_min(0), slots=[])
         mu_t, nu_t = info["mu_cur"], info["nu_cur"]
-        slots = [s for s in info["slots"] if s in self._past_inputs]
+        slots = [s for s in info["slots"] if s in past_inputs]
         rec = {"step": int(self.bn.iteration) - 1, "n_past": len(slots),
                "mu_cur": mu_t.cpu(), "var_cur": (nu_t - mu_t ** 2).clamp_min(0).cpu(),
                "mu_cbn": info["mu"].cpu(), "var_cbn": info["var"].cpu()}
@@ -602,7 +593,7 @@ class ConvCBN(nn.Module):
             idx = torch.tensor(slots, device=mu_t.device)
             mu_raw, nu_raw = info["mu_raw"][idx], info["nu_raw"][idx]
             mu_c, nu_c = info["mu_comp"][idx], info["nu_comp"][idx]
-            trues = [batch_stats(self.conv(self._past_inputs[s])) for s in slots]
+            trues = [batch_stats(self.conv(past_inputs[s])) for s in slots]
             mu_true = torch.stack([t[0] for t in trues])
             nu_true = torch.stack([t[1] for t in trues])
 
@@ -621,18 +612,17 @@ class ConvCBN(nn.Module):
         else:
             for k in ("naive", "comp", "true"):
                 rec[f"mu_{k}"], rec[f"var_{k}"] = rec["mu_cur"], rec["var_cur"]
-        if len(self.records) < self.max_records:
-            self.records.append(rec)
         h = info.get("stored_slot")
         if h is not None:
-            self._past_inputs[h] = x.detach().clone()
+            past_inputs[h] = x.detach().clone()
+        return rec
 
 
 # --------------------------------------------------------------------------------------------------
 # converting a network
 # --------------------------------------------------------------------------------------------------
 def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: int = 0, *, strict: bool = True,
-                   gradients: str = "closed", diagnostics: bool = False, devices: int = 1,
+                   gradients: str = "closed", devices: int = 1,
                    stat_grad_scale: float | None = None) -> nn.Module:
     """Rewrite, in place, every ``Conv2d → BatchNorm2d`` pair of ``model`` into a :class:`ConvCBN`
     (the conv attribute becomes the pair, the BN attribute an ``nn.Identity``). The data flow is read
@@ -675,8 +665,8 @@ def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: 
     for conv_name, bn_name in pairs:
         conv, bn = mods[conv_name], mods[bn_name]
         try:
-            pair = ConvCBN(conv, window, rho, burnin, bn=bn, gradients=gradients, diagnostics=diagnostics,
-                           devices=devices, stat_grad_scale=stat_grad_scale)
+            pair = ConvCBN(conv, window, rho, burnin, bn=bn, gradients=gradients, devices=devices,
+                           stat_grad_scale=stat_grad_scale)
         except ValueError as e:
             if strict:
                 raise ValueError(f"convert_to_cbn: '{conv_name}': {e}") from e
@@ -769,106 +759,3 @@ def make_model(norm: str = "bn", *, window: int = 4, burnin: int = 0, rho: float
     elif norm == "bn" and (devices > 1 or stat_grad_scale is not None):
         convert_to_cbn(model, 1, 0.0, 0, gradients=gradients, devices=devices, stat_grad_scale=stat_grad_scale)
     return model
-
-
-# --------------------------------------------------------------------------------------------------
-# a diagnostic run: short training with the statistics of one layer recorded
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class DiagnosticConfig:
-    """A short SGD run of ``SmallResNet`` with CBN on digits, recording one layer's statistics."""
-
-    batch_size: int = 4
-    window: int = 4
-    rho: float = 1.0
-    burnin: int = 0
-    steps: int = 150
-    lr: float = 0.05
-    layer: str = "blocks.1.conv1"
-    seed: int = 0
-    every: int = 10  # yield every this many steps
-
-    def validate(self) -> DiagnosticConfig:
-        CBNConfig(self.window, self.rho, self.burnin).validate()
-        for name, lo, hi in (("batch_size", 2, 64), ("steps", 1, 2000), ("every", 1, 2000)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or not 0 < self.lr <= 1.0:
-            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
-        if self.window < 2:
-            raise ValueError("a diagnostic run needs window ≥ 2 (window 1 is plain BatchNorm)")
-        return self
-
-
-def record_summary(records: list[dict], channel: int | None = None) -> dict[str, list[float]]:
-    """Per-step series from ``ConvCBN.records``: step, loss-free statistics for one channel (or the
-    channel mean when ``channel`` is None) and the per-entry compensation errors."""
-    out: dict[str, list[float]] = {"step": []}
-    for r in records:
-        out["step"].append(r["step"])
-        for k in ("cur", "naive", "comp", "true", "cbn"):
-            for s in ("mu", "var"):
-                t = r[f"{s}_{k}"]
-                v = float(t.mean()) if channel is None else float(t[channel])
-                out.setdefault(f"{s}_{k}", []).append(v)
-        for k in ("err_mu_naive", "err_mu_comp", "err_nu_naive", "err_nu_comp"):
-            out.setdefault(k, []).append(r.get(k, float("nan")))
-    return out
-
-
-def diagnostic_series(result: dict, cfg: DiagnosticConfig, digits: int = 5) -> dict:
-    """A compact JSON-able form of a ``diagnostic_run`` result: per step, the per-channel statistics
-    ``{mu,var}_{cur,naive,comp,true,cbn}`` and the per-entry errors ``err_{mu,nu}_{naive,comp}``, plus
-    ``loss`` per step and the config. The app, the notebook and the committed record use this form."""
-    def rnd(t):
-        return [round(float(v), digits) for v in t]
-
-    recs = result["records"]
-    out = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-           "step": [r["step"] for r in recs], "n_past": [r["n_past"] for r in recs],
-           "loss": [round(float(v), 5) for v in result["loss"]]}
-    for k in ("cur", "naive", "comp", "true", "cbn"):
-        for s in ("mu", "var"):
-            out[f"{s}_{k}"] = [rnd(r[f"{s}_{k}"]) for r in recs]
-    for k in ("err_mu_naive", "err_mu_comp", "err_nu_naive", "err_nu_comp"):
-        out[k] = [float(f"{r[k]:.4g}") if k in r else None for r in recs]
-    return out
-
-
-def diagnostic_run(cfg: DiagnosticConfig, data: tuple[torch.Tensor, torch.Tensor] | None = None
-                   ) -> Iterator[dict]:
-    """Train ``make_model('cbn')`` for ``cfg.steps`` SGD steps with diagnostics on ``cfg.layer`` and
-    yield, every ``cfg.every`` steps and at the end, ``{"step", "loss": [...], "records": [...]}``
-    (cumulative). ``data`` defaults to the scikit-learn digits training split."""
-    cfg.validate()
-    if data is None:
-        from workbench.data.natural import digits
-
-        data = digits("train")
-    x_all, y_all = data
-    g = torch.Generator().manual_seed(cfg.seed)
-    model = make_model("cbn", window=cfg.window, burnin=cfg.burnin, rho=cfg.rho, seed=cfg.seed,
-                       in_chans=x_all.shape[1])
-    layers = dict(cbn_layers(model))
-    if cfg.layer not in layers:
-        raise ValueError(f"unknown layer {cfg.layer!r}; choose one of {sorted(layers)}")
-    layer = layers[cfg.layer]
-    layer.diagnostics = True
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    losses: list[float] = []
-    perm = torch.randperm(len(x_all), generator=g)
-    pos = 0
-    for step in range(cfg.steps):
-        if pos + cfg.batch_size > len(perm):
-            perm, pos = torch.randperm(len(x_all), generator=g), 0
-        idx = perm[pos:pos + cfg.batch_size]
-        pos += cfg.batch_size
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % cfg.every == 0 or step + 1 == cfg.steps:
-            yield {"step": step + 1, "loss": list(losses), "records": list(layer.records)}

@@ -52,8 +52,7 @@ __all__ = [
     "Temperature", "cosine_logits", "contrastive_loss", "TextConfig", "TextEncoder", "SmallCNN",
     "ICARConfig", "ICARModel", "METHODS", "MethodSpec", "ClassWeightCache", "predict_proba",
     "retrieve_captions", "prototype_accuracy", "MAX_NAME_CHARS", "MAX_DESCRIPTION_CHARS",
-    "save_model", "load_model", "load_demo", "demo_bundle", "DEMO_NAME", "DEMO_COMMAND", "image_tensor",
-    "caption_pool", "default_class_rows", "rows_from_lines", "zero_shot_report",
+    "save_model", "load_model",
 ]
 
 # ----------------------------------------------------------------------------------------------- tokenizer
@@ -613,11 +612,6 @@ def prototype_accuracy(support: torch.Tensor, support_labels: torch.Tensor, quer
 
 
 # ------------------------------------------------------------------------------------ saving and loading
-
-DEMO_NAME = "icar_shapes"
-DEMO_COMMAND = "workbench train icar-demo"
-
-
 def save_model(path, model: ICARModel, tokenizer: WordTokenizer, *, command: str | None = None,
                extra: dict | None = None, half: bool = True):
     """Checkpoint with everything needed to rebuild the model: its config and the tokenizer vocabulary."""
@@ -638,90 +632,3 @@ def load_model(source) -> tuple[ICARModel, WordTokenizer, dict]:
     model = ICARModel(ICARConfig(**cfg))
     load_into(model, ck)
     return model.eval(), WordTokenizer(ck.extra["vocab"]), dict(ck.extra)
-
-
-def load_demo() -> tuple[ICARModel, WordTokenizer, dict]:
-    """The committed demo model (iCAR deep fusion on shapes, some classes held out); see ``DEMO_COMMAND``."""
-    from .checkpoints import load_demo as _load_demo
-
-    return load_model(_load_demo(DEMO_NAME, DEMO_COMMAND))
-
-
-# ------------------------------------------------------------------------------ the zero-shot demo (app/widget)
-
-
-def image_tensor(image, size: int) -> tuple[torch.Tensor, object, list[str]]:
-    """Any image (path, bytes, PIL, array) -> ((1, 3, size, size) float tensor in [0, 1], uint8 image, notices)."""
-    from .data.images import prepare_image
-
-    arr, notices = prepare_image(image, size=size)
-    x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255)
-    return x, arr, list(notices)
-
-
-def caption_pool(n: int = 3000, seed: int = 100, size: int = 32) -> list[str]:
-    """Distinct captions of a shapes set (by default the study's training set) to retrieve from."""
-    from .data import shapes
-
-    return sorted(set(shapes.load(shapes.ShapesConfig(n=n, size=size, seed=seed)).captions))
-
-
-def default_class_rows(names=None) -> list[list[str]]:
-    """``[[name, description], ...]`` for the shapes classes (all, or ``names``)."""
-    from .data import shapes
-
-    names = shapes.CLASSES if names is None else names
-    return [[n, shapes.CLASS_DESCRIPTIONS[n]] for n in names]
-
-
-def rows_from_lines(text: str) -> list[list[str]]:
-    """``"name: description"`` per line (the description is optional) -> rows for :func:`parse_classes`."""
-    if not isinstance(text, str):
-        raise ValueError("the class list must be text, one 'name: description' per line")
-    rows = []
-    for line in text.splitlines():
-        name, _, desc = line.partition(":")
-        rows.append([name.strip(), desc.strip()])
-    return rows
-
-
-def zero_shot_report(model: ICARModel, tokenizer: WordTokenizer, image, rows, *, k: int = 5,
-                     captions: Sequence[str] | None = None, cache: ClassWeightCache | None = None) -> dict:
-    """Everything the app tab and the notebook explorer show for one image and one class table.
-
-    Returns ``{"names", "with_desc", "names_only", "captions", "scores", "image", "notices"}``: class
-    probabilities with "name: description" texts and with names only, the ``k`` nearest captions and their
-    cosine similarities, the (resized) image and notices (ignored rows, unknown words, truncation, resizing).
-    """
-    if not 1 <= int(k) <= 50:
-        raise ValueError(f"k (number of captions) must be between 1 and 50, got {k}")
-    classes, notices = parse_classes(rows)
-    x, arr, img_notes = image_tensor(image, model.cfg.image_size)
-    notices += img_notes
-    texts = class_texts(classes)
-    unknown = sorted({w for t in texts for w in tokenizer.unknown_words(t)})
-    if unknown:
-        notices.append("words the text encoder never saw (read as [UNK]): " + ", ".join(unknown[:12])
-                       + (" ..." if len(unknown) > 12 else ""))
-    cut = [c.name for c, t in zip(classes, texts) if tokenizer.is_truncated(t, model.cfg.context_length)]
-    if cut:
-        notices.append(f"texts truncated to {model.cfg.context_length - 2} words: " + ", ".join(cut))
-    p_desc = predict_proba(model, tokenizer, x, classes, True, cache)[0]
-    p_names = predict_proba(model, tokenizer, x, classes, False, cache)[0]
-    caps = list(captions) if captions is not None else caption_pool()
-    scores, idx = retrieve_captions(model, tokenizer, x, caps, int(k))
-    return {"names": [c.name for c in classes], "with_desc": [round(float(v), 4) for v in p_desc],
-            "names_only": [round(float(v), 4) for v in p_names],
-            "captions": [caps[i] for i in idx[0].tolist()], "scores": [round(float(s), 4) for s in scores[0]],
-            "image": arr, "notices": notices}
-
-
-_BUNDLE: dict = {}
-
-
-def demo_bundle():
-    """``(model, tokenizer, captions)`` of the demo, loaded once per process (app and notebook explorer)."""
-    if "v" not in _BUNDLE:
-        model, tok, _ = load_demo()
-        _BUNDLE["v"] = (model, tok, caption_pool(size=model.cfg.image_size))
-    return _BUNDLE["v"]

@@ -43,8 +43,7 @@ __all__ = [
     "MoBYConfig", "OFFICIAL", "LAPTOP", "MLP", "MoBY", "build_moby", "create_encoder",
     "momentum_at", "momentum_update_", "contrastive_loss", "moby_loss",
     "extract_features", "knn_predict", "knn_accuracy", "linear_probe", "supervised_train", "Classifier", "LabeledImages",
-    "two_view_transform", "two_views", "normalize_batch", "TwoViewImages", "pretrain", "embed_images", "nearest_neighbours", "project_2d",
-    "DEMO_NAME", "DEMO_COMMAND", "load_demo_encoder",
+    "two_view_transform", "two_views", "normalize_batch", "TwoViewImages", "pretrain",
 ]
 
 
@@ -172,12 +171,13 @@ class MoBY(nn.Module):
     """Online encoder + projector + predictor, momentum encoder + projector, two key queues.
 
     ``encoder_factory(drop_path_rate)`` builds one encoder (called twice: online and target, which gives
-    the asymmetric drop path); the target starts as an exact copy of the online weights.
+    the asymmetric drop path); the target starts as an exact copy of the online weights. Without ``cfg`` the
+    official hyper-parameters are used (:data:`OFFICIAL`); the laptop studies pass their own (e.g. :data:`LAPTOP`).
     """
 
     def __init__(self, encoder_factory: Callable[[float], nn.Module], cfg: MoBYConfig | None = None):
         super().__init__()
-        self.cfg = cfg = cfg or LAPTOP
+        self.cfg = cfg = cfg if cfg is not None else MoBYConfig()
         self.encoder = encoder_factory(cfg.drop_path_online)
         self.encoder_k = encoder_factory(cfg.drop_path_target)
         nf = getattr(self.encoder, "num_features", None)
@@ -242,7 +242,7 @@ class MoBY(nn.Module):
         p1, p2 = self.online(x1), self.online(x2)
         z1, z2 = self.target(x1), self.target(x2)
         loss = moby_loss(p1, p2, z1, z2, self.queue1.clone(), self.queue2.clone(), self.cfg.temperature)
-        if enqueue and self.training:
+        if enqueue:   # as the official forward: the keys are enqueued in training and in eval mode alike
             self.enqueue(z1, z2)
         return loss
 
@@ -418,9 +418,10 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels, k: int = 20
 
 def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                  test_labels: torch.Tensor, *, epochs: int = 100, lr: float = 1.0, weight_decay: float = 0.0,
-                 batch_size: int = 256, momentum: float = 0.9, seed: int = 0, standardize: bool = True) -> dict:
+                 batch_size: int = 256, momentum: float = 0.9, seed: int = 0, standardize: bool = False) -> dict:
     """Linear evaluation: a softmax classifier on frozen features (SGD momentum 0.9, cosine lr, as MoBY's
-    linear protocol; features are standardised with the training mean / std, a BN without affine).
+    linear protocol). By default on the raw pooled features, as the official probe; ``standardize=True``
+    standardises them with the training mean / std first (a BN without affine).
 
     The objective is ``mean CE + weight_decay / 2 * ||W||^2`` (bias not decayed). Returns
     ``{"acc", "train_acc", "loss", "weight", "bias", "mean", "std"}``.
@@ -525,171 +526,3 @@ def supervised_train(encoder: nn.Module, images: torch.Tensor, labels: torch.Ten
                                 for i in range(0, test[0].shape[0], 256)])
         out["acc"] = 100.0 * (logits.argmax(1) == test[1].long()).float().mean().item()
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# embeddings for the app, the notebook and the widgets
-# --------------------------------------------------------------------------------------------------
-DEMO_NAME = "moby_swinv2_lite"
-DEMO_COMMAND = "workbench train moby-study"
-
-
-def embed_images(encoder: nn.Module, images) -> torch.Tensor:
-    """L2-normalised embeddings (N, D) of uint8 (N, H, W, 3) arrays or float (N, 3, H, W) tensors."""
-    if isinstance(images, torch.Tensor) and images.dtype.is_floating_point:
-        x = images
-    else:
-        import numpy as np
-        a = np.asarray(images)
-        if a.ndim != 4 or a.shape[-1] != 3:
-            raise ValueError(f"expected images (N, H, W, 3), got shape {a.shape}")
-        x = torch.from_numpy(np.array(a, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("the images contain NaN or infinite values")
-    size = getattr(encoder, "img_size", None)
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    if size is not None and x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return F.normalize(extract_features(encoder, x, normalize=normalize_batch), dim=1)
-
-
-def nearest_neighbours(embeddings: torch.Tensor, query: torch.Tensor, k: int = 8,
-                       exclude: int | None = None) -> tuple[list[int], list[float]]:
-    """Indices and cosine similarities of the ``k`` nearest embeddings to ``query`` (D,), best first."""
-    if embeddings.ndim != 2 or query.ndim != 1 or query.shape[0] != embeddings.shape[1]:
-        raise ValueError(f"embeddings (N, D) and query (D,) expected, got {tuple(embeddings.shape)} and "
-                         f"{tuple(query.shape)}")
-    if not 1 <= int(k) <= 100:
-        raise ValueError(f"k must be between 1 and 100, got {k}")
-    sim = F.normalize(embeddings.float(), dim=1) @ F.normalize(query.float(), dim=0)
-    if exclude is not None:
-        sim = sim.clone()
-        sim[int(exclude)] = -float("inf")
-    k = min(int(k), embeddings.shape[0] - (exclude is not None))
-    s, idx = sim.topk(k)
-    return idx.tolist(), s.tolist()
-
-
-def project_2d(embeddings: torch.Tensor, method: str = "pca", seed: int = 0, perplexity: float = 30.0):
-    """A 2-D map of embeddings: ``"pca"`` (torch SVD, sign-fixed) or ``"tsne"`` (scikit-learn). numpy (N, 2)."""
-    import numpy as np
-    x = embeddings.double()
-    if x.ndim != 2 or x.shape[0] < 3:
-        raise ValueError("need at least 3 embeddings (N, D) for a 2-D map")
-    if method == "pca":
-        xc = x - x.mean(0)
-        _, _, vh = torch.linalg.svd(xc, full_matrices=False)
-        comp = vh[:2]
-        # fix the sign so the map is deterministic: the largest loading of each component is positive
-        signs = torch.sign(comp.gather(1, comp.abs().argmax(1, keepdim=True))).squeeze(1)
-        comp = comp * signs[:, None]
-        return (xc @ comp.T).numpy()
-    if method == "tsne":
-        from sklearn.manifold import TSNE
-        perp = float(min(perplexity, (x.shape[0] - 1) / 3))
-        tsne = TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed, max_iter=500)
-        return tsne.fit_transform(x.float().numpy()).astype(np.float64)
-    raise ValueError(f"unknown projection {method!r}: use 'pca' or 'tsne'")
-
-
-def load_demo_encoder(path=None) -> nn.Module:
-    """The committed demo encoder (MoBY-pretrained tiny Swin V2), in eval mode, float32.
-
-    Raises ``CheckpointError`` telling the user the command that makes it when it is missing, and when the
-    weights do not fit the backbone recorded in the checkpoint.
-    """
-    from workbench import checkpoints
-    ckpt = checkpoints.load_checkpoint(path) if path is not None else checkpoints.load_demo(DEMO_NAME, DEMO_COMMAND)
-    cfg = (ckpt.meta or {}).get("config") or {}
-    backbone = cfg.get("backbone", "swinv2_lite_window4_64") if isinstance(cfg, dict) else "swinv2_lite_window4_64"
-    overrides = (cfg.get("overrides") or {}) if isinstance(cfg, dict) else {}
-    try:
-        enc = create_encoder(str(backbone), 0.0, **overrides)
-    except (TypeError, ValueError) as e:
-        raise checkpoints.CheckpointError(f"the checkpoint records a backbone that cannot be built: {e}") from None
-    state = {(k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in ckpt.state_dict.items()}
-    checkpoints.load_into(enc, checkpoints.Checkpoint(state, ckpt.meta, ckpt.extra, ckpt.path), strict=True)
-    return enc.float().eval()
-
-
-# --------------------------------------------------------------------------------------------------
-# the demo: galleries, cached embeddings, neighbours (used by the app tab, the widgets and the notebook)
-# --------------------------------------------------------------------------------------------------
-GALLERIES = ("shapes", "digits")
-_DEMO_CACHE: dict = {}
-
-
-def gallery(dataset: str = "shapes", n: int = 300, size: int = 32, seed: int = 7):
-    """A labelled set to embed: ``(uint8 images (N, S, S, 3), labels (N,), class names)``."""
-    import numpy as np
-    if dataset not in GALLERIES:
-        raise ValueError(f"unknown dataset {dataset!r}: choose one of {GALLERIES}")
-    if not 10 <= int(n) <= 2000:
-        raise ValueError(f"the gallery size must be between 10 and 2000 images, got {n}")
-    if dataset == "shapes":
-        from workbench.data import shapes
-        d = shapes.load(shapes.ShapesConfig(n=int(n), size=size, seed=seed))
-        return d.images, d.labels.astype(np.int64), list(shapes.CLASSES)
-    from workbench.data.natural import digits
-    x, y = digits("test", size=size, rgb=True)
-    x, y = x[: int(n)], y[: int(n)]
-    imgs = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    return imgs, y.numpy().astype(np.int64), [str(i) for i in range(10)]
-
-
-def demo_encoder() -> nn.Module:
-    """The demo encoder, loaded once per process (``CheckpointError`` with the command when missing)."""
-    if "encoder" not in _DEMO_CACHE:
-        _DEMO_CACHE["encoder"] = load_demo_encoder()
-    return _DEMO_CACHE["encoder"]
-
-
-def demo_index(dataset: str = "shapes", n: int = 300) -> dict:
-    """Cached ``{"images", "labels", "names", "emb"}`` of a gallery under the demo encoder."""
-    key = ("index", dataset, int(n))
-    if key not in _DEMO_CACHE:
-        enc = demo_encoder()
-        size = enc.img_size[0] if isinstance(enc.img_size, (tuple, list)) else int(enc.img_size)
-        images, labels, names = gallery(dataset, n, size=size)
-        with torch.no_grad():
-            emb = embed_images(enc, images)
-        _DEMO_CACHE[key] = {"images": images, "labels": labels, "names": names, "emb": emb}
-    return _DEMO_CACHE[key]
-
-
-def demo_map(dataset: str = "shapes", method: str = "pca", n: int = 300):
-    """Cached 2-D map (numpy (N, 2)) of a gallery's demo embeddings."""
-    key = ("map", dataset, int(n), method)
-    if key not in _DEMO_CACHE:
-        _DEMO_CACHE[key] = project_2d(demo_index(dataset, n)["emb"], method)
-    return _DEMO_CACHE[key]
-
-
-def query_neighbours(dataset: str = "shapes", *, index: int | None = None, image=None, k: int = 8,
-                     n: int = 300) -> dict:
-    """Nearest neighbours in a gallery of a gallery point (``index``) or of an uploaded image (``image``).
-
-    Returns ``{"query" (uint8 image), "indices", "sims", "labels", "names"}`` (the query itself excluded).
-    """
-    idx = demo_index(dataset, n)
-    if (index is None) == (image is None):
-        raise ValueError("give either a point index or an image")
-    if index is not None:
-        if isinstance(index, float) and not math.isfinite(index):
-            raise ValueError("the point index must be a number")
-        i = int(index)
-        if not 0 <= i < len(idx["labels"]):
-            raise ValueError(f"point index must be between 0 and {len(idx['labels']) - 1}, got {index}")
-        q, query_img, exclude = idx["emb"][i], idx["images"][i], i
-    else:
-        import numpy as np
-        a = np.asarray(image)
-        if a.ndim != 3 or a.shape[-1] != 3 or a.dtype != np.uint8:
-            raise ValueError("the query image must be an RGB uint8 array (H, W, 3)")
-        q = embed_images(demo_encoder(), a[None])[0]
-        query_img, exclude = a, None
-    ids, sims = nearest_neighbours(idx["emb"], q, k=k, exclude=exclude)
-    return {"query": query_img, "indices": ids, "sims": sims,
-            "labels": [int(idx["labels"][j]) for j in ids], "names": idx["names"]}

@@ -36,10 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workbench.data.transforms import denormalize, normalize
 from workbench.models import create_model
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 STRATEGIES = ("random", "square", "blockwise")
 LOSSES = ("l1", "l2", "smooth_l1")
@@ -479,18 +477,6 @@ def layer_decay_param_groups(model: nn.Module, weight_decay: float, layer_decay:
 # ----------------------------------------------------------------------------------------------------------
 # reconstruction (notebook + app)
 # ----------------------------------------------------------------------------------------------------------
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    return (x - mean) / std
-
-
-def denormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    return x * std + mean
-
-
 def image_to_tensor(image) -> torch.Tensor:
     """uint8 (H, W, 3) array or float tensor (3, H, W) in [0, 1] -> float tensor (3, H, W)."""
     if isinstance(image, torch.Tensor):
@@ -594,112 +580,3 @@ def classification_loss_fn(label_smoothing: float = 0.1) -> Callable:
         return loss, {"acc": acc}
 
     return loss_fn
-
-
-@torch.no_grad()
-def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    model.eval()
-    dev = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        logits = model(normalize(x[i:i + batch_size].to(dev)))
-        correct += int((logits.argmax(1).cpu() == y[i:i + batch_size]).sum())
-    return correct / max(1, len(x))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# demo models and inputs (shared by the notebook, the explorer widget and the app tab)
-# ----------------------------------------------------------------------------------------------------------
-DEMO_SIZE = 64
-MIN_SIDE = 16
-DEMO_MODELS = {  # label -> (demo checkpoint name, backbone)
-    "Swin V2 lite (SimMIM)": ("simmim_swinv2_lite", "swinv2_lite_window4_64"),
-    "ViT lite (SimMIM)": ("simmim_vit_lite", "vit_lite_patch8_64"),
-}
-
-
-def demo_command(name: str) -> str:
-    from workbench.studies.simmim import DEMO_COMMANDS
-
-    return DEMO_COMMANDS[name]
-
-
-_MODEL_CACHE: dict[str, SimMIM] = {}
-
-
-def demo_model(label: str = "Swin V2 lite (SimMIM)") -> SimMIM:
-    """The committed pre-trained demo model (cached); ``CheckpointError`` names the command if it is missing."""
-    if label not in DEMO_MODELS:
-        raise ValueError(f"unknown model {label!r}; choose one of {list(DEMO_MODELS)}")
-    if label not in _MODEL_CACHE:
-        from workbench.checkpoints import load_demo, load_into
-
-        ckpt_name, backbone = DEMO_MODELS[label]
-        ckpt = load_demo(ckpt_name, demo_command(ckpt_name))
-        cfg = ckpt.meta.get("config", {}) if ckpt.meta else {}
-        model = build_simmim(backbone, SimMIMConfig(loss=cfg.get("loss", "l1"), head=cfg.get("head", "linear"),
-                                                    norm_target_window=cfg.get("norm_target_window")))
-        load_into(model, ckpt)
-        _MODEL_CACHE[label] = model.eval()
-    return _MODEL_CACHE[label]
-
-
-def prepare_input(value, size: int = DEMO_SIZE) -> tuple[np.ndarray, list[str]]:
-    """Any image (path, bytes, PIL, array; grey or RGBA converted) -> centre square resized to ``size``."""
-    from workbench.data.images import center_square, prepare_image
-
-    arr, notices = prepare_image(value)
-    h, w = arr.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise ValueError(f"the image is too small ({w}x{h}); SimMIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels")
-    sq = center_square(arr)
-    if sq.shape[0] != size:
-        sq, more = prepare_image(np.ascontiguousarray(sq), size=size)
-        notices = notices + more
-    return sq, notices
-
-
-def demo_image(source: str, seed: int = 0, size: int = DEMO_SIZE) -> np.ndarray:
-    """``"photo: <name>"`` (a bundled photo) or ``"shapes: <class>"`` (a rendered shape), uint8 (size, size, 3)."""
-    kind, _, name = str(source).partition(":")
-    name = name.strip()
-    if kind.strip() == "photo":
-        from workbench.data.natural import load_photo
-
-        return prepare_input(np.array(load_photo(name)), size)[0]
-    if kind.strip() == "shapes":
-        from workbench.data.shapes import render
-
-        return render(name, color="red", size="large", background="striped", seed=seed, image_size=size)["image"]
-    raise ValueError(f"unknown image source {source!r}; use 'photo: <name>' or 'shapes: <class>'")
-
-
-def demo_sources() -> list[str]:
-    from workbench.data.natural import photo_names
-    from workbench.data.shapes import CLASSES
-
-    return [f"photo: {n}" for n in photo_names()] + [f"shapes: {c}" for c in CLASSES]
-
-
-def _check_int(name: str, v, lo: int, hi: int) -> int:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {v!r}") from None
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-        raise ValueError(f"{name} must be an integer between {lo} and {hi}, got {v!r}")
-    return int(f)
-
-
-def explore(image: np.ndarray, strategy: str = "random", mask_ratio: float = 0.6, mask_patch_size: int = 16,
-            seed: int = 0, model: str = "Swin V2 lite (SimMIM)") -> Reconstruction:
-    """One reconstruction for the explorer and the app: mask drawn by ``strategy``, demo model ``model``."""
-    net = demo_model(model)
-    mask_ratio = _check_ratio(mask_ratio)
-    mask_patch_size = _check_int("mask patch size", mask_patch_size, 1, DEMO_SIZE)
-    seed = _check_int("seed", seed, 0, 2**31 - 1)
-    img = np.asarray(image)
-    if img.shape != (DEMO_SIZE, DEMO_SIZE, 3):
-        img = prepare_input(img)[0]
-    mask = make_mask(strategy, DEMO_SIZE, mask_patch_size, net.patch_size, mask_ratio, seed=seed)
-    return reconstruct(net, img, mask)

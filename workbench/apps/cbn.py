@@ -1,119 +1,80 @@
-"""App tab "CBN statistics": how well do past iterations' statistics, moved to today's weights by a
-Taylor step, match the truth?
-
-Replay the committed diagnostic run (``studies/cbn/diagnostic.json``) or train a small ResNet live on
-digits with the chosen batch size, window, ρ and burn-in; streamed updates show, for one channel of one
-layer, the current-batch, naive-window, compensated-window and true statistics, the compensation errors
-and the loss. Thin: ``workbench.cbn`` trains and measures, ``workbench.viz.cbn`` draws.
-Run alone with ``workbench app --tab cbn``.
-"""
+"""App tab "CBN": how well do past iterations' statistics, moved to today's weights by a Taylor step, match the
+truth? Replay the committed diagnostic run or train a small ResNet live on 32 px shapes with the chosen batch size,
+window, ρ and burn-in; for one channel of one layer the current-batch, naive-window, compensated-window and true
+statistics stream in, with the compensation errors and the loss.
+Layout and wiring only: ``workbench.demos.cbn`` trains and measures, ``workbench.viz.cbn`` draws.
+Run alone with ``workbench app --tab cbn``."""
 from __future__ import annotations
-
-import math
 
 from workbench.apps.common import guard, launch
 
-LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "blocks.1.shortcut.0")
-LIMITS = dict(batch_size=(2, 64), window=(2, 16), rho=(0.0, 2.0), burnin=(0, 300), steps=(10, 400), channel=(0, 31))
-DEFAULTS = dict(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.0.conv1", channel=0)
+DEFAULTS = dict(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0)
 
 
-def _int(name: str, v) -> int:
-    lo, hi = LIMITS[name]
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name.replace('_', ' ')} must be a number, got {v!r}") from None
-    if not math.isfinite(f) or f != int(f) or not lo <= f <= hi:
-        raise ValueError(f"{name.replace('_', ' ')} must be a whole number in [{lo}, {hi}], got {v!r}")
-    return int(f)
-
-
-def _float(name: str, v) -> float:
-    lo, hi = LIMITS[name]
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {v!r}") from None
-    if not math.isfinite(f) or not lo <= f <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v!r}")
-    return f
-
-
-def render(diag: dict, channel):
-    """(trajectories, errors, loss, summary) figures/markdown of a diagnostic record for one channel."""
-    from workbench.viz import cbn as vz
-
-    if not diag:
-        raise ValueError("Nothing to show yet: replay the recorded run or start a live one.")
-    c = _int("channel", channel)
-    n = vz.num_channels(diag)
-    if c >= n:
-        raise ValueError(f"layer {diag['config'].get('layer')} has {n} channels: choose a channel in [0, {n - 1}]")
-    return (vz.trajectories_figure(diag, c), vz.error_figure(diag), vz.loss_figure(diag["loss"]),
-            vz.diagnostic_summary(diag))
+def _out(p):
+    return p.figures["trajectories"], p.figures["errors"], p.figures["loss"], p.values["diag"], p.text
 
 
 def replay(channel):
-    """Load the committed diagnostic run and render it."""
-    from workbench.studies import cbn as st
+    from workbench.demos import cbn as demo
 
-    diag = st.load_diagnostic()
-    return (*render(diag, channel), diag)
+    return _out(demo.panel(demo.recorded(), channel))
 
 
 def live(batch_size, window, rho, burnin, steps, layer, channel):
-    """Train live; yield (trajectories, errors, loss, summary, state) every few steps."""
-    from workbench import cbn
+    from workbench.demos import cbn as demo
 
-    if layer not in LAYERS:
-        raise ValueError(f"layer must be one of {', '.join(LAYERS)}")
-    n_steps = _int("steps", steps)
-    cfg = cbn.DiagnosticConfig(batch_size=_int("batch_size", batch_size), window=_int("window", window),
-                               rho=_float("rho", rho), burnin=_int("burnin", burnin), steps=n_steps, layer=layer,
-                               every=max(5, n_steps // 8))
-    c = _int("channel", channel)
-    cfg.validate()
-    import torch
+    for p in demo.live(batch_size, window, rho, burnin, steps, layer, channel):
+        yield _out(p)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for res in cbn.diagnostic_run(cfg):
-            diag = cbn.diagnostic_series(res, cfg)
-            yield (*render(diag, min(c, len(diag["mu_cur"][0]) - 1)), diag)
-    finally:
-        torch.set_num_threads(threads)
+
+def render(diag, channel):
+    from workbench.demos import cbn as demo
+
+    p = demo.panel(diag, channel)
+    return p.figures["trajectories"], p.figures["errors"], p.figures["loss"], p.text
+
+
+def channel_range(layer, channel):
+    """The channel slider follows the layer's width."""
+    import gradio as gr
+
+    from workbench.demos import cbn as demo
+
+    n = demo.channels(layer)
+    return gr.update(maximum=n - 1, value=min(int(channel or 0), n - 1))
 
 
 def build():
     import gradio as gr
 
+    from workbench.demos import cbn as demo
+
     gr.Markdown(
         "Cross-Iteration BN pools per-channel statistics over the last *k* iterations. Statistics of earlier "
-        "iterations were made by older weights, so each is moved to the current weights with a first-order "
-        "Taylor step (ρ = 1) before pooling; ρ = 0 is the naive window. **Replay** the committed run "
-        "(`workbench train cbn-diagnostic`) or **train live** (a SmallResNet on 8×8 digits, a few seconds). "
-        "The bands span each window estimate's error to the *true* window statistics (past inputs re-run "
-        "through the current weights).")
+        "iterations were made by older weights, so each is moved to the current weights with a first-order Taylor "
+        "step (ρ = 1) before pooling; ρ = 0 is the naive window. **Replay** the committed run "
+        f"(`{demo.COMMAND}`) or **train live** (a small ResNet on 32 px shapes, batch size your choice). The bands "
+        "span each window estimate's error to the *true* window statistics (past inputs re-run through the current "
+        "weights).")
+    lim = demo.LIMITS
     with gr.Row():
-        bs = gr.Slider(*LIMITS["batch_size"], value=DEFAULTS["batch_size"], step=1, label="batch size",
-                       elem_id="cbn-batch")
-        win = gr.Slider(*LIMITS["window"], value=DEFAULTS["window"], step=1, label="window k (iterations)",
+        bs = gr.Slider(*lim["batch_size"], value=DEFAULTS["batch_size"], step=1, label="batch size", elem_id="cbn-batch")
+        win = gr.Slider(*lim["window"], value=DEFAULTS["window"], step=1, label="window k (iterations)",
                         elem_id="cbn-window")
-        rho = gr.Slider(*LIMITS["rho"], value=DEFAULTS["rho"], step=0.1, label="ρ (compensation)", elem_id="cbn-rho")
-        burn = gr.Slider(*LIMITS["burnin"], value=DEFAULTS["burnin"], step=1, label="burn-in (steps of plain BN)",
+        rho = gr.Slider(*lim["rho"], value=DEFAULTS["rho"], step=0.1, label="ρ (compensation)", elem_id="cbn-rho")
+        burn = gr.Slider(*lim["burnin"], value=DEFAULTS["burnin"], step=1, label="burn-in (steps of plain BN)",
                          elem_id="cbn-burnin")
     with gr.Row():
-        steps = gr.Slider(*LIMITS["steps"], value=DEFAULTS["steps"], step=10, label="live steps", elem_id="cbn-steps")
-        layer = gr.Dropdown(list(LAYERS), value=DEFAULTS["layer"], label="layer", elem_id="cbn-layer")
-        channel = gr.Slider(*LIMITS["channel"], value=DEFAULTS["channel"], step=1, label="channel",
-                            elem_id="cbn-channel")
+        steps = gr.Slider(*lim["steps"], value=DEFAULTS["steps"], step=10, label="live steps", elem_id="cbn-steps")
+        layer = gr.Dropdown(list(demo.LAYERS), value=DEFAULTS["layer"], label="layer", elem_id="cbn-layer")
+        channel = gr.Slider(0, demo.channels(DEFAULTS["layer"]) - 1, value=DEFAULTS["channel"], step=1,
+                            label="channel", elem_id="cbn-channel")
     with gr.Row():
         replay_btn = gr.Button("Replay recorded run", elem_id="cbn-replay")
         live_btn = gr.Button("Train live", variant="primary", elem_id="cbn-live")
     try:
-        traj0, err0, loss0, text0, diag0 = replay(DEFAULTS["channel"])
+        traj0, err0, loss0, diag0, text0 = replay(DEFAULTS["channel"])
     except (ValueError, FileNotFoundError) as e:
         traj0 = err0 = loss0 = None
         text0, diag0 = f"**Not available:** {e}", {}
@@ -124,10 +85,11 @@ def build():
         err = gr.Plot(err0, elem_id="cbn-error", label="compensation error")
         loss = gr.Plot(loss0, elem_id="cbn-loss", label="loss")
 
-    outputs = [traj, err, loss, summary, state]
-    replay_btn.click(guard(replay), [channel], outputs, api_name="cbn_replay")
-    live_btn.click(guard(live), [bs, win, rho, burn, steps, layer, channel], outputs, api_name="cbn_live")
-    channel.change(guard(render), [state, channel], [traj, err, loss, summary], api_name="cbn_channel",
+    outputs = [traj, err, loss, state, summary]
+    replay_btn.click(guard(replay, len(outputs)), [channel], outputs, api_name="cbn_replay")
+    live_btn.click(guard(live, len(outputs)), [bs, win, rho, burn, steps, layer, channel], outputs, api_name="cbn_live")
+    layer.change(guard(channel_range), [layer, channel], channel, api_name=False)
+    channel.change(guard(render, 4), [state, channel], [traj, err, loss, summary], api_name="cbn_channel",
                    trigger_mode="always_last")
 
 

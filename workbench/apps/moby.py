@@ -1,111 +1,88 @@
-"""App tab "MoBY embeddings": the demo encoder's embedding map of a shapes / digits gallery (PCA or
-t-SNE), a chosen point's (or an uploaded image's) nearest neighbours with cosine similarities, and the
-two augmented MoBY views of an image with a re-roll button. Layout and wiring only: every number and
-figure comes from ``workbench.moby``, ``workbench.widgets.moby`` and ``workbench.viz.moby``."""
+"""App tab "MoBY": the demo encoder's embedding map of a shapes / digits gallery (PCA or t-SNE), a point's (or an
+uploaded image's) nearest neighbours with cosine similarities, and the two augmented views it learns from.
+Layout and wiring only: ``workbench.demos.moby`` computes, ``workbench.viz.moby`` draws.
+Run alone with ``workbench app --tab moby``."""
 from __future__ import annotations
 
-import math
-
-from workbench.apps.common import guard, launch, read_image
-
-MAX_K = 14
+from workbench.apps.common import guard, launch, upload_image
 
 
-def _point(point) -> int:
-    if point is None or (isinstance(point, float) and not math.isfinite(point)):
-        raise ValueError("Please enter a point number (hover over the map to see them).")
-    if float(point) != int(point):
-        raise ValueError(f"the point number must be a whole number, got {point}")
-    return int(point)
+def show(dataset, method, point, k):
+    from workbench.demos import moby as demo
+
+    p = demo.map_panel(dataset, method, point, k)
+    return p.figures["map"], p.figures["neighbours"], p.text
 
 
-def _k(k) -> int:
-    if k is None or not 1 <= int(k) <= MAX_K:
-        raise ValueError(f"the number of neighbours must be between 1 and {MAX_K}")
-    return int(k)
+def point_range(dataset, point):
+    import gradio as gr
+
+    from workbench.demos import moby as demo
+
+    n = len(demo.index(dataset)["labels"])
+    return gr.update(maximum=n - 1, value=min(int(point or 0), n - 1))
 
 
-def draw_map(dataset: str, projection: str, point):
-    """The embedding map with the chosen point and its neighbours ringed; the neighbour line."""
-    from workbench.widgets.moby import render_embeddings
-    fig, text = render_embeddings(dataset, projection, _point(point), 8)
-    return fig, text
+def upload_neighbours(dataset, image, k):
+    from workbench.demos import moby as demo
+
+    p = demo.upload_panel(dataset, image, k)
+    return p.figures["neighbours"], p.text + "".join(f"\n\n*{n}*" for n in p.notices)
 
 
-def show_neighbours(dataset: str, projection: str, point, k):
-    """Map (with highlights), neighbour images and the similarity line of a gallery point."""
-    from workbench.widgets.moby import render_embeddings, render_neighbours
-    p, kk = _point(point), _k(k)
-    fig_map, _ = render_embeddings(dataset, projection, p, kk)
-    fig_nn, text = render_neighbours(dataset, p, kk)
-    return fig_map, fig_nn, text
+def views(source, seed):
+    from workbench.demos import moby as demo
+
+    p = demo.views_panel(source, seed)
+    return p.figures["views"], p.text
 
 
-def upload_neighbours(dataset: str, image, k):
-    """Nearest gallery neighbours of an uploaded image."""
-    from workbench import moby
-    from workbench.viz import moby as vm
-    from workbench.widgets.moby import neighbour_text
-    img = read_image(image)
-    res = moby.query_neighbours(dataset, image=img, k=_k(k))
-    idx = moby.demo_index(dataset)
-    fig = vm.neighbours_figure(res["query"], [idx["images"][j] for j in res["indices"]], res["sims"],
-                               res["labels"], res["names"], indices=res["indices"], query_title="your image")
-    return fig, neighbour_text(res)
-
-
-def show_views(source: str, image, seed):
-    """Two augmented views of the uploaded image (if any) or of the chosen source."""
-    from workbench.widgets.moby import render_views
-    if seed is None or not 0 <= int(seed) <= 10**9:
-        raise ValueError("the seed must be a whole number between 0 and 1e9")
-    img = read_image(image) if image is not None else source
-    return render_views(img, int(seed))
-
-
-def reroll(source: str, image, seed):
-    """The next seed and its views."""
+def reroll(source, seed):
     new = (int(seed or 0) + 1) % 10**9
-    return new, show_views(source, image, new)
+    fig, text = views(source, new)
+    return new, fig, text
 
 
 def build():
     import gradio as gr
 
-    from workbench import moby
-    from workbench.widgets.moby import view_sources
+    from workbench.demos import moby as demo
 
-    gr.Markdown("A tiny Swin V2 pre-trained with MoBY (no labels) embeds a gallery of shapes or digits. "
-                "Hover over the map to read point numbers; pick one to see its nearest neighbours.")
+    gr.Markdown("A tiny Swin V2 pre-trained with MoBY — no labels — embeds a gallery of unseen shapes or digits. "
+                "Hover over the map to read point numbers; pick one to see its nearest neighbours. "
+                f"{demo.summary()}")
+    first = demo.map_panel()
     with gr.Row():
-        dataset = gr.Dropdown(list(moby.GALLERIES), value="shapes", label="gallery", elem_id="moby-dataset")
-        projection = gr.Radio(["pca", "tsne"], value="pca", label="2-D map", elem_id="moby-projection")
-        point = gr.Number(value=0, precision=0, minimum=0, label="point #", elem_id="moby-point")
-        k = gr.Slider(1, MAX_K, value=8, step=1, label="neighbours", elem_id="moby-k")
+        dataset = gr.Dropdown(list(demo.GALLERIES), value="shapes", label="gallery", elem_id="moby-dataset")
+        method = gr.Radio(list(demo.PROJECTIONS), value="pca", label="2-D map", elem_id="moby-projection")
+        point = gr.Slider(0, demo.N - 1, value=0, step=1, label="point #", elem_id="moby-point")
+        k = gr.Slider(1, demo.MAX_K, value=8, step=1, label="neighbours", elem_id="moby-k")
+    nn_text = gr.Markdown(first.text, elem_id="moby-neighbours-text")
     with gr.Row():
-        map_btn = gr.Button("Draw map", elem_id="moby-map-btn")
-        nn_btn = gr.Button("Show neighbours", variant="primary", elem_id="moby-neighbours-btn")
-    emb_map = gr.Plot(label="embedding map", elem_id="moby-map")
-    nn_text = gr.Markdown(elem_id="moby-neighbours-text")
-    nn_plot = gr.Plot(label="nearest neighbours", elem_id="moby-neighbours")
+        emb_map = gr.Plot(first.figures["map"], label="embedding map", elem_id="moby-map")
+        nn_plot = gr.Plot(first.figures["neighbours"], label="nearest neighbours", elem_id="moby-neighbours")
     with gr.Accordion("Neighbours of your own image", open=False):
-        upload = gr.Image(type="numpy", label="image", elem_id="moby-upload")
+        upload = upload_image(label="image", elem_id="moby-upload", height=200)
         up_btn = gr.Button("Find neighbours", elem_id="moby-upload-btn")
-    gr.Markdown("### Two augmented views\nView 1 is always blurred; view 2 is blurred with p 0.1 and "
-                "solarised with p 0.2 (both: crop, flip, colour jitter p 0.8, grayscale p 0.2).")
+        up_plot = gr.Plot(label="nearest neighbours of your image", elem_id="moby-upload-neighbours")
+        up_text = gr.Markdown(elem_id="moby-upload-text")
+    gr.Markdown("### Two augmented views")
+    first_views = demo.views_panel()
     with gr.Row():
-        source = gr.Dropdown(view_sources(), value=view_sources()[0], label="image", elem_id="moby-view-source")
+        source = gr.Dropdown(demo.view_sources(), value="shapes #0", label="image", elem_id="moby-view-source")
         seed = gr.Number(value=0, precision=0, minimum=0, label="seed", elem_id="moby-seed")
         roll = gr.Button("Re-roll", elem_id="moby-reroll")
-    views_upload = gr.Image(type="numpy", label="or upload an image", elem_id="moby-view-upload")
-    views_plot = gr.Plot(label="views", elem_id="moby-views")
+    views_text = gr.Markdown(first_views.text, elem_id="moby-views-text")
+    views_plot = gr.Plot(first_views.figures["views"], label="views", elem_id="moby-views")
 
-    map_btn.click(guard(draw_map), [dataset, projection, point], [emb_map, nn_text], api_name="moby_map")
-    nn_btn.click(guard(show_neighbours), [dataset, projection, point, k], [emb_map, nn_plot, nn_text],
-                 api_name="moby_neighbours")
-    up_btn.click(guard(upload_neighbours), [dataset, upload, k], [nn_plot, nn_text], api_name="moby_upload")
-    roll.click(guard(reroll), [source, views_upload, seed], [seed, views_plot], api_name="moby_reroll")
-    source.change(guard(show_views), [source, views_upload, seed], views_plot, api_name="moby_views")
+    outputs = [emb_map, nn_plot, nn_text]
+    for c in (dataset, method, k):
+        c.change(guard(show, len(outputs)), [dataset, method, point, k], outputs, api_name=False)
+    point.release(guard(show, len(outputs)), [dataset, method, point, k], outputs, api_name="moby_neighbours")
+    dataset.change(guard(point_range), [dataset, point], point, api_name=False)
+    up_btn.click(guard(upload_neighbours, 2), [dataset, upload, k], [up_plot, up_text], api_name="moby_upload")
+    roll.click(guard(reroll, 3), [source, seed], [seed, views_plot, views_text], api_name="moby_reroll")
+    source.change(guard(views, 2), [source, seed], [views_plot, views_text], api_name="moby_views")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class PretrainConfig:
     jitter_p: float = 0.8
     gray_p: float = 0.2
     bg_swap: float = 1.0
+    recolor: float = 1.0
     data_seed: int = 31
 
     def moby_config(self) -> mb.MoBYConfig:
@@ -82,8 +83,9 @@ def view(cfg: PretrainConfig, blur_p: float, solarize_p: float) -> T.Compose:
 
 
 class TwoViewShapes(torch.utils.data.Dataset):
-    """Two augmented views per shapes image; with probability ``bg_swap`` each view first gets its object
-    pasted on its own random background (global torch RNG, so ``fit`` seeds it)."""
+    """Two augmented views per shapes image. Before the BYOL augmentations, each view independently gets its
+    object pasted on a random background (probability ``bg_swap``) and painted a random colour (probability
+    ``recolor``). Global torch RNG, so ``fit`` seeds it."""
 
     def __init__(self, cfg: PretrainConfig):
         d = shapes.load(n=cfg.n_images, size=cfg.img_size, seed=cfg.data_seed)
@@ -91,21 +93,28 @@ class TwoViewShapes(torch.utils.data.Dataset):
         self.masks = torch.from_numpy(d.masks > 0)
         self.backgrounds = torch.from_numpy(
             shapes.backgrounds(cfg.n_images, cfg.img_size, seed=cfg.data_seed + 1)).permute(0, 3, 1, 2).contiguous()
-        self.p = cfg.bg_swap
+        self.p, self.p_color = cfg.bg_swap, cfg.recolor
         self.views = (view(cfg, 1.0, 0.0), view(cfg, 0.1, 0.2))
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def source(self, i: int) -> torch.Tensor:
-        x = self.images[i]
-        if self.p > 0 and float(torch.rand(())) < self.p:
-            j = int(torch.randint(0, len(self.backgrounds), ()))
-            x = torch.where(self.masks[i][None], x, self.backgrounds[j])
+    def source(self, i: int, g: torch.Generator | None = None) -> torch.Tensor:
+        x, m = self.images[i], self.masks[i][None]
+        if self.p_color > 0 and float(torch.rand((), generator=g)) < self.p_color:
+            color = torch.randint(0, 256, (3, 1, 1), dtype=torch.uint8, generator=g)
+            x = torch.where(m, color.expand_as(x), x)
+        if self.p > 0 and float(torch.rand((), generator=g)) < self.p:
+            j = int(torch.randint(0, len(self.backgrounds), (), generator=g))
+            x = torch.where(m, x, self.backgrounds[j])
         return x.float().div(255.0)
 
+    def sample(self, i: int, g: torch.Generator | None = None):
+        """The two views of image ``i`` drawn from ``g`` (the global RNG when None)."""
+        return self.views[0](self.source(i, g), g), self.views[1](self.source(i, g), g)
+
     def __getitem__(self, i: int):
-        return self.views[0](self.source(i)), self.views[1](self.source(i))
+        return self.sample(i)
 
 
 def knn_sets(size: int, n_train: int = 1000, n_test: int = 500):
@@ -169,8 +178,12 @@ def main_demo(argv: list[str]) -> None:
     p.add_argument("--img-size", type=int, default=d.img_size, help="Image side in pixels.")
     p.add_argument("--steps", type=int, default=d.steps, help="Optimizer steps.")
     p.add_argument("--lr", type=float, default=d.lr, help="Peak learning rate (AdamW).")
+    p.add_argument("--queue-size", type=int, default=d.queue_size, help="Keys per MoBY queue.")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="Contrastive temperature (paper 0.2).")
     p.add_argument("--bg-swap", type=float, default=d.bg_swap,
                    help="Probability that a view's object is pasted on a new background (0 = the paper's views).")
+    p.add_argument("--recolor", type=float, default=d.recolor,
+                   help="Probability that a view's object is painted a random colour (0 = the paper's views).")
     p.add_argument("--crop-min", type=float, default=d.crop_min, help="Smallest crop area (paper: 0.08).")
     p.add_argument("--blur", action="store_true", help="Add the paper's blur and solarisation.")
     p.add_argument("--seed", type=int, default=0, help="Initialisation, augmentation and data-order seed.")
@@ -183,7 +196,8 @@ def main_demo(argv: list[str]) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     cfg = replace(d, backbone=a.backbone, img_size=a.img_size, steps=a.steps, lr=a.lr, bg_swap=a.bg_swap,
-                  crop_min=a.crop_min, blur=a.blur)
+                  recolor=a.recolor, crop_min=a.crop_min, blur=a.blur, queue_size=a.queue_size,
+                  temperature=a.temperature)
     sets = knn_sets(cfg.img_size)
     rand = knn_top1(random_encoder(cfg, a.seed), sets)
     print(f"random-init {cfg.backbone}: kNN top-1 {rand:.1f}% on unseen shapes")

@@ -114,7 +114,9 @@ class Claim:
     """One of the paper's statements, tested by comparing ``method`` against ``baseline`` on ``metric``.
 
     ``part`` selects the records; ``arms`` (default: every arm of the part with the metric) are shown;
-    ``baselines`` are the arms that must be halfway from chance (default: ``baseline`` alone).
+    ``baselines`` are the arms that must be halfway from chance (default: ``baseline`` alone); a mapping
+    ``{arm: (chance, perfect)}`` gives an arm its own levels (e.g. the trained model's seen-class accuracy when the
+    baseline condition is at chance by construction).
     """
 
     id: str
@@ -128,7 +130,7 @@ class Claim:
     chance: float | None = None
     perfect: float = 1.0
     arms: Sequence[str] | None = None
-    baselines: Sequence[str] | None = None
+    baselines: Sequence[str] | Mapping[str, tuple[float | None, float]] | None = None
     command: str = ""
     note: str = ""
 
@@ -137,7 +139,9 @@ class Claim:
             raise ValueError(f"direction must be 'higher' or 'lower', got {self.direction!r}")
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "none"
     if not math.isfinite(v):
         return "nan"
     a = abs(v)
@@ -155,13 +159,15 @@ def judge(claim: Claim, values: Mapping[str, Mapping[int, float]]) -> dict[str, 
     sign = 1.0 if claim.direction == "higher" else -1.0
     delta, se, n = sign * diff["mean"], diff["se"], diff["n"]
     low = []
-    for b in (claim.baselines or [claim.baseline]):
+    checks = claim.baselines or [claim.baseline]
+    levels = dict(checks) if isinstance(checks, Mapping) else {b: (claim.chance, claim.perfect) for b in checks}
+    for b, (chance, perfect) in levels.items():
         if b in values and values[b]:
             m = summarize(values[b].values())["mean"]
-            h = halfway(m, claim.chance, claim.perfect)
+            h = halfway(m, chance, perfect)
             if h < HALFWAY:
-                low.append(f"{b} reaches {_fmt(m)}, only {h:.0%} of the way from chance ({_fmt(claim.chance)}) "
-                           f"to perfect ({_fmt(claim.perfect)})")
+                low.append(f"{b} reaches {_fmt(m)}, only {h:.0%} of the way from chance ({_fmt(chance)}) "
+                           f"to perfect ({_fmt(perfect)})")
     d_txt = f"{claim.method} - {claim.baseline} = {_fmt(diff['mean'])} (95% CI {_fmt(diff['ci95'][0])} to " \
             f"{_fmt(diff['ci95'][1])}, SE {_fmt(se)}, n = {n}{', paired by seed' if diff['paired'] else ''})"
     if low:
@@ -316,13 +322,16 @@ def _plain(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def write_claims(paper: str, claims: Sequence[Claim], study: Study, path: Path | None = None) -> dict:
-    """Judge every claim that has records and write ``claims.json`` next to the records."""
+def write_claims(paper: str, claims: Sequence[Claim], study: Study, path: Path | None = None,
+                 extra: Sequence[dict] = ()) -> dict:
+    """Judge every claim that has records and write ``claims.json`` next to the records. ``extra`` are entries
+    already judged (claims whose arms are derived from the records, e.g. a map against a uniform map)."""
     entries = []
     for c in claims:
         vals = study.values(c.part, c.metric)
         if c.baseline in vals and c.method in vals:
             entries.append(judge(c, vals))
+    entries += list(extra)
     doc = {"paper": paper, "claims": entries}
     path = path or study.out / "claims.json"
     path.write_text(json.dumps(doc, indent=1, default=float) + "\n")

@@ -32,8 +32,14 @@ import torch.nn.functional as F
 
 from workbench import simmim as sm
 from workbench.data import natural, shapes
+from workbench.data.transforms import (
+    RandomHorizontalFlip,
+    TensorImages,
+    denormalize,
+    images_to_tensor,
+    normalize,
+)
 from workbench.models import create_model
-from workbench.data.transforms import RandomHorizontalFlip, TensorImages, denormalize, images_to_tensor, normalize
 from workbench.studies import protocol
 from workbench.train import TrainConfig, evaluate_accuracy, fit, param_groups_weight_decay
 

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from workbench import swin_v2
 from workbench.data import shapes
-from workbench.models import create_model
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
+from workbench.models import create_model
 from workbench.studies import protocol
 from workbench.train import TrainConfig, evaluate_accuracy, fit
 

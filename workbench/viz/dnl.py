@@ -114,43 +114,21 @@ def exploration_markdown(exp) -> str:
                 parts.append(f"{name}: query on background (no own-object share)")
         for name in ("NL implicit unary", "DNL unary"):
             s = exp.stats[name]
-            parts.append(f"{name}: {s['mass']:.2f} of the mass within 2 px of a boundary (uniform {s['uniform']:.2f})")
+            parts.append(f"{name}: {s['mass']:.2f} of the mass on boundary cells (uniform {s['uniform']:.2f})")
         lines.append("; ".join(parts) + ".")
     return "  \n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the study
+# the study (drawn from claims.json / records)
 # ----------------------------------------------------------------------------------------------------------
-def _summary(records):
-    from workbench.studies.dnl import summarize
-
-    return summarize(records)
-
-
-def miou_figure(records: list[dict], title: str = "Segmentation mIoU (mean ± std over seeds)") -> go.Figure:
-    s = _summary(records)
-    heads = list(s)
-    return core.bar_chart([HEAD_LABELS.get(h, h) for h in heads], [s[h]["miou"][0] for h in heads],
-                          errors=[s[h]["miou"][1] for h in heads], title=title, ylabel="mIoU", text_fmt=".3f")
-
-
-def attention_stats_figure(records: list[dict]) -> go.Figure:
-    """Lift over uniform: own-region share of pairwise maps and boundary mass of unary maps."""
-    s = _summary(records)
-    groups, vals, errs = [], [], []
-    for head, v in s.items():
-        lab = HEAD_LABELS.get(head, head)
-        for key, name in (("pairwise_lift", "attention" if head == "nl" else "whitened pairwise"),
-                          ("whitened_lift", "whitened term (identity)"),
-                          ("unary_boundary_lift", "implicit unary" if head == "nl" else "unary")):
-            if key in v:
-                groups.append(f"{lab}: {name}" + (" · boundary" if "unary" in key else " · own region"))
-                vals.append(v[key][0])
-                errs.append(v[key][1])
-    return core.bar_chart(groups, vals, errors=errs, horizontal=True, reference=1.0, reference_label="uniform",
-                          title="Lift over uniform attention (mean ± std over seeds)", xlabel="lift", text_fmt=".2f",
-                          height=120 + 40 * len(groups))
+def arms_figure(claim: dict, title: str | None = None, xlabel: str | None = None) -> go.Figure:
+    """The arms of one claims.json entry as horizontal bars (mean ± sd over seeds)."""
+    arms = claim["arms"]
+    names = list(arms)
+    return core.bar_chart(names, [arms[a]["mean"] for a in names], errors=[arms[a]["sd"] for a in names],
+                          horizontal=True, title=title or claim["claim"], xlabel=xlabel or claim["metric"],
+                          text_fmt=".3f", height=120 + 40 * len(names))
 
 
 def overview_figure(exp, *, display: int = 160) -> go.Figure:

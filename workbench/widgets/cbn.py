@@ -7,36 +7,26 @@ import html as _html
 
 from .core import Explorer, explorer
 
-LAYERS = ("stem", "blocks.0.conv1", "blocks.0.conv2", "blocks.1.conv1", "blocks.1.conv2", "blocks.1.shortcut.0")
-
 
 @functools.lru_cache(maxsize=8)
 def _live(batch_size: int, window: int, rho: float, burnin: int, steps: int, layer: str) -> dict:
-    import torch
+    from ..demos import cbn as demo
 
-    from .. import cbn
-
-    cfg = cbn.DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps,
-                               layer=layer, every=steps)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        *_, last = cbn.diagnostic_run(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    return cbn.diagnostic_series(last, cfg)
+    cfg = demo.DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps,
+                                layer=layer, every=steps, lr=0.1 * batch_size / 32)
+    *_, last = demo.diagnostic_run(cfg)
+    return demo.diagnostic_series(last, cfg)
 
 
 def render_cbn(source: str = "recorded", batch_size: int = 4, window: int = 4, rho: float = 1.0, burnin: int = 0,
-               steps: int = 120, layer: str = "blocks.0.conv1", channel: int = 0, diag: dict | None = None):
+               steps: int = 120, layer: str = "blocks.1.conv1", channel: int = 0, diag: dict | None = None):
     """(trajectories figure, summary HTML) for the recorded run (``diag`` or the committed one) or a live run."""
+    from ..demos import cbn as demo
     from ..viz import cbn as vz
 
     if source == "recorded":
         if diag is None:
-            from ..studies.cbn import load_diagnostic
-
-            diag = load_diagnostic()
+            diag = demo.recorded()
     elif source == "live":
         diag = _live(int(batch_size), int(window), float(rho), int(burnin), int(steps), layer)
     else:
@@ -57,6 +47,8 @@ def cbn_explorer(diag: dict | None = None) -> Explorer:
     """Controls mirroring the app tab; the recorded run is shown first, 'live' trains on demand."""
     import ipywidgets as W
 
+    from ..demos import cbn as demo
+
     controls = {
         "source": W.ToggleButtons(options=["recorded", "live"], value="recorded", description="run"),
         "batch_size": W.IntSlider(value=4, min=2, max=64, description="batch"),
@@ -64,7 +56,12 @@ def cbn_explorer(diag: dict | None = None) -> Explorer:
         "rho": W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1, description="ρ"),
         "burnin": W.IntSlider(value=0, min=0, max=300, description="burn-in"),
         "steps": W.IntSlider(value=120, min=10, max=400, step=10, description="live steps"),
-        "layer": W.Dropdown(options=list(LAYERS), value="blocks.0.conv1", description="layer"),
-        "channel": W.IntSlider(value=0, min=0, max=31, description="channel"),
+        "layer": W.Dropdown(options=list(demo.LAYERS), value="blocks.1.conv1", description="layer"),
+        "channel": W.IntSlider(value=0, min=0, max=demo.channels("blocks.1.conv1") - 1, description="channel"),
     }
+
+    def follow_layer(change):   # the channel slider follows the layer, as in the app
+        controls["channel"].max = demo.channels(change["new"]) - 1
+
+    controls["layer"].observe(follow_layer, names="value")
     return explorer(controls, functools.partial(render_cbn, diag=diag), title="CBN statistics explorer")

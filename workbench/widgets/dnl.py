@@ -1,9 +1,6 @@
-"""The DNL explorer: the notebook twin of the "DNL attention maps" app tab.
-
-Same controls (image, scene seed, query point, DNL temperature) and the same functions:
-``workbench.dnl.explore`` computes, ``workbench.viz.dnl`` draws.  The app picks the query with a click;
-here two sliders give its row and column (in pixels of the 64 px model input).
-"""
+"""The notebook twin of the "DNL" app tab: same controls (image, scene seed, query point, DNL temperature) and the
+same function, ``workbench.demos.dnl.panel``. The app picks the query with a click; here two sliders give its row
+and column (in pixels of the 64 px model input)."""
 from __future__ import annotations
 
 from .core import Explorer, explorer
@@ -13,22 +10,19 @@ def render(source: str = "shapes scene", seed: int = 0, row: int = 32, col: int 
     """(figure, html) for one setting of the controls."""
     import html
 
-    from .. import dnl
-    from ..viz import dnl as vz
+    from ..demos import dnl as demo
 
-    image, mask = dnl.demo_image(source, seed)
-    exp = dnl.explore(image, (row, col), temperature, mask=mask)
-    text = html.escape(vz.exploration_markdown(exp)).replace("**", "").replace("  \n", "<br>")
-    return vz.overview_figure(exp), text
+    p = demo.panel(source, seed, temperature, (row, col))
+    return p.figures["overview"], html.escape(p.text).replace("**", "").replace("  \n", "<br>")
 
 
 def dnl_explorer(source: str = "shapes scene", seed: int = 0, row: int = 32, col: int = 32) -> Explorer:
     import ipywidgets as W
 
-    from .. import dnl
+    from ..demos import dnl as demo
 
     controls = {
-        "source": W.Dropdown(options=dnl.demo_sources(), value=source, description="image"),
+        "source": W.Dropdown(options=demo.sources(), value=source, description="image"),
         "seed": W.IntSlider(value=seed, min=0, max=99, description="scene seed"),
         "temperature": W.FloatLogSlider(value=0.05, base=10, min=-2, max=0, step=0.1, description="DNL T"),
         "row": W.IntSlider(value=row, min=0, max=63, description="query row"),
