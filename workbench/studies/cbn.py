@@ -1,342 +1,201 @@
-"""The Cross-Iteration BN study at laptop scale: does pooling statistics over iterations, with Taylor
-compensation, recover small-batch BatchNorm?
+"""Cross-Iteration BN at laptop scale: ``workbench train cbn-study`` and ``cbn-demo`` under the study protocol.
 
-Setting (fixed before any run): scikit-learn's 8×8 digits (1,348 training / 449 test images,
-``workbench.data.natural.digits``), ``workbench.cbn.SmallResNet`` (stem + two basic blocks, widths 16/32,
-~30 k parameters, six conv→norm pairs), SGD momentum 0.9, weight decay 5e-4, learning rate linearly scaled
-with the batch (``lr = 0.1 · B / 32``, half-epoch warm-up, cosine to 0), the same number of epochs for
-every batch size, ``workbench.train.fit``. Test accuracy is measured in eval mode (running statistics).
+The paper's small batch is the *per-GPU statistics* batch (e.g. 2 images per GPU on 8 GPUs, no SyncBN). Here the
+optimizer batch is fixed at 32 and the statistics are computed over groups of ``b`` images (``b`` = 2, 4, 8, 16,
+32), each group with its own CBN window — ``ConvCBN(devices=32 / b)`` — so a gap between arms comes from the
+statistics alone, not from a different number of optimizer steps. Network: ``cbn.SmallResNet`` on 32 px shapes
+(ImageNet-normalised), SGD momentum 0.9, lr 0.1 (the linear scaling rule at batch 32), weight decay 5e-4, warm-up +
+cosine, flips.
 
-- main grid: batch size {2, 4, 8, 16, 32} × {BN, naive window (ρ = 0), CBN (ρ = 1), GroupNorm}, window 4,
-  no burn-in, seeds {0, 1};
-- window ablation at batch 4: windows {2, 8} × ρ {0, 1} (window 4 and window 1 = BN are in the grid);
-- burn-in ablation at batch 4, window 4: plain BN for the first {1, 2} epochs;
-- gradient ablation at batch 4 and 32: BN whose forward is exact but whose gradient through μ, σ² is
-  scaled by 1/4, as in CBN's backward with a full window of 4 (``StatGradScaledBN``).
+Parts (>= 3 seeds each, records in ``records.jsonl``, verdicts in ``claims.json``):
 
-Each finished run is appended to ``studies/cbn/runs.jsonl`` (runs already there are skipped, so the
-job resumes); ``studies/cbn/README.md`` holds the tables. ``cbn-diagnostic`` records one layer's
-statistics during a short run (``studies/cbn/diagnostic.json``, replayed by the app and the notebook);
-``cbn-demo`` trains the demo checkpoint ``workbench/assets/checkpoints/cbn_digits.pt``.
+* ``gap``: BN at every statistics batch — is there a small-batch gap to close?
+* ``norms``: BN, the naive window (ρ = 0), CBN (ρ = 1, window 4) and GroupNorm at the small statistics batches.
+* ``why``: why the window slows learning (observed in the issue): CBN, CBN whose current statistics receive the
+  full BN gradient (``stat_grad_scale=1``), BN whose statistics receive only 1/4 of it (what CBN's backward gives
+  with a window of 4), and CBN with a burn-in of plain BN.
+
+``cbn-demo`` records the diagnostic run replayed by the app and notebook 04 (``diagnostic.json``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
-import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from workbench import cbn
-from workbench.records import markdown_table, read_jsonl, studies_dir, write_jsonl, write_markdown
+from workbench.data import shapes
+from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
+from workbench.studies import protocol
+from workbench.train import TrainConfig, evaluate_accuracy, fit
 
-BATCH_SIZES = (2, 4, 8, 16, 32)
-SEEDS = (0, 1)
-EPOCHS = 4
-BASE_LR = 0.1  # at batch 32
-ABLATION_BATCH = 4
-DEMO_COMMAND = "workbench train cbn-demo"
-DIAG_COMMAND = "workbench train cbn-diagnostic"
-LABELS = {"bn": "BN", "naive": "naive window (ρ=0)", "cbn": "CBN (ρ=1)", "gn": "GroupNorm",
-          "bn-grad": "BN, ¼ of the statistics gradient (ablation)"}
+PAPER = "cbn"
+BATCHES = (2, 4, 8, 16, 32)
+SMALL = (2, 4, 8)
 
 
-def load_data(name: str = "digits"):
-    """``((x_train, y_train), (x_test, y_test))``: ``digits`` (8×8 grey) or ``shapes`` (16×16 RGB procedural
-    shapes on five kinds of background, 3,000 / 1,000 images)."""
-    if name == "digits":
-        from workbench.data.natural import digits
-
-        return digits("train"), digits("test")
-    if name == "digits-jitter":
-        from workbench.data.natural import digits
-
-        out = []
-        for split, seed in (("train", 0), ("test", 1)):
-            x, y = digits(split)
-            out.append((jitter_intensity(x, seed), y))
-        return tuple(out)
-    if name == "shapes":
-        from workbench.data import shapes
-
-        out = []
-        for n, seed in ((3000, 0), (1000, 1)):
-            d = shapes.load(shapes.ShapesConfig(n=n, size=16, seed=seed))
-            x = torch.from_numpy(d.images).permute(0, 3, 1, 2).float() / 255.0
-            out.append((x, torch.from_numpy(d.labels).long()))
-        return tuple(out)
-    raise ValueError(f"unknown study data {name!r}; use 'digits' or 'shapes'")
+@dataclass
+class RunConfig:
+    widths: tuple[int, ...] = (32, 64, 128)
+    img_size: int = 32
+    n_train: int = 20000
+    n_test: int = 1000
+    steps: int = 1500
+    batch_size: int = 32          # the optimizer batch (all GPUs together)
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    window: int = 4
+    data_seed: int = 51
 
 
-def jitter_intensity(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """Per-image random contrast and brightness (``a·x + b``, ``a ~ U(0.2, 1)``, ``b ~ U(0, 1 − a)``) and a
-    random inversion (p = ½), drawn once: images whose statistics differ from image to image, as
-    illumination makes them differ in natural photos."""
-    g = torch.Generator().manual_seed(seed)
-    n = x.shape[0]
-    a = 0.2 + 0.8 * torch.rand(n, 1, 1, 1, generator=g)
-    b = (1 - a) * torch.rand(n, 1, 1, 1, generator=g)
-    out = a * x + b
-    inv = torch.rand(n, 1, 1, 1, generator=g) < 0.5
-    return torch.where(inv, 1 - out, out)
+def data(cfg: RunConfig):
+    x, y = shapes.tensors(n=cfg.n_train, size=cfg.img_size, seed=cfg.data_seed)
+    xt, yt = shapes.tensors(n=cfg.n_test, size=cfg.img_size, seed=cfg.data_seed + 1)
+    return x, y, xt, yt
 
 
-class StatGradScaledBN(torch.nn.BatchNorm2d):
-    """BatchNorm whose forward is exactly BN's but whose gradient through μ and σ² is ``1/k`` of BN's — what
-    CBN's backward gives when all ``k`` window entries are kept (past statistics are constants). Isolates
-    that effect from the staleness of the pooled statistics (the ``grad`` ablation)."""
-
-    def __init__(self, bn: torch.nn.BatchNorm2d, k: int):
-        super().__init__(bn.num_features, bn.eps, bn.momentum)
-        self.load_state_dict(bn.state_dict())
-        self.k = k
-
-    def forward(self, x):
-        if not self.training:
-            return super().forward(x)
-        with torch.no_grad():
-            mu, nu = cbn.batch_stats(x)
-        sums = torch.stack([mu, nu]) * (self.k - 1)  # as if k − 1 identical past entries were pooled
-        cnt = torch.full_like(mu, float(self.k))
-        y, mu_t, var_t, _ = cbn._WindowNorm.apply(x, sums, cnt, self.weight, self.bias, self.eps)
-        n = x.shape[0] * x.shape[2] * x.shape[3]
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            self.running_mean.mul_(1 - self.momentum).add_(mu_t, alpha=self.momentum)
-            self.running_var.mul_(1 - self.momentum).add_(var_t, alpha=self.momentum * n / (n - 1))
-        return y
+def make(cfg: RunConfig, norm: str, stat_batch: int, seed: int, *, rho=None, burnin: int = 0,
+         stat_grad_scale: float | None = None):
+    if cfg.batch_size % stat_batch:
+        raise ValueError(f"the statistics batch {stat_batch} must divide the optimizer batch {cfg.batch_size}")
+    devices = cfg.batch_size // stat_batch if norm != "gn" else 1
+    return cbn.make_model(norm, window=cfg.window, burnin=burnin, rho=rho, widths=cfg.widths, in_chans=3, seed=seed,
+                          devices=devices, stat_grad_scale=stat_grad_scale)
 
 
-def _make(norm: str, window: int, burnin: int, rho, seed: int, in_chans: int) -> torch.nn.Module:
-    if norm != "bn-grad":
-        return cbn.make_model(norm, window=window, burnin=burnin, rho=rho, seed=seed, in_chans=in_chans)
-    model = cbn.make_model("bn", seed=seed, in_chans=in_chans)
-    for name, mod in list(model.named_modules()):
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            parent, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, StatGradScaledBN(mod, window))
-    return model
+def train_eval(cfg: RunConfig, model, seed: int, progress: bool = True) -> dict:
+    x, y, xt, yt = data(cfg)
+    per_epoch = len(x) // cfg.batch_size
+    tc = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=0.0, optimizer="sgd",
+                     momentum=0.9, warmup_epochs=0.05 * cfg.steps / per_epoch, weight_decay=cfg.weight_decay,
+                     clip_grad=None, seed=seed, progress=progress, device="cpu", log_every=0)
+    res = fit(model, TensorImages(x, y, transform=RandomHorizontalFlip()),
+              lambda m, b: F.cross_entropy(m(b[0]), b[1]), tc)
+    conv_norm = sum(float(m.weight.detach().norm() ** 2) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return {"acc": evaluate_accuracy(model, xt, yt, preprocess=normalize), "train_loss": res["history"][-1]["train_loss"],
+            "conv_weight_norm": conv_norm ** 0.5}
 
 
-def run_one(norm: str, batch_size: int, seed: int, *, epochs: int = EPOCHS, window: int = 4, rho: float | None = None,
-            burnin_epochs: float = 0.0, base_lr: float = BASE_LR, data=None) -> dict:
-    """Train one SmallResNet and return its record (test accuracy in eval mode)."""
-    from torch.utils.data import TensorDataset
-
-    from workbench.train import TrainConfig, evaluate_accuracy, fit
-
-    (xtr, ytr), (xte, yte) = data if data is not None else load_data()
-    steps_per_epoch = len(xtr) // batch_size
-    burnin = int(round(burnin_epochs * steps_per_epoch))
-    model = _make(norm, window, burnin, rho, seed, xtr.shape[1])
-    lr = base_lr * batch_size / 32
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_lr=0.0, warmup_epochs=0.5, weight_decay=5e-4,
-                      optimizer="sgd", momentum=0.9, clip_grad=None, seed=seed, progress=False, log_every=0,
-                      device="cpu")
-
-    def loss_fn(m, batch):
-        x, y = batch
-        return F.cross_entropy(m(x), y)
-
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = fit(model, TensorDataset(xtr, ytr), loss_fn, cfg)
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"norm": norm, "batch_size": batch_size, "seed": seed, "epochs": epochs,
-            "window": window if norm in ("cbn", "naive", "bn-grad") else 1,
-            "rho": (0.0 if norm == "naive" else (1.0 if rho is None else rho)) if norm in ("cbn", "naive") else None,
-            "burnin": burnin, "burnin_epochs": burnin_epochs, "lr": lr, "steps": res["steps"],
-            "train_loss": round(res["history"][-1]["train_loss"], 5),
-            "test_acc": round(evaluate_accuracy(model, xte, yte), 5),
-            "train_acc_eval": round(evaluate_accuracy(model, xtr, ytr), 5), "seconds": round(secs, 2),
-            "cpu_seconds": round(cpu, 2)}
+def arm(cfg: RunConfig, norm: str, stat_batch: int, progress: bool, **kw):
+    return lambda seed: train_eval(cfg, make(cfg, norm, stat_batch, seed, **kw), seed, progress)
 
 
-def plan(part: str, batch_sizes=BATCH_SIZES, norms=cbn.NORMS, seeds=SEEDS, epochs: int = EPOCHS) -> list[dict]:
-    """The run specifications of the study, in execution order."""
-    runs = []
-    if part in ("main", "all"):
-        for b in batch_sizes:
-            for s in seeds:
-                for n in norms:
-                    runs.append(dict(part="main", norm=n, batch_size=b, seed=s, epochs=epochs, window=4, rho=None,
-                                     burnin_epochs=0.0))
-    if part in ("ablations", "all"):
-        for s in seeds:
-            for w in (2, 8):
-                for n in ("naive", "cbn"):
-                    runs.append(dict(part="window", norm=n, batch_size=ABLATION_BATCH, seed=s, epochs=epochs, window=w,
-                                     rho=None, burnin_epochs=0.0))
-            for be in (1.0, 2.0):
-                runs.append(dict(part="burnin", norm="cbn", batch_size=ABLATION_BATCH, seed=s, epochs=epochs,
-                                 window=4, rho=None, burnin_epochs=be))
-            for b in (ABLATION_BATCH, 32):
-                runs.append(dict(part="grad", norm="bn-grad", batch_size=b, seed=s, epochs=epochs, window=4, rho=None,
-                                 burnin_epochs=0.0))
-    return runs
+LABEL = {"bn": "BN", "naive": "naive window", "cbn": "CBN", "gn": "GroupNorm"}
 
 
-def _key(r: dict) -> tuple:
-    return (r["part"], r["norm"], r["batch_size"], r["seed"], r["epochs"], r["window"], r["burnin_epochs"])
+def claims(command: str) -> list[protocol.Claim]:
+    out = []
+    c = dict(metric="acc", direction="higher", chance=0.1, perfect=1.0, command=command)
+    for b in (2, 4):
+        out.append(protocol.Claim(
+            id=f"gap_b{b}", part="gap", claim=f"BN degrades when its statistics come from {b} images (vs 32).",
+            paper_value="ImageNet ResNet-50 (GN paper Fig. 1, cited by CBN): BN top-1 error 23.6% at 32 images per "
+                        "GPU -> 34.7% at 2",
+            baseline=f"BN, b = {b}", method="BN, b = 32", **c))
+    for b in SMALL:
+        out.append(protocol.Claim(
+            id=f"cbn_vs_bn_b{b}", part="norms", claim=f"CBN beats BN with small statistics batches (b = {b}).",
+            paper_value="CBN Table 1 (ImageNet, ResNet-18, small batch per GPU): CBN keeps accuracy where BN drops "
+                        "(unverified numbers); COCO Mask R-CNN (2 images/GPU): CBN 37.6 vs frozen/unsync BN",
+            baseline=f"BN, b = {b}", method=f"CBN, b = {b}", baselines=[f"BN, b = {b}", f"naive window, b = {b}"], **c))
+        out.append(protocol.Claim(
+            id=f"cbn_vs_naive_b{b}", part="norms", claim=f"Compensation (CBN) beats the naive window (b = {b}).",
+            paper_value="CBN Table 4: naive CBN (no compensation) is worse than CBN; the gap grows with the window",
+            baseline=f"naive window, b = {b}", method=f"CBN, b = {b}", **c))
+    out.append(protocol.Claim(
+        id="why_full_stat_grad", part="why",
+        claim="CBN learns slowly because its current statistics get only 1/window of BN's gradient "
+              "(CBN with the full statistics gradient vs CBN).",
+        paper_value="(our hypothesis, tested here; the paper treats past statistics as constants)",
+        baseline="CBN", method="CBN, full statistics gradient", **c))
+    out.append(protocol.Claim(
+        id="why_bn_quarter_grad", part="why",
+        claim="Withholding 3/4 of BN's statistics gradient alone slows BN (BN vs BN with 1/4 of it).",
+        paper_value="(our hypothesis, tested here)",
+        baseline="BN, 1/4 of the statistics gradient", method="BN", **c))
+    out.append(protocol.Claim(
+        id="why_burnin", part="why", claim="A burn-in of plain BN recovers CBN's accuracy (CBN with burn-in vs CBN).",
+        paper_value="CBN Sec. 4: the window is used after a burn-in period (the official layer's `burnin`)",
+        baseline="CBN", method="CBN, burn-in", **c))
+    return out
 
 
-def _mean_std(vals: list[float]) -> str:
-    if not vals:
-        return "–"
-    m = 100 * statistics.fmean(vals)
-    s = 100 * statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{m:.1f} ± {s:.1f}"
+def main_study(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="workbench train cbn-study",
+                                description="CBN under the study protocol: the small-statistics-batch gap of BN, BN vs "
+                                            "naive window vs CBN vs GroupNorm, and why the window slows learning.")
+    protocol.add_arguments(p, PAPER)
+    d = RunConfig()
+    p.add_argument("--part", choices=["all", "gap", "norms", "why"], default="all", help="Which part to run.")
+    p.add_argument("--steps", type=int, default=d.steps, help="Optimizer steps per run (batch 32).")
+    p.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="Channels of the ResNet stages.")
+    p.add_argument("--why-batch", type=int, default=4, help="Statistics batch of part 'why'.")
+    a = p.parse_args(argv)
+    study = protocol.open_study(a, PAPER)
+    command = protocol.command_line("workbench train cbn-study", argv)
+    cfg = replace(d, steps=a.steps, widths=tuple(a.widths))
+    if a.budget_min is not None:
+        n = len(a.seeds) * (len(BATCHES) + 3 * len(SMALL) + 1 + 4)
+        cfg = replace(cfg, steps=protocol.plan_steps(a.steps, n, 0.15, a.budget_min))
+        print(f"budget: {cfg.steps} steps per run")
+    prog = not a.no_progress
+    shared = asdict(cfg)
+    if a.part in ("all", "gap"):
+        study.run("gap", {f"BN, b = {b}": arm(cfg, "bn", b, prog) for b in BATCHES}, shared)
+    if a.part in ("all", "norms"):
+        arms = {}
+        for b in SMALL:
+            arms[f"BN, b = {b}"] = arm(cfg, "bn", b, prog)
+            arms[f"naive window, b = {b}"] = arm(cfg, "naive", b, prog)
+            arms[f"CBN, b = {b}"] = arm(cfg, "cbn", b, prog)
+        arms["GroupNorm"] = arm(cfg, "gn", cfg.batch_size, prog)
+        study.run("norms", arms, shared)
+    if a.part in ("all", "why"):
+        b = a.why_batch
+        study.run("why", {
+            "BN": arm(cfg, "bn", b, prog),
+            "BN, 1/4 of the statistics gradient": arm(cfg, "bn", b, prog, stat_grad_scale=1.0 / cfg.window),
+            "CBN": arm(cfg, "cbn", b, prog),
+            "CBN, full statistics gradient": arm(cfg, "cbn", b, prog, stat_grad_scale=1.0),
+            "CBN, burn-in": arm(cfg, "cbn", b, prog, burnin=cfg.steps // 4),
+        }, {**shared, "stat_batch": b})
+    doc = protocol.write_claims(PAPER, claims(command), study)
+    print(protocol.claims_table(doc))
 
 
-def summarize(records: list[dict]) -> dict:
-    """Aggregate records into the tables' numbers: ``{"main": {norm: {batch: [acc...]}}, "window": ..., "burnin": ...}``."""
-    main: dict = {}
-    window: dict = {}
-    burnin: dict = {}
-    for r in records:
-        if r["part"] == "main":
-            main.setdefault(r["norm"], {}).setdefault(r["batch_size"], []).append(r["test_acc"])
-            if r["batch_size"] == ABLATION_BATCH and r["norm"] == "bn":  # window 1 = BN
-                window.setdefault(("naive", 1), []).append(r["test_acc"])
-                window.setdefault(("cbn", 1), []).append(r["test_acc"])
-            if r["batch_size"] == ABLATION_BATCH and r["norm"] in ("naive", "cbn"):
-                window.setdefault((r["norm"], r["window"]), []).append(r["test_acc"])
-            if r["batch_size"] == ABLATION_BATCH and r["norm"] == "cbn":
-                burnin.setdefault(0.0, []).append(r["test_acc"])
-        elif r["part"] == "window":
-            window.setdefault((r["norm"], r["window"]), []).append(r["test_acc"])
-        elif r["part"] == "burnin":
-            burnin.setdefault(r["burnin_epochs"], []).append(r["test_acc"])
-        elif r["part"] == "grad":
-            main.setdefault("bn-grad", {}).setdefault(r["batch_size"], []).append(r["test_acc"])
-    return {"main": main, "window": window, "burnin": burnin}
+def main_demo(argv: list[str]) -> None:
+    """Record the diagnostic run the app replays (and notebook 04 shows)."""
+    from workbench.demos import cbn as demo
 
-
-def tables(records: list[dict]) -> list[tuple[str, str]]:
-    s = summarize(records)
-    sections = []
-    bs = sorted({b for d in s["main"].values() for b in d})
-    if bs:
-        rows = [[LABELS.get(n, n)] + [_mean_std(s["main"][n].get(b, [])) for b in bs]
-                for n in cbn.NORMS + ("bn-grad",) if n in s["main"]]
-        sections.append(("Test accuracy (%) by batch size (mean ± std over seeds)",
-                         markdown_table(["norm"] + [f"B={b}" for b in bs], rows)))
-        if "bn" in s["main"] and "cbn" in s["main"] and max(bs) in s["main"]["bn"]:
-            ref = statistics.fmean(s["main"]["bn"][max(bs)])
-            rows = []
-            for b in bs:
-                row = [f"B={b}"]
-                for n in ("bn", "naive", "cbn", "gn"):
-                    v = s["main"].get(n, {}).get(b)
-                    row.append(f"{100 * (statistics.fmean(v) - ref):+.1f}" if v else "–")
-                rows.append(row)
-            sections.append((f"Gap to BN at B={max(bs)} (accuracy points)",
-                             markdown_table(["batch", "BN", "naive", "CBN", "GN"], rows)))
-    if s["window"]:
-        ws = sorted({w for (_, w) in s["window"]})
-        rows = [[lab] + [_mean_std(s["window"].get((n, w), [])) if (n, w) in s["window"] else "–" for w in ws]
-                for n, lab in (("naive", "naive (ρ=0)"), ("cbn", "CBN (ρ=1)"))]
-        sections.append((f"Window ablation at B={ABLATION_BATCH} (test accuracy %, window 1 = BN)",
-                         markdown_table(["ρ"] + [f"k={w}" for w in ws], rows)))
-    if s["burnin"]:
-        bes = sorted(s["burnin"])
-        sections.append((f"Burn-in ablation at B={ABLATION_BATCH}, window 4 (test accuracy %)",
-                         markdown_table(["burn-in (epochs)"] + [f"{b:g}" for b in bes],
-                                        [["CBN"] + [_mean_std(s["burnin"][b]) for b in bes]])))
-    return sections
-
-
-def write_tables(out: Path, records: list[dict], notes: str = "") -> Path:
-    cpu = sum(r.get("cpu_seconds", r.get("seconds", 0.0)) for r in records)
-    wall = sum(r.get("seconds", 0.0) for r in records)
-    head = (f"{len(records)} runs, {cpu / 60:.1f} CPU-minutes of training with 1 thread ({wall / 60:.1f} wall-clock "
-            f"minutes on a shared 2-core machine). "
-            f"Reproduce: `workbench train cbn-study` (resumes from runs.jsonl; `--fresh` starts over).")
-    analysis = out / "analysis.md"  # hand-written reading of the numbers, kept next to the records
-    if not notes and analysis.exists():
-        notes = analysis.read_text()
-    return write_markdown(out / "README.md", "Cross-Iteration BN at laptop scale (digits, SmallResNet)",
-                          [("Runs", head)] + tables(records), notes=notes)
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="workbench train cbn-study", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("main", "ablations", "all"), default="all")
-    ap.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
-    ap.add_argument("--norms", default=",".join(cbn.NORMS))
-    ap.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    ap.add_argument("--epochs", type=int, default=EPOCHS)
-    ap.add_argument("--data", choices=("digits", "digits-jitter", "shapes"), default="digits")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=None, help="records folder (default studies/cbn)")
-    ap.add_argument("--fresh", action="store_true", help="ignore and overwrite existing records")
-    ap.add_argument("--tables-only", action="store_true")
-    a = ap.parse_args(argv)
+    p = argparse.ArgumentParser(prog="workbench train cbn-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Record one CBN layer's current / naive / compensated / true statistics "
+                                            "during a short small-batch run on 32 px shapes (the app's replay).")
+    dc = demo.DiagnosticConfig()
+    p.add_argument("--batch-size", type=int, default=dc.batch_size, help="Images per step (the statistics batch).")
+    p.add_argument("--window", type=int, default=dc.window, help="CBN window (iterations, the current one included).")
+    p.add_argument("--rho", type=float, default=dc.rho, help="Compensation (1 = CBN, 0 = naive window).")
+    p.add_argument("--steps", type=int, default=200, help="Training steps.")
+    p.add_argument("--layer", default=dc.layer, choices=list(demo.LAYERS), help="The layer whose statistics are recorded.")
+    p.add_argument("--seed", type=int, default=0, help="Initialisation and data-order seed.")
+    p.add_argument("--commit", action="store_true", help="Overwrite the committed studies/cbn/diagnostic.json.")
+    p.add_argument("--out", default=f"runs/{PAPER}/diagnostic.json", help="Where to write without --commit.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads.")
+    a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    out = Path(a.out) if a.out else studies_dir("cbn")
-    path = out / "runs.jsonl"
-    done = [] if a.fresh or not path.exists() else read_jsonl(path)
-    if a.fresh:
-        write_jsonl(path, [])
-    if not a.tables_only:
-        data = load_data(a.data)
-        todo = plan(a.part, [int(b) for b in a.batch_sizes.split(",")], a.norms.split(","),
-                    [int(s) for s in a.seeds.split(",")], a.epochs)
-        have = {_key(r) for r in done}
-        for spec in todo:
-            if _key(spec) in have:
-                continue
-            part = spec.pop("part")
-            rec = {"part": part, "data": a.data, **run_one(**spec, data=data)}
-            done.append(rec)
-            write_jsonl(path, [rec], append=True)
-            print(f"{part:7s} {rec['norm']:5s} B={rec['batch_size']:2d} k={rec['window']} burnin={rec['burnin']:4d} "
-                  f"seed={rec['seed']} test_acc={rec['test_acc']:.4f} ({rec['seconds']:.1f}s)", flush=True)
-    write_tables(out, done)
-    print((out / "README.md").read_text())
+    cfg = demo.DiagnosticConfig(batch_size=a.batch_size, window=a.window, rho=a.rho, steps=a.steps, layer=a.layer,
+                                seed=a.seed, every=10, lr=0.1 * a.batch_size / 32)
+    from tqdm.auto import tqdm
 
-
-# --------------------------------------------------------------------------------------------------
-# the recorded diagnostic run (app replay, notebook) and the demo checkpoint
-# --------------------------------------------------------------------------------------------------
-def diagnostic_path() -> Path:
-    return studies_dir("cbn") / "diagnostic.json"
-
-
-def load_diagnostic(path=None) -> dict:
-    """The committed diagnostic run (``cbn.diagnostic_series`` form)."""
-    path = Path(path) if path else diagnostic_path()
-    if not path.exists():
-        raise FileNotFoundError(f"no recorded diagnostic run at {path}; run `{DIAG_COMMAND}`")
-    return json.loads(path.read_text())
-
-
-def load_runs(path=None) -> list[dict]:
-    """The committed study records (``studies/cbn/runs.jsonl``)."""
-    return read_jsonl(Path(path) if path else studies_dir("cbn") / "runs.jsonl")
-
-
-def diagnostic_main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="workbench train cbn-diagnostic",
-                                 description="record one CBN layer's statistics during a short run")
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--window", type=int, default=4)
-    ap.add_argument("--rho", type=float, default=1.0)
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--layer", default="blocks.0.conv1")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    cfg = cbn.DiagnosticConfig(batch_size=a.batch_size, window=a.window, rho=a.rho, steps=a.steps, lr=a.lr,
-                               layer=a.layer, seed=a.seed, every=a.steps)
-    *_, last = cbn.diagnostic_run(cfg)
-    out = Path(a.out) if a.out else diagnostic_path()
+    results = list(tqdm(demo.diagnostic_run(cfg), total=-(-a.steps // 10), desc="diagnostic run", unit="x10 steps"))
+    last = results[-1]
+    out = protocol.committed_dir(PAPER) / "diagnostic.json" if a.commit else Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(cbn.diagnostic_series(last, cfg), separators=(",", ":")))
+    out.write_text(json.dumps(demo.diagnostic_series(last, cfg), separators=(",", ":")))
     d = json.loads(out.read_text())
     e = {k: statistics.fmean(v for v in d[k] if v is not None) for k in
          ("err_mu_naive", "err_mu_comp", "err_nu_naive", "err_nu_comp")}
@@ -344,33 +203,7 @@ def diagnostic_main(argv: list[str] | None = None) -> None:
           ", ".join(f"{k}={v:.2e}" for k, v in e.items()))
 
 
-def demo_main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="workbench train cbn-demo",
-                                 description="train the CBN demo checkpoint (SmallResNet on digits, batch 4)")
-    ap.add_argument("--epochs", type=int, default=EPOCHS)
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    from torch.utils.data import TensorDataset
-
-    from workbench.checkpoints import demo_path, save_checkpoint
-    from workbench.train import TrainConfig, evaluate_accuracy, fit
-
-    (xtr, ytr), (xte, yte) = load_data()
-    model = cbn.make_model("cbn", window=4, seed=0)
-    cfg = TrainConfig(epochs=a.epochs, batch_size=4, lr=BASE_LR * 4 / 32, min_lr=0.0, warmup_epochs=0.5,
-                      weight_decay=5e-4, optimizer="sgd", momentum=0.9, clip_grad=None, seed=0, progress=False,
-                      log_every=0, device="cpu")
-    fit(model, TensorDataset(xtr, ytr), lambda m, b: F.cross_entropy(m(b[0]), b[1]), cfg)
-    acc = evaluate_accuracy(model, xte, yte)
-    path = Path(a.out) if a.out else demo_path("cbn_digits")
-    save_checkpoint(path, model, config={"norm": "cbn", "window": 4, "batch_size": 4, "epochs": a.epochs},
-                    command=DEMO_COMMAND, data_seed=0, extra={"test_acc": acc}, half=True)
-    print(f"wrote {path} ({path.stat().st_size // 1024} KB), test accuracy {acc:.4f}")
-
-
 JOBS = {
-    "cbn-study": (main, "CBN vs BN / naive window / GN across batch sizes on digits, window and burn-in ablations"),
-    "cbn-diagnostic": (diagnostic_main, "record one CBN layer's current / naive / compensated / true statistics"),
-    "cbn-demo": (demo_main, "train the CBN demo checkpoint (workbench/assets/checkpoints/cbn_digits.pt)"),
+    "cbn-study": (main_study, "CBN: small-statistics-batch gap, BN vs naive vs CBN vs GN, why the window slows learning"),
+    "cbn-demo": (main_demo, "record the CBN diagnostic run the app replays (studies/cbn/diagnostic.json)"),
 }

@@ -114,6 +114,8 @@ class Claim:
     """One of the paper's statements, tested by comparing ``method`` against ``baseline`` on ``metric``.
 
     ``part`` selects the records; ``arms`` (default: every arm of the part with the metric) are shown;
+    ``margin`` turns the claim into non-inferiority ("as good as, within ``margin``"): the difference is judged
+    after adding the margin, ``reproduced`` when ``Delta + margin > 2 SE``.
     ``baselines`` are the arms that must be halfway from chance (default: ``baseline`` alone); a mapping
     ``{arm: (chance, perfect)}`` gives an arm its own levels (e.g. the trained model's seen-class accuracy when the
     baseline condition is at chance by construction).
@@ -133,6 +135,7 @@ class Claim:
     baselines: Sequence[str] | Mapping[str, tuple[float | None, float]] | None = None
     command: str = ""
     note: str = ""
+    margin: float | None = None   # non-inferiority: the method may trail the baseline by up to this much
 
     def __post_init__(self):
         if self.direction not in ("higher", "lower"):
@@ -158,6 +161,8 @@ def judge(claim: Claim, values: Mapping[str, Mapping[int, float]]) -> dict[str, 
     diff = difference(values[claim.method], values[claim.baseline])
     sign = 1.0 if claim.direction == "higher" else -1.0
     delta, se, n = sign * diff["mean"], diff["se"], diff["n"]
+    if claim.margin is not None:
+        delta += claim.margin
     low = []
     checks = claim.baselines or [claim.baseline]
     levels = dict(checks) if isinstance(checks, Mapping) else {b: (claim.chance, claim.perfect) for b in checks}
@@ -174,7 +179,9 @@ def judge(claim: Claim, values: Mapping[str, Mapping[int, float]]) -> dict[str, 
         verdict = "not reproduced"
         why = "The comparison does not count: " + "; ".join(low) + f" (needs >= {HALFWAY:.0%}). " + d_txt + "."
     elif n >= 3 and math.isfinite(se) and delta > 2 * se:
-        verdict, why = "reproduced", f"{d_txt}: beyond 2 SE in the paper's direction ({claim.direction} is better)."
+        verdict = "reproduced"
+        why = (f"{d_txt}: not worse than the baseline by the margin {_fmt(claim.margin)}, beyond 2 SE."
+               if claim.margin is not None else f"{d_txt}: beyond 2 SE in the paper's direction ({claim.direction} is better).")
     elif delta > 0:
         verdict = "partly"
         why = (f"{d_txt}: the paper's direction, but " +
@@ -186,7 +193,7 @@ def judge(claim: Claim, values: Mapping[str, Mapping[int, float]]) -> dict[str, 
     return {"id": claim.id, "claim": claim.claim, "paper_value": claim.paper_value, "metric": claim.metric,
             "direction": claim.direction, "chance": claim.chance, "perfect": claim.perfect, "arms": arms,
             "baseline": claim.baseline, "method": claim.method, "verdict": verdict, "why": why,
-            "command": claim.command, "difference": diff}
+            "command": claim.command, "difference": diff, **({"margin": claim.margin} if claim.margin is not None else {})}
 
 
 # ------------------------------------------------------------------------------------------------ records
