@@ -73,24 +73,11 @@ def guard(fn, n_outputs: int | None = None):
     return wrapper
 
 
-class BadUpload(str):
-    """What :class:`UploadImage` passes on for a file that is not a readable image (a ``str`` holding the reason)."""
-
-
 def upload_image(**kwargs):
     """An image input that never fails inside gradio: a file that PIL cannot open reaches the handler as a
-    :class:`BadUpload` (then ``demos.common.read_image`` says "could not read the image: ...") instead of a
-    traceback and error badges. Values are file paths (decoded by the workbench, with its size checks)."""
-    import gradio as gr
-
-    class UploadImage(gr.Image):
-        is_template = True   # the frontend is gradio's image component
-
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except Exception as e:  # corrupt, truncated or not an image at all
-                return BadUpload(f"{type(e).__name__}: {user_message(e)}")
+    ``BadUpload`` (then ``demos.common.read_image`` says "could not read the image: ...") instead of a traceback and
+    error badges. Values are file paths (decoded by the workbench, with its size checks)."""
+    from workbench.apps.upload import UploadImage
 
     kwargs.setdefault("type", "filepath")
     kwargs.setdefault("sources", ["upload", "clipboard"])

@@ -59,9 +59,11 @@ class PretrainConfig:
     crop_min: float = 0.3
     blur: bool = False
     jitter_p: float = 0.8
+    jitter: float = 1.0            # strength: multiplies BYOL's ColorJitter(0.4, 0.4, 0.2, 0.1)
     gray_p: float = 0.2
     bg_swap: float = 1.0
     recolor: float = 1.0
+    postnorm_gain: float = 0.0     # initial weight of the residual post-norm LayerNorms (official V2: 0)
     data_seed: int = 31
 
     def moby_config(self) -> mb.MoBYConfig:
@@ -74,7 +76,8 @@ class PretrainConfig:
 def view(cfg: PretrainConfig, blur_p: float, solarize_p: float) -> T.Compose:
     """One BYOL/MoBY view (crop, flip, colour jitter, grayscale, optional blur / solarisation, normalise)."""
     ts = [T.RandomResizedCrop(cfg.img_size, scale=(cfg.crop_min, 1.0)), T.RandomHorizontalFlip(),
-          T.RandomApply(T.ColorJitter(0.4, 0.4, 0.2, 0.1), p=cfg.jitter_p), T.RandomGrayscale(p=cfg.gray_p)]
+          T.RandomApply(T.ColorJitter(0.4 * cfg.jitter, 0.4 * cfg.jitter, 0.2 * cfg.jitter, min(0.5, 0.1 * cfg.jitter)),
+                        p=cfg.jitter_p), T.RandomGrayscale(p=cfg.gray_p)]
     if cfg.blur:
         ts += [T.GaussianBlur((0.1, 2.0), p=blur_p, ref_size=224), T.Solarize(0.5, p=solarize_p)]
     return T.Compose(ts + [T.Normalize()])
@@ -137,8 +140,21 @@ def linear_top1(encoder, sets) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ pre-training
+def set_postnorm_gain_(encoder, gain: float):
+    """Set the initial weight of every residual post-norm LayerNorm (``norm1``/``norm2`` of the blocks)."""
+    with torch.no_grad():
+        for name, m in encoder.named_modules():
+            if name.endswith(("norm1", "norm2")) and isinstance(m, torch.nn.LayerNorm):
+                m.weight.fill_(gain)
+    return encoder
+
+
 def build(cfg: PretrainConfig) -> mb.MoBY:
-    return mb.build_moby(cfg.backbone, cfg.moby_config(), img_size=cfg.img_size)
+    def factory(dp):
+        enc = mb.create_encoder(cfg.backbone, dp, img_size=cfg.img_size)
+        return set_postnorm_gain_(enc, cfg.postnorm_gain) if cfg.postnorm_gain else enc
+
+    return mb.MoBY(factory, cfg.moby_config())
 
 
 def pretrain(cfg: PretrainConfig, seed: int = 0, out_dir: str | None = None, resume: bool = False,
@@ -164,7 +180,8 @@ def pretrain(cfg: PretrainConfig, seed: int = 0, out_dir: str | None = None, res
 
 def random_encoder(cfg: PretrainConfig, seed: int = 0):
     torch.manual_seed(seed)
-    return mb.create_encoder(cfg.backbone, 0.0, img_size=cfg.img_size)
+    enc = mb.create_encoder(cfg.backbone, 0.0, img_size=cfg.img_size)
+    return set_postnorm_gain_(enc, cfg.postnorm_gain) if cfg.postnorm_gain else enc
 
 
 def main_demo(argv: list[str]) -> None:
@@ -184,6 +201,11 @@ def main_demo(argv: list[str]) -> None:
                    help="Probability that a view's object is pasted on a new background (0 = the paper's views).")
     p.add_argument("--recolor", type=float, default=d.recolor,
                    help="Probability that a view's object is painted a random colour (0 = the paper's views).")
+    p.add_argument("--postnorm-gain", type=float, default=d.postnorm_gain,
+                   help="Initial weight of the residual post-norm LayerNorms (official Swin V2: 0, every block starts "
+                        "as the identity).")
+    p.add_argument("--jitter", type=float, default=d.jitter,
+                   help="Colour-jitter strength (1 = BYOL's 0.4/0.4/0.2/0.1; 2 = SimCLR's strongest).")
     p.add_argument("--crop-min", type=float, default=d.crop_min, help="Smallest crop area (paper: 0.08).")
     p.add_argument("--blur", action="store_true", help="Add the paper's blur and solarisation.")
     p.add_argument("--seed", type=int, default=0, help="Initialisation, augmentation and data-order seed.")
@@ -197,7 +219,7 @@ def main_demo(argv: list[str]) -> None:
     torch.set_num_threads(a.threads)
     cfg = replace(d, backbone=a.backbone, img_size=a.img_size, steps=a.steps, lr=a.lr, bg_swap=a.bg_swap,
                   recolor=a.recolor, crop_min=a.crop_min, blur=a.blur, queue_size=a.queue_size,
-                  temperature=a.temperature, momentum=a.momentum)
+                  temperature=a.temperature, momentum=a.momentum, postnorm_gain=a.postnorm_gain, jitter=a.jitter)
     sets = knn_sets(cfg.img_size)
     rand = knn_top1(random_encoder(cfg, a.seed), sets)
     print(f"random-init {cfg.backbone}: kNN top-1 {rand:.1f}% on unseen shapes")
@@ -253,12 +275,7 @@ def simmim_encoder(cfg: PretrainConfig, seed: int, steps: int, progress: bool = 
 def unit_gain_encoder(cfg: PretrainConfig, seed: int):
     """Control: a random encoder whose residual post-norm gains start at 1 instead of 0 (the blocks are no longer
     the identity at initialisation; everything else as the random arm)."""
-    enc = random_encoder(cfg, seed)
-    with torch.no_grad():
-        for name, m in enc.named_modules():
-            if name.endswith(("norm1", "norm2")) and isinstance(m, torch.nn.LayerNorm):
-                m.weight.fill_(1.0)
-    return enc
+    return set_postnorm_gain_(random_encoder(cfg, seed), 1.0)
 
 
 def pre_norm_encoder(cfg: PretrainConfig, seed: int):
