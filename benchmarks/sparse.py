@@ -165,7 +165,6 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                 f"{b['speedup_vs_dense']:.2f}x dense, {b['pct_bw']:.0f}% bw; "
                 + ", ".join(f"{r['method']} {r['median_ms']:.3f}" for r in new if r["method"] != "balanced")
                 + f" (load {load:.2f})")
-            del W, Wm, bm, Wb, csr, tcsr, bsr
     # under load the streaming measurement can read low: the bound is at least what dense BLAS achieved
     dense_bw = max((r["gbps"] * r["median_ms"] / r["min_ms"] for r in rows
                     if r["method"] in ("dense_numpy", "dense_torch") and r["batch"] == 1), default=0.0)
@@ -325,7 +324,6 @@ def run_gpu(args, log=print) -> list[dict]:
         log(f"gpu {size} s={s} batch={batch}: balanced fp32 {bal['median_ms'] * 1e3:.1f} us "
             f"({bal['kernel']}), {bal['speedup_vs_dense']:.2f}x cuBLAS, {bal['speedup_vs_cusparse']:.2f}x "
             f"cuSPARSE, {bal['pct_bw']:.0f}% of HBM read bandwidth")
-        del Wc, dense, bms, csr
         torch.cuda.empty_cache()
     for r in rows:
         r["bandwidth_gbps"] = bw

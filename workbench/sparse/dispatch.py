@@ -226,10 +226,10 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
             bias = torch.randn(size, generator=g)
             for j, n in enumerate(batches):
                 x2 = torch.randn(n, size, generator=g)
-                fns = {"dense": lambda: F.linear(x2, W, bias)}
+                fns = {"dense": lambda x2=x2, W=W, bias=bias: F.linear(x2, W, bias)}
                 for q, (bm, tl) in enumerate(mats):
-                    fns[q] = (lambda bm=bm, tl=tl: cpu.linear(bm.values, bm.offsets, x2, bank_size, size, bias=bias,
-                                                              tiles=tl))
+                    fns[q] = (lambda bm=bm, tl=tl, x2=x2, size=size, bias=bias:
+                              cpu.linear(bm.values, bm.offsets, x2, bank_size, size, bias=bias, tiles=tl))
                     kernels[(size, n)] = cpu.kernel_for(n, bm.dtype, bank_size)
                 times = timed_blocks(fns, rounds=rounds, block=block, settle=settle,
                                      setup=(lambda: bench.flush_cache(flush_mb)) if flush_mb else None,

@@ -24,7 +24,7 @@ import torch
 from workbench.sparse.prune import balanced_mask
 
 CPU_DTYPES = (torch.float32, torch.float64)
-CUDA_DTYPES = (torch.float32, torch.float16)
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
 _INDEX_MAX = {torch.uint8: 256, torch.int16: 32768, torch.int32: 2 ** 31}
 
@@ -59,10 +59,10 @@ def validate_parts(values, offsets, shape, bank_size, *, check_offsets: bool = T
         bank_size = int(bank_size)
     except (TypeError, ValueError, IndexError):
         raise ValueError(f"shape must be (rows, cols) and bank_size an integer, got {shape!r}, {bank_size!r}") from None
-    if len(shape) != 2 or rows < 1 or cols < 1:
-        raise ValueError(f"shape must be (rows, cols) with both >= 1, got {tuple(shape)}")
-    if values.numel() == 0:
-        raise ValueError("the matrix is empty (no stored entries)")
+    if values.numel() == 0 or rows < 1 or cols < 1:
+        raise ValueError(f"the matrix is empty (shape {tuple(shape)}, values {tuple(values.shape)})")
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (rows, cols), got {tuple(shape)}")
     if bank_size < 1 or bank_size > _INDEX_MAX[offsets.dtype]:
         raise ValueError(f"bank_size {bank_size} must be >= 1 and fit offsets of type {offsets.dtype}")
     r, banks, k = values.shape

@@ -1,4 +1,5 @@
-"""The timing protocol of the Balanced Sparsity measurements (benchmark, crossover table, dashboard): each method
+"""The timing protocol of the Balanced Sparsity (Yao et al., AAAI 2019) measurements — benchmark, crossover table,
+dashboard; the paper reports kernel times only, without a protocol for shared CPUs. Each method
 runs in its own *block* of consecutive calls, started after a pause so the thread pools of the method before it
 (OpenBLAS threads spin after a call; on 2 cores a threaded kernel timed right after numpy loses its cores) have gone
 idle; blocks are repeated in shuffled rounds and medians reported. Caches can be flushed before every call."""

@@ -18,11 +18,12 @@
 //   x[b*B:(b+G)*B, col0:col0+TN] (rows of TN contiguous elements: coalesced) and the tile's TR x (G*k) values and
 //   offsets (each row's G*k entries are contiguous) in shared memory with 16-byte cp.async copies where aligned, two
 //   stages in flight (double buffering: the copy of stage s+1 overlaps the FMAs of stage s; two barriers per stage
-//   of G banks, not per bank). Each thread accumulates RPT rows x CPT columns. Shared memory above 48 KB uses the
+//   of G banks, not per bank; copy granularity 16/8/4 bytes as the host's alignment check allows, element-wise
+//   otherwise). Each thread accumulates RPT rows x CPT columns. Shared memory above 48 KB uses the
 //   opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize, up to ~227 KB on H100/H200), set by the host.
 // spmm_fallback: one warp per (row, 32-column chunk), lanes over columns (coalesced x loads), 64-bit grid-stride loop
 //   over all (row, chunk) pairs: any number of rows, any bank size (used when a stage of one bank does not fit).
-// Every offset is bounds-checked: an entry whose column b*B + o is not below cols contributes nothing.
+// Every offset is bounds-checked: an entry with o >= B or column b*B + o >= cols contributes nothing.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
@@ -83,8 +84,9 @@ __device__ __forceinline__ void bs_spmv_impl(const T* __restrict__ vals, const I
 #pragma unroll
             for (int i = 0; i < VEC; ++i) {
                 const long long e = c * VEC + i;
-                const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + bs_u<I>(oo.v[i]);
-                if (col < (unsigned)cols) acc += bs_f(vv.v[i]) * bs_f(__ldg(x + col));
+                const unsigned o = bs_u<I>(oo.v[i]);
+                const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + o;
+                if (o < (unsigned)bank_size && col < (unsigned)cols) acc += bs_f(vv.v[i]) * bs_f(__ldg(x + col));
             }
         }
         for (int s = lanes >> 1; s > 0; s >>= 1) acc += __shfl_down_sync(mask, acc, s, lanes);
@@ -101,12 +103,15 @@ __device__ __forceinline__ int bs_pad16(int elems) {  // round a row of elements
     return (elems + per - 1) / per * per;
 }
 
-// Copy `count` elements (a multiple of 16 bytes when vec) from global src to shared dst; zero-fill past `valid`.
+// Copy `count` elements from global src to shared dst, lanes t0, t0 + step, ...: with cp.async chunks of vec_bytes
+// (16, 8 or 4; the host checked that every row start and length is a multiple) when the whole row is valid, else
+// element by element with zero fill past `valid`.
 template <typename T>
-__device__ __forceinline__ void bs_copy_row(T* dst, const T* src, int count, int valid, bool vec, int t0, int step) {
-    if (vec && valid == count) {
-        const int per = 16 / (int)sizeof(T);
-        for (int i = t0 * per; i < count; i += step * per) __pipeline_memcpy_async(dst + i, src + i, 16);
+__device__ __forceinline__ void bs_copy_row(T* dst, const T* src, int count, int valid, int vec_bytes, int t0,
+                                            int step) {
+    if (vec_bytes >= (int)sizeof(T) && valid == count) {
+        const int per = vec_bytes / (int)sizeof(T);
+        for (int i = t0 * per; i < count; i += step * per) __pipeline_memcpy_async(dst + i, src + i, vec_bytes);
     } else {
         for (int i = t0; i < count; i += step) dst[i] = i < valid ? src[i] : T(0);
     }
@@ -119,7 +124,8 @@ __device__ __forceinline__ void bs_copy_row(T* dst, const T* src, int count, int
 template <int K, int TN, int CPT, typename T, typename I>
 __device__ __forceinline__ void bs_spmm_impl(const T* __restrict__ vals, const I* __restrict__ offs,
                                              const T* __restrict__ x, T* __restrict__ y, int rows, int cols,
-                                             int banks, int k_rt, int bank_size, int n, int G, int x_vec, int w_vec) {
+                                             int banks, int k_rt, int bank_size, int n, int G, int x_vec, int v_vec,
+                                             int o_vec) {
     extern __shared__ __align__(16) unsigned char bs_smem[];
     const int k = K > 0 ? K : k_rt;
     constexpr int TNT = TN / CPT;              // threads across the columns of the tile
@@ -157,7 +163,7 @@ __device__ __forceinline__ void bs_spmm_impl(const T* __restrict__ vals, const I
             const long long gr = (long long)b0 * bank_size + rr;
             T* dst = xs + rr * TNP;
             if (rr < gb * bank_size && gr < cols)
-                bs_copy_row<T>(dst, x + gr * n + col0, TN, valid_c, x_vec != 0, tid & 31, 32);
+                bs_copy_row<T>(dst, x + gr * n + col0, TN, valid_c, x_vec, tid & 31, 32);
             else
                 for (int i = tid & 31; i < TN; i += 32) dst[i] = T(0);
         }
@@ -167,8 +173,8 @@ __device__ __forceinline__ void bs_spmm_impl(const T* __restrict__ vals, const I
             const long long gr = row0 + rr;
             if (gr < rows) {
                 const long long base = gr * nnz + (long long)b0 * k;
-                bs_copy_row<T>(ws + rr * GKP, vals + base, GKP, gk, w_vec != 0 && gk == GK, tid & 31, 32);
-                bs_copy_row<I>(os + rr * GKO, offs + base, GKO, gk, w_vec != 0 && gk == GK, tid & 31, 32);
+                bs_copy_row<T>(ws + rr * GKP, vals + base, GK, gk, v_vec, tid & 31, 32);
+                bs_copy_row<I>(os + rr * GKO, offs + base, GK, gk, o_vec, tid & 31, 32);
             } else {
                 for (int i = tid & 31; i < GK; i += 32) {
                     ws[rr * GKP + i] = T(0);
@@ -253,8 +259,10 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
         const I* o = offs + r * nnz;
         float acc = 0.f;
         for (long long e = 0; e < nnz; ++e) {
-            const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + bs_u<I>(o[e]);
-            if (col < (unsigned)cols && c < n) acc += bs_f(v[e]) * bs_f(x[(long long)col * n + c]);
+            const unsigned oe = bs_u<I>(o[e]);
+            const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + oe;
+            if (oe < (unsigned)bank_size && col < (unsigned)cols && c < n)
+                acc += bs_f(v[e]) * bs_f(x[(long long)col * n + c]);
         }
         if (c < n) bs_store(y + r * n + c, acc);
     }
@@ -271,8 +279,9 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
 #define BS_SPMM(NAME, K, TN, CPT, T, I)                                                                           \
     extern "C" __global__ void __launch_bounds__(BS_THREADS)                                                       \
     NAME(const T* vals, const I* offs, const T* x, T* y, int rows, int cols, int banks, int k, int bank_size,      \
-         int n, int G, int x_vec, int w_vec) {                                                                     \
-        bs_spmm_impl<K, TN, CPT, T, I>(vals, offs, x, y, rows, cols, banks, k, bank_size, n, G, x_vec, w_vec);     \
+         int n, int G, int x_vec, int v_vec, int o_vec) {                                                          \
+        bs_spmm_impl<K, TN, CPT, T, I>(vals, offs, x, y, rows, cols, banks, k, bank_size, n, G, x_vec, v_vec,      \
+                                       o_vec);                                                                     \
     }
 
 #define BS_FALLBACK(NAME, T, I)                                                                                    \

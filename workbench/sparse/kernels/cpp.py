@@ -1,4 +1,5 @@
-"""The C++ CPU kernels of Balanced Sparsity (``balanced_cpu.cpp``): built at first use, cached, called via ctypes.
+"""The C++ CPU kernels of Balanced Sparsity (Yao et al., AAAI 2019; ``balanced_cpu.cpp``): built at first use,
+cached, called via ctypes. (The paper's kernels are GPU-only; these are this package's CPU counterparts.)
 
 The source is compiled with ``torch.utils.cpp_extension.load`` against torch's headers and libraries (so its
 ``at::parallel_for`` runs on PyTorch's own intra-op OpenMP pool: the library links the ``libgomp.so.1`` torch has

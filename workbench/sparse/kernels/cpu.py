@@ -73,10 +73,13 @@ def spmm(vals, offs, x, out):  # x (in, n), out (rows, n)
 
 
 def cache_dir() -> Path:
-    """Generated kernel modules + numba's cache: $WORKBENCH_KERNEL_CACHE or ~/.cache/workbench/sparse_kernels
-    (shared across runs on purpose: compiled code does not depend on data)."""
+    """Generated kernel modules + numba's cache: $WORKBENCH_KERNEL_CACHE, else <cache>/numba_kernels with <cache> =
+    $WORKBENCH_CACHE or ~/.cache/vision-workbench (shared across runs on purpose: compiled code does not depend on
+    data)."""
     root = os.environ.get("WORKBENCH_KERNEL_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "workbench" / "sparse_kernels"
+    if root:
+        return Path(root)
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "vision-workbench")) / "numba_kernels"
 
 
 @functools.cache
