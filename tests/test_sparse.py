@@ -375,7 +375,7 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
     W = torch.randn(rows, cols, generator=g)
     bm = BalancedMatrix.from_dense(W, 0.75, B, pad=True, index_dtype=idt)
     dense = bm.to_dense().double()
-    ns = {"gather": [None, 1], "tiles": [None, 1, 2, 4], "spmm": [2, 9, 33, 70], "scalar": [None, 3, 70],
+    ns = {"gather": [None, 1], "tiles": [None, 1, 2, 4], "spmm": [2, 9, 33, 70, 130], "scalar": [None, 3, 70],
           "numba": [None, 5]}[kernel]
     for n in ns:
         x = torch.randn(cols, generator=g) if n is None else torch.randn(cols, n, generator=g)
@@ -431,7 +431,7 @@ def test_failed_cpp_build_falls_back_with_a_recorded_reason(monkeypatch, tmp_pat
     bad = tmp_path / "balanced_cpu.cpp"
     bad.write_text("this is not C++\n")
     monkeypatch.setattr(cpp, "SOURCE", bad)
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("WORKBENCH_KERNEL_CACHE", str(tmp_path / "cache"))
     cpp.reset()
     try:
         with warnings.catch_warnings():

@@ -315,6 +315,78 @@ __attribute__((target("avx512f"))) inline __m512 pick(const __m512* xs, __m512i 
     return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
 }
 
+// AVX-512 SpMM for wide batches (n >= 64): column tiles of 16 * NV (up to 128) columns held in NV zmm accumulators,
+// banks walked in order (no column-base table); fewer loads per FMA than the 32-column AVX2 tiles (measured ~1.2x at
+// 64 columns, ~1.35x at 128 on Zen 4). The last partial vector of a tile is masked.
+template <typename I, int NV>
+__attribute__((target("avx512f"))) inline void spmm_tile_avx512(const float* v, const I* o, int64_t banks, int64_t k,
+                                                                int64_t B, uint64_t last, const float* x, float* yr,
+                                                                float b0, int64_t n, int64_t t0, __mmask16 mlast,
+                                                                int64_t cs, int64_t cnt) {
+    __m512 acc[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) acc[i] = _mm512_setzero_ps();
+    const float* xt = x + t0;
+    int64_t e = 0;
+    for (int64_t b = 0; b < banks; ++b) {
+        const uint64_t base = (uint64_t)(b * B);
+        for (int64_t j = 0; j < k; ++j, ++e) {
+            const __m512 w = _mm512_set1_ps(v[e]);
+            const float* xr = xt + std::min(base + uoff(o[e]), last) * n;
+#pragma GCC unroll 8
+            for (int i = 0; i < NV; ++i) {
+                const __m512 xv = i == NV - 1 ? _mm512_maskz_loadu_ps(mlast, xr + 16 * i) : _mm512_loadu_ps(xr + 16 * i);
+                acc[i] = _mm512_fmadd_ps(w, xv, acc[i]);
+            }
+        }
+    }
+    const __m512 vb = _mm512_set1_ps(b0);
+    if (cs == 1) {
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) {
+            const __m512 out = _mm512_add_ps(acc[i], vb);
+            if (i == NV - 1)
+                _mm512_mask_storeu_ps(yr + t0 + 16 * i, mlast, out);
+            else
+                _mm512_storeu_ps(yr + t0 + 16 * i, out);
+        }
+    } else {
+        alignas(64) float tmp[16 * NV];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) _mm512_store_ps(tmp + 16 * i, _mm512_add_ps(acc[i], vb));
+        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
+    }
+}
+
+template <typename I>
+__attribute__((target("avx512f"))) void spmm_rows_avx512(const float* vals, const I* offs, const float* x, float* y,
+                                                          const float* bias, int64_t r0, int64_t r1, int64_t banks,
+                                                          int64_t k, int64_t B, int64_t cols, int64_t n, int64_t rows,
+                                                          bool yt) {
+    const int64_t nnz = banks * k;
+    const uint64_t last = (uint64_t)cols - 1;
+    const int64_t tw = n >= 128 ? 128 : 64;
+    const int64_t cs = yt ? rows : 1;
+    for (int64_t t0 = 0; t0 < n; t0 += tw) {
+        const int64_t cnt = std::min(tw, n - t0);
+        const int nv = (int)((cnt + 15) / 16);
+        const int64_t m = cnt - 16 * (nv - 1);
+        const __mmask16 mlast = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* v = vals + r * nnz;
+            const I* o = offs + r * nnz;
+            float* yr = yt ? y + r : y + r * n;
+            const float b0 = bias ? bias[r] : 0.f;
+            switch (nv) {
+#define BS_Z(NV) \
+    case NV: spmm_tile_avx512<I, NV>(v, o, banks, k, B, last, x, yr, b0, n, t0, mlast, cs, cnt); break;
+                BS_Z(1) BS_Z(2) BS_Z(3) BS_Z(4) BS_Z(5) BS_Z(6) BS_Z(7) BS_Z(8)
+#undef BS_Z
+            }
+        }
+    }
+}
+
 template <typename I, int NX, int NC>
 __attribute__((target("avx512f"))) void tiles_rows_avx512(const float* vt, const I* ot, const float* x, float* y,
                                                            const float* bias, int64_t g0, int64_t g1, int64_t rows,
@@ -449,6 +521,12 @@ int run(const void* vals_, const void* offs_, const void* x_, void* y_, const vo
                 }
             });
         } else {
+            if (n >= 64 && cpu_has_avx512()) {
+                at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
+                    spmm_rows_avx512<I>(fv, offs, fx, fy, fb, r0, r1, banks, k, B, cols, n, rows, yt);
+                });
+                return 0;
+            }
             std::vector<int32_t> colbase(nnz);
             for (int64_t e = 0; e < nnz; ++e) colbase[e] = (int32_t)((e / k) * B);
             const int32_t* cb = colbase.data();

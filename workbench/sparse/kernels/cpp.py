@@ -42,7 +42,9 @@ _STATE: dict = {"lib": None, "tried": False, "status": None}
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "vision-workbench"))
+    """$WORKBENCH_KERNEL_CACHE (compiled kernels only), else $WORKBENCH_CACHE, else ~/.cache/vision-workbench."""
+    root = os.environ.get("WORKBENCH_KERNEL_CACHE") or os.environ.get("WORKBENCH_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "vision-workbench"
 
 
 def build_key() -> str:

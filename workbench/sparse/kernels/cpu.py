@@ -6,8 +6,9 @@ Two implementations:
   ``at::parallel_for`` on PyTorch's own thread pool) — the default. Kernels (``kernel=`` names):
   ``tiles`` (batch <= 4, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
   registers and picked with permutes — no gathers), ``gather`` (batch 1, AVX2: 8 entries at a time, the bank base
-  pattern precomputed, x gathered from L1), ``spmm`` (batch > 1, AVX2: per row and 32-column tile, broadcast
-  value x contiguous x row, FMA), ``scalar`` (float64 or no AVX2).
+  pattern precomputed, x gathered from L1), ``spmm`` (batch > 1: per row and column tile, broadcast value x
+  contiguous x row, FMA; AVX2 32-column tiles, AVX-512 64/128-column tiles for batches >= 64), ``scalar`` (float64
+  or no AVX2).
 * **numba** (below) — the fallback when no C++ compiler / ninja is present or the build failed (the reason is in
   :func:`backend`): ``spmv`` (batch 1) and ``spmm`` compiled per (k, bank_size) so the in-bank loop unrolls.
 
@@ -73,13 +74,9 @@ def spmm(vals, offs, x, out):  # x (in, n), out (rows, n)
 
 
 def cache_dir() -> Path:
-    """Generated kernel modules + numba's cache: $WORKBENCH_KERNEL_CACHE, else <cache>/numba_kernels with <cache> =
-    $WORKBENCH_CACHE or ~/.cache/vision-workbench (shared across runs on purpose: compiled code does not depend on
-    data)."""
-    root = os.environ.get("WORKBENCH_KERNEL_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "vision-workbench")) / "numba_kernels"
+    """Generated kernel modules + numba's cache: <cache>/numba_kernels, <cache> as for the C++ build
+    (:func:`cpp.cache_root`; shared across runs on purpose: compiled code does not depend on data)."""
+    return cpp.cache_root() / "numba_kernels"
 
 
 @functools.cache
