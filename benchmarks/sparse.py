@@ -24,6 +24,7 @@ sparse_gpu.{json,md} (GPU); the crossover table goes to $WORKBENCH_CACHE/sparse_
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -65,6 +66,7 @@ def grid(quick: bool, device: str, points: str | None = None) -> list[tuple[int,
     return pts
 
 
+@functools.lru_cache(maxsize=1)  # consecutive grid points share (size, sparsity): build once
 def _matrices(size: int, s: float, seed: int = 0, block: bool = True):
     """W (dense), W*balanced mask, its BalancedMatrix and W*block mask (None when ``block`` is False).
     Masks are computed in chunks of rows (a balanced mask is row-local) to bound the memory at 16384^2."""
