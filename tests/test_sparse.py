@@ -1,7 +1,11 @@
 """Tests of workbench.sparse (Balanced Sparsity): masks against slow loops, the packed format against float64
-dense references, CPU kernels, sparse modules against masked dense models, and bad input."""
+dense references, CPU kernels (C++ and numba), the dense/sparse dispatcher, sparse modules against masked dense
+models, the CUDA kernels' launch plans and their CPU emulation against float64 products, and bad input.
+No test times anything: speed is judged by `workbench bench sparse`."""
 from __future__ import annotations
 
+import json
+import warnings
 
 import numpy as np
 import pytest
@@ -294,31 +298,499 @@ def test_sparse_linear_state_dict_roundtrip():
     assert torch.equal(sp(x), sp2(x))
 
 
-# ---------------------------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.parametrize("dispatch", ["auto", "sparse", "dense"])
+def test_sparse_linear_paths_equal_masked_dense_float64(dispatch):
+    """Every path of the layer (kernels, dense fallback) against a float64 masked dense Linear, batch 1..40."""
+    torch.manual_seed(3)
+    lin = nn.Linear(320, 96)  # 320 = 5 banks of 64
+    sp = BalancedSparseLinear.from_linear(lin, 0.9, 64, dispatch=dispatch)
+    W = (lin.weight * prune.balanced_mask(lin.weight, 0.9, 64)).double()
+    for shape in ((320,), (1, 320), (3, 320), (2, 20, 320)):
+        x = torch.randn(shape)
+        ref = x.double() @ W.t() + lin.bias.double()
+        with torch.no_grad():
+            y = sp(x)
+        assert y.shape == ref.shape and y.dtype == torch.float32
+        torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+        info = sp.path_info
+        assert info["batch"] == int(np.prod(shape[:-1]))
+        if dispatch != "auto":
+            assert info["path"] == dispatch and "forced" in info["reason"]
+        assert (info["kernel"] == "dense") == (info["path"] == "dense")
+
+
+def test_sparsify_forced_sparse_kernels_equal_masked_dense():
+    torch.manual_seed(4)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(128, 96, num_layers=2)
+            self.fc = nn.Linear(96, 128)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0])
+
+    net, dense = Net().eval(), Net().eval()
+    dense.load_state_dict(net.state_dict())
+    cfg = SparsifyConfig(sparsity=0.75, bank_size=32, dispatch="sparse")
+    sparsify_(net, cfg)
+    masked_dense_(dense, cfg)
+    for T, B in ((5, 1), (3, 6)):
+        x = torch.randn(T, B, 128)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x).double(), dense(x).double(), rtol=1e-4, atol=1e-5)
+    from workbench.sparse.nn import path_report
+    rep = path_report(net)
+    assert {r["layer"] for r in rep} == {"lstm.layers.0.ih", "lstm.layers.0.hh", "lstm.layers.1.ih",
+                                        "lstm.layers.1.hh", "fc"}
+    assert all(r["path"] == "sparse" and r["kernel"] != "dense" for r in rep)
+
+
+# ---------------------------------------------------------------------------------------------- CPU kernels
+def _cpu_kernels():
+    from workbench.sparse.kernels import cpp, cpu
+    cpu.library()
+    st = cpp.status()
+    ks = ["numba"]
+    if st["backend"] == "cpp":
+        ks.append("scalar")
+        if st.get("avx2"):
+            ks += ["gather", "spmm"]
+        if st.get("avx512"):
+            ks.append("tiles")
+    return ks
+
+
+@pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "scalar", "numba"])
+@pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
+def test_each_cpu_kernel_matches_float64(kernel, idt):
+    if kernel not in _cpu_kernels():
+        pytest.skip(f"the {kernel} kernel is not available on this machine")
+    g = torch.Generator().manual_seed(11)
+    B = 16 if kernel == "numba" else 32
+    rows, cols = 37, 5 * B - 7  # a shorter (padded) last bank
+    W = torch.randn(rows, cols, generator=g)
+    bm = BalancedMatrix.from_dense(W, 0.75, B, pad=True, index_dtype=idt)
+    dense = bm.to_dense().double()
+    ns = {"gather": [None, 1], "tiles": [None, 1, 2, 4], "spmm": [2, 9, 33, 70, 130], "scalar": [None, 3, 70],
+          "numba": [None, 5]}[kernel]
+    for n in ns:
+        x = torch.randn(cols, generator=g) if n is None else torch.randn(cols, n, generator=g)
+        y = bm.matmul(x, kernel=kernel)
+        torch.testing.assert_close(y.double(), dense @ x.double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 40])
+def test_cpu_linear_fuses_bias_and_batch_major_layout(n):
+    from workbench.sparse.kernels import cpu
+    g = torch.Generator().manual_seed(12)
+    W = torch.randn(70, 128, generator=g)
+    bm = BalancedMatrix.from_dense(W, 0.875, 64)
+    x2 = torch.randn(n, 128, generator=g)
+    bias = torch.randn(70, generator=g)
+    y, kernel = cpu.linear(bm.values, bm.offsets, x2, 64, 128, bias=bias)
+    ref = x2.double() @ bm.to_dense().double().t() + bias.double()
+    assert kernel == cpu.kernel_for(n, torch.float32, 64)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_tiles_layout_is_a_reordering():
+    from workbench.sparse.kernels import cpp
+    bm = BalancedMatrix.from_dense(torch.randn(21, 64, generator=torch.Generator().manual_seed(13)), 0.5, 16)
+    vt, ot = cpp.make_tiles(bm.values, bm.offsets)
+    assert vt.shape == (2, 4, 8, 16) and ot.dtype == bm.offsets.dtype
+    for r in range(21):
+        assert torch.equal(vt[r // 16, :, :, r % 16], bm.values[r]) and torch.equal(ot[r // 16, :, :, r % 16], bm.offsets[r])
+    assert (vt[1, :, :, 5:] == 0).all() and (ot[1, :, :, 5:] == 0).all()  # padded rows: value 0 at offset 0
+    before = bm.cpu_tiles()[0].clone()
+    bm.values.mul_(2)  # an in-place change rebuilds the cached layout
+    torch.testing.assert_close(bm.cpu_tiles()[0], 2 * before)
+
+
+def test_numba_fallback_when_backend_forced(monkeypatch):
+    from workbench.sparse.kernels import cpp, cpu
+    monkeypatch.setenv("WORKBENCH_SPARSE_BACKEND", "numba")
+    cpp.reset()
+    try:
+        st = cpu.backend()
+        assert st["backend"] == "numba" and "WORKBENCH_SPARSE_BACKEND" in st["reason"]
+        assert cpu.kernel_for(1, torch.float32, 64) == "numba"
+        bm = BalancedMatrix.from_dense(torch.randn(9, 64), 0.75, 16)
+        x = torch.randn(64, 3)
+        torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    finally:
+        monkeypatch.delenv("WORKBENCH_SPARSE_BACKEND")
+        cpp.reset()
+
+
+def test_failed_cpp_build_falls_back_with_a_recorded_reason(monkeypatch, tmp_path):
+    from workbench.sparse.kernels import cpp, cpu
+    bad = tmp_path / "balanced_cpu.cpp"
+    bad.write_text("this is not C++\n")
+    monkeypatch.setattr(cpp, "SOURCE", bad)
+    monkeypatch.setenv("WORKBENCH_KERNEL_CACHE", str(tmp_path / "cache"))
+    cpp.reset()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the fallback is silent
+            st = cpu.backend()
+        assert st["backend"] == "numba" and st["reason"].startswith("C++ build failed")
+        bm = BalancedMatrix.from_dense(torch.randn(5, 32), 0.5, 16)
+        x = torch.randn(32)
+        torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+        monkeypatch.setattr(cpp, "_compiler", lambda: None)
+        cpp.reset()
+        assert cpu.backend()["reason"] == "no C++ compiler (c++/g++) on PATH"
+    finally:
+        monkeypatch.undo()
+        cpp.reset()
+
+
+# ---------------------------------------------------------------------------------------------- dispatcher
+def _table(speedup_of):
+    sizes, batches, spars = [256, 1024, 4096], [1, 16, 256], [0.5, 0.75, 0.9]
+    sp = [[[speedup_of(s, b, p) for p in spars] for b in batches] for s in sizes]
+    return {"sizes": sizes, "batches": batches, "sparsities": spars, "speedup": sp, "backend": "cpp",
+            "bank_size": 64, "source": "/x/table.json"}
+
+
+def test_predict_interpolates_log_speedup_and_clamps():
+    from workbench.sparse import dispatch
+    t = _table(lambda s, b, p: (s / 256) * (1 - 0.5) / (1 - p) / b ** 0.5)  # log-linear in log2 size, linear in p
+    for s in t["sizes"]:
+        for b in t["batches"]:
+            for p in t["sparsities"]:
+                assert dispatch.predict(t, s, s, p, b) == pytest.approx(t["speedup"][t["sizes"].index(s)]
+                                                                         [t["batches"].index(b)][t["sparsities"].index(p)])
+    # geometric mean between grid points in log2(size) and log2(batch)
+    assert dispatch.predict(t, 512, 512, 0.5, 1) == pytest.approx(np.sqrt(1 * 4))
+    assert dispatch.predict(t, 256, 256, 0.5, 4) == pytest.approx(np.sqrt(1 * 0.25))
+    # non-square: size = sqrt(rows * cols)
+    assert dispatch.predict(t, 256, 4096, 0.5, 1) == dispatch.predict(t, 1024, 1024, 0.5, 1)
+    # beyond the grid: clamped
+    assert dispatch.predict(t, 16384, 16384, 0.5, 1024) == pytest.approx(t["speedup"][-1][-1][0])
+
+
+def test_decide_picks_dense_where_sparse_loses(monkeypatch):
+    from workbench.sparse import dispatch
+    t = _table(lambda s, b, p: 3.0 if b < 256 else 0.8)
+    monkeypatch.setattr(dispatch, "load_table", lambda device="cpu", refresh=False: t)
+    d = dispatch.decide(1024, 1024, 0.9, 1, backend="cpp")
+    assert d.path == "sparse" and d.predicted_speedup == pytest.approx(3.0) and "3.00x" in d.reason
+    d = dispatch.decide(1024, 1024, 0.9, 256, backend="cpp")
+    assert d.path == "dense" and "0.80x" in d.reason
+    assert dispatch.decide(128, 128, 0.9, 1, backend="cpp").path == "dense"       # below the measured sizes
+    assert dispatch.decide(1024, 1024, 0.25, 1, backend="cpp").path == "dense"   # below the measured sparsities
+    d = dispatch.decide(1024, 1024, 0.9, 1, backend="numba")                     # table from another backend
+    assert d.path == "sparse" and "margin 2.0x" in d.reason
+    monkeypatch.setattr(dispatch, "load_table", lambda device="cpu", refresh=False: _table(lambda s, b, p: 1.5))
+    assert dispatch.decide(1024, 1024, 0.9, 1, backend="numba").path == "dense"
+    monkeypatch.setattr(dispatch, "load_table", lambda device="cpu", refresh=False: None)
+    d = dispatch.decide(4096, 4096, 0.9, 1, device="cuda")
+    assert d.path == "dense" and "no CUDA crossover table" in d.reason
+
+
+def test_module_dispatch_follows_the_table(monkeypatch):
+    from workbench.sparse import dispatch
+    t = _table(lambda s, b, p: 4.0 if b == 1 else 0.5)
+    monkeypatch.setattr(dispatch, "load_table", lambda device="cpu", refresh=False: t)
+    lin = nn.Linear(512, 512)
+    sp = BalancedSparseLinear.from_linear(lin, 0.9, 64)
+    W = (lin.weight * prune.balanced_mask(lin.weight, 0.9, 64)).double()
+    for n, path in ((1, "sparse"), (256, "dense")):
+        x = torch.randn(n, 512)
+        with torch.no_grad():
+            torch.testing.assert_close(sp(x).double(), x.double() @ W.t() + lin.bias.double(), rtol=1e-5, atol=1e-5)
+        assert sp.path_info["path"] == path
+
+
+def test_packaged_crossover_table_is_valid():
+    from workbench.sparse import dispatch
+    t = json.loads(dispatch.PACKAGED.read_text())
+    dispatch._validate_table(t)
+    assert t["device"] == "cpu" and t["bank_size"] == 64 and t["backend"] in ("cpp", "numba")
+    assert all(v > 0 for a in t["speedup"] for b in a for v in b)
+    # its own dense / sparse medians give its speedups
+    for i in range(len(t["sizes"])):
+        for j in range(len(t["batches"])):
+            for k in range(len(t["sparsities"])):
+                assert t["speedup"][i][j][k] == pytest.approx(t["dense_ms"][i][j] / t["sparse_ms"][i][j][k])
+
+
+def test_measure_table_records_consistent_speedups():
+    from workbench.sparse import dispatch
+    t = dispatch.measure_table(sizes=(128,), batches=(1, 3), sparsities=(0.5, 0.75), bank_size=32, rounds=1,
+                               block=1, settle=0.0, threads=1)
+    dispatch._validate_table(t)
+    assert t["sparsities"] == [0.5, 0.75]
+    for j in range(2):
+        for k in range(2):
+            assert t["speedup"][0][j][k] == pytest.approx(t["dense_ms"][0][j] / t["sparse_ms"][0][j][k])
+    recs = dispatch.crossover_records(t)
+    assert len(recs) == 4 and {r["path"] for r in recs} <= {"sparse", "dense"}
+    assert all((r["path"] == "sparse") == (r["speedup"] >= dispatch.MARGIN) for r in recs)
+
+
+# ---------------------------------------------------------------------------------------------- measurements
+def test_measure_records_are_consistent():
+    from workbench.sparse import measure
+    m = measure.micro_speedup(256, 0.9, 1, threads=1, rounds=1, block=1, settle=0.0, flush_mb=0,
+                              bandwidth_gbps=10.0)
+    t = m["times_ms"]
+    assert set(t) == {"dense_torch", "dense_numpy", "csr_scipy", "csr_torch", "balanced"}
+    best = min(t["dense_torch"], t["dense_numpy"])
+    assert m["speedup_vs_dense"] == pytest.approx(best / t["balanced"])
+    assert m["speedup_vs_csr_scipy"] == pytest.approx(t["csr_scipy"] / t["balanced"])
+    assert m["pct_bw"] == pytest.approx(100 * m["bytes"] / (t["balanced"] / 1e3) / 1e9 / 10.0)
+    assert m["bytes"] == 256 * 24 * 5 + 2 * 256 * 4  # k=6 of 64 per bank, 4 banks, fp32 + uint8; x and y
+    r = measure.model_speedup("mlp", 0.9, 64, size=256, layers=2, threads=1, rounds=1, block=1, settle=0.0,
+                              flush_mb=0, dispatch="sparse")
+    assert r["max_abs_err"] < 1e-4 and r["speedup"] == pytest.approx(r["dense_ms"] / r["sparse_ms"])
+    assert [p["layer"] for p in r["paths"]] == ["net.0", "net.2"] and all(p["path"] == "sparse" for p in r["paths"])
+    d = measure.decision(4096, 4096, 0.906, 1)
+    assert d["path"] in ("sparse", "dense") and d["reason"].startswith(d["path"])
+    cm = measure.crossover_map()
+    assert cm["records"] and {"size", "batch", "sparsity", "speedup", "path"} <= set(cm["records"][0])
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def test_conv_weights_validated_like_matrices():
+    w = torch.randn(4, 3, 3, 3)
+    w[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        prune.balanced_mask(w, 0.5, 9)
+    with pytest.raises(ValueError, match="floating-point"):
+        prune.balanced_mask(torch.ones(4, 3, 3, 3, dtype=torch.int64), 0.5, 9)
+    with pytest.raises(ValueError, match="empty"):
+        prune.balanced_mask(torch.randn(0, 3, 3, 3), 0.5, 9)
+
+
+def test_realized_sparsity_far_from_request_warns():
+    with pytest.warns(UserWarning, match="realizes 0.9844"):
+        prune.balanced_mask(torch.randn(4, 64), 0.999, 64)     # k = 1 of 64
+    with pytest.warns(UserWarning, match="realizes 0.4"):
+        prune.balanced_mask(torch.randn(4, 10), 0.9, 64, pad=True)  # bank larger than the row: 6 of 10 kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prune.balanced_mask(torch.randn(4, 64), 0.90625, 64)   # exact: no warning
+        p = prune.Pruner(nn.Sequential(nn.Linear(64, 8)), prune.PruneConfig("balanced", 0.75, bank_size=16))
+        p.update(0.3)  # an intermediate step of a gradual schedule: rounding is expected, no warning
+
+
+def test_balanced_matrix_from_parts_validates_offsets():
+    bm = BalancedMatrix.from_dense(torch.randn(4, 32), 0.5, 16)
+    bad = bm.offsets.clone()
+    bad[1, 0, 2] = 200
+    with pytest.raises(ValueError, match=r"offsets must lie in \[0, 16\)"):
+        BalancedMatrix(bm.values, bad, bm.shape, 16)
+    neg = bm.offsets.to(torch.int16)
+    neg[0, 1, 0] = -1
+    with pytest.raises(ValueError, match="offsets must lie"):
+        BalancedMatrix(bm.values, neg, bm.shape, 16)
+    # padded last bank: 20 columns = banks of 16 + 4; an offset >= 4 in the last bank points past the row
+    bp = BalancedMatrix.from_dense(torch.randn(3, 20), 0.5, 16, pad=True)
+    last = bp.offsets.clone()
+    last[0, 1, 0] = 7
+    with pytest.raises(ValueError, match="past column 19"):
+        BalancedMatrix(bp.values, last, bp.shape, 16)
+    with pytest.raises(ValueError, match="banks of 16 do not cover"):
+        BalancedMatrix(bm.values, bm.offsets, (4, 64), 16)
+    with pytest.raises(ValueError, match="rows"):
+        BalancedMatrix(bm.values, bm.offsets, (5, 32), 16)
+    with pytest.raises(ValueError, match=r"\(rows, banks, k\)"):
+        BalancedMatrix(bm.values, bm.offsets[..., :3], bm.shape, 16)
+    with pytest.raises(ValueError, match="require grad"):
+        BalancedMatrix(bm.values.clone().requires_grad_(), bm.offsets, bm.shape, 16)
+    with pytest.raises(ValueError, match="empty"):
+        BalancedMatrix(bm.values[:0], bm.offsets[:0], (0, 32), 16)
+
+
+def test_empty_weights_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        BalancedMatrix.from_dense(torch.randn(0, 64), 0.5, 16)
+    with pytest.raises(ValueError, match="empty"):
+        BalancedSparseLinear.from_linear(nn.Linear(0, 8), 0.5, 16)
+
+
+def test_loading_corrupt_offsets_is_refused():
+    sp = BalancedSparseLinear.from_linear(nn.Linear(32, 8), 0.5, 16)
+    sd = sp.state_dict()
+    sd["offsets"] = sd["offsets"].clone()
+    sd["offsets"][0, 0, 0] = 99
+    with pytest.raises(ValueError, match="offsets must lie"):
+        sp.load_state_dict(sd)
+
+
+def test_bad_dispatch_mode_rejected():
+    with pytest.raises(ValueError, match="dispatch"):
+        sparsify_(nn.Sequential(nn.Linear(64, 64)), SparsifyConfig(dispatch="fast"))
+    bm = BalancedMatrix.from_dense(torch.randn(4, 32), 0.5, 16)
+    with pytest.raises(ValueError, match="unknown CPU kernel"):
+        bm.matmul(torch.randn(32), kernel="magic")
+
+
+# ---------------------------------------------------------------------------------------------- CUDA plans
+def test_spmm_tile_width_follows_the_batch():
+    from workbench.sparse.kernels import gpu
+    for n, tn in ((2, 8), (3, 8), (8, 8), (9, 16), (20, 32), (33, 64), (500, 64)):
+        p = gpu.plan_spmm(4096, 4096, 64, 6, 64, n, torch.float32, torch.uint8, smem_limit=227 * 1024)
+        assert p.kind == "tile" and p.tn == tn and p.grid[0] == -(-n // tn)
+
+
+def test_spmm_shared_memory_plan_and_opt_in():
+    from workbench.sparse.kernels import gpu
+    for lim in (48 * 1024, 99 * 1024, 227 * 1024):
+        for dt in (torch.float32, torch.float16, torch.bfloat16):
+            for B, k in ((16, 4), (64, 6), (256, 26), (1024, 16)):
+                p = gpu.plan_spmm(1000, 4 * B, 4, k, B, 128, dt, torch.int16, smem_limit=lim)
+                if p.kind == "tile":
+                    assert p.smem == gpu.spmm_smem_bytes(p.tn, p.G, B, k, dt, torch.int16) <= lim
+                    assert 1 <= p.G <= 4
+    # above 48 KB only with the opt-in: 64-column fp32 tiles of bank 64 stage more banks when allowed
+    small = gpu.plan_spmm(4096, 4096, 64, 6, 64, 128, torch.float32, torch.uint8, smem_limit=48 * 1024)
+    big = gpu.plan_spmm(4096, 4096, 64, 6, 64, 128, torch.float32, torch.uint8, smem_limit=227 * 1024)
+    assert small.smem <= 48 * 1024 < big.smem and big.G > small.G
+    # a bank too large for even one stage of an 8-column tile: the fallback
+    assert gpu.plan_spmm(10, 32768, 1, 16, 32768, 4, torch.float32, torch.int16).kind == "fallback"
+    with pytest.raises(ValueError, match="fallback"):
+        gpu.plan_spmm(10, 32768, 1, 16, 32768, 4, torch.float32, torch.int16, kernel="spmm")
+
+
+def test_launch_grids_cover_any_number_of_rows():
+    from workbench.sparse.kernels import gpu
+    for rows in (1, 65535, 65536, 70000, 5_000_000):
+        p = gpu.plan_spmm(rows, 4096, 64, 6, 64, 32, torch.float16, torch.uint8, smem_limit=227 * 1024)
+        gx, gy, gz = p.grid
+        assert gy <= 65535 and gz <= 65535 and gy * gz * gpu.TILE_ROWS >= rows
+        f = gpu.plan_spmm(rows, 4096, 64, 6, 64, 32, torch.float16, torch.uint8, kernel="fallback")
+        assert f.grid[0] <= 2 ** 31 - 1
+        s = gpu.plan_spmv(rows, 64, 6, torch.float32)
+        assert s.blocks <= 2 ** 31 - 1 and s.lanes in (1, 2, 4, 8, 16, 32)
+
+
+def test_spmv_plan_vectorises_only_aligned_rows():
+    from workbench.sparse.kernels import gpu
+    assert gpu.plan_spmv(10, 64, 6, torch.float32).vec == 4          # 384 entries: 16-byte rows
+    assert gpu.plan_spmv(10, 64, 6, torch.float16).vec == 8
+    assert gpu.plan_spmv(10, 5, 3, torch.float32).vec == 1           # 15 entries per row
+    assert gpu.plan_spmv(10, 64, 6, torch.float32, aligned=False).vec == 1
+    assert gpu.plan_spmv(10, 64, 6, torch.float32).lanes == 32       # 96 vector loads: ~3 per lane
+    assert gpu.plan_spmv(10, 24, 6, torch.float32).lanes == 16       # the LSTM's 1500-wide rows: 36 loads
+
+
+# ---------------------------------------------------------------------------------------------- CUDA emulation
+@pytest.mark.parametrize("dt", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
+def test_emulated_spmv_matches_float64(dt, idt):
+    from workbench.sparse.kernels import gpu, gpu_emulate
+    g = torch.Generator().manual_seed(20)
+    for rows, cols, B, s in ((131, 3 * 64 + 20, 64, 0.9), (40, 1500, 64, 0.9), (9, 40, 8, 0.5)):
+        bm = BalancedMatrix.from_dense(torch.randn(rows, cols, generator=g), s, B, pad=True, index_dtype=idt)
+        v = bm.values.to(dt)
+        x = torch.randn(cols, generator=g).to(dt)
+        ref = BalancedMatrix(v, bm.offsets, bm.shape, B).to_dense().double() @ x.double()
+        for aligned in (True, False):
+            p = gpu.plan_spmv(rows, bm.banks, bm.k, dt, aligned=aligned)
+            torch.testing.assert_close(gpu_emulate.emulate_spmv(v, bm.offsets, x, B, cols, p), ref,
+                                       rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dt,idt", [(torch.float32, torch.uint8), (torch.float16, torch.int16),
+                                    (torch.bfloat16, torch.int32)])
+@pytest.mark.parametrize("n", [2, 3, 17, 70])
+def test_emulated_spmm_tiles_and_fallback_match_float64(dt, idt, n):
+    from workbench.sparse.kernels import gpu, gpu_emulate
+    g = torch.Generator().manual_seed(21)
+    rows, cols, B = 131, 3 * 64 + 20, 64
+    bm = BalancedMatrix.from_dense(torch.randn(rows, cols, generator=g), 0.9, B, pad=True, index_dtype=idt)
+    v = bm.values.to(dt)
+    x = torch.randn(cols, n, generator=g).to(dt)
+    ref = BalancedMatrix(v, bm.offsets, bm.shape, B).to_dense().double() @ x.double()
+    plans = [gpu.plan_spmm(rows, cols, bm.banks, bm.k, B, n, dt, idt, smem_limit=lim, aligned=al)
+             for lim in (48 * 1024, 227 * 1024) for al in (True, False)]
+    plans.append(gpu.plan_spmm(rows, cols, bm.banks, bm.k, B, n, dt, idt, kernel="fallback"))
+    assert {p.kind for p in plans} == {"tile", "fallback"}
+    for p in plans:
+        torch.testing.assert_close(gpu_emulate.emulate_spmm(v, bm.offsets, x, B, cols, p), ref, rtol=1e-12,
+                                   atol=1e-12)
+
+
+def test_emulated_kernels_skip_out_of_range_offsets():
+    """The kernels' bounds check: an entry whose offset is not below the bank size or whose column is not below
+    cols (a corrupt offset) contributes nothing."""
+    from workbench.sparse.kernels import gpu, gpu_emulate
+    g = torch.Generator().manual_seed(22)
+    bm = BalancedMatrix.from_dense(torch.randn(70, 100, generator=g), 0.75, 32, pad=True, index_dtype=torch.int16)
+    offs = bm.offsets.clone()
+    offs[3, 1, 0] = 40      # beyond its bank of 32
+    offs[5, 3, 1] = 10      # last bank holds columns 96..99: column 106 is past the row
+    offs[7, 0, 2] = -3      # negative (int16): read as unsigned, out of range
+    keep = torch.ones_like(bm.values, dtype=torch.bool)
+    keep[3, 1, 0] = keep[5, 3, 1] = keep[7, 0, 2] = False
+    ref_bm = BalancedMatrix(bm.values * keep, bm.offsets, bm.shape, 32)
+    x1 = torch.randn(100, generator=g)
+    xn = torch.randn(100, 9, generator=g)
+    y1 = gpu_emulate.emulate_spmv(bm.values, offs, x1, 32, 100, gpu.plan_spmv(70, bm.banks, bm.k, torch.float32))
+    torch.testing.assert_close(y1, ref_bm.to_dense().double() @ x1.double(), rtol=1e-12, atol=1e-12)
+    for kernel in ("spmm", "fallback"):
+        p = gpu.plan_spmm(70, 100, bm.banks, bm.k, 32, 9, torch.float32, torch.int16, kernel=kernel)
+        yn = gpu_emulate.emulate_spmm(bm.values, offs, xn, 32, 100, p)
+        torch.testing.assert_close(yn, ref_bm.to_dense().double() @ xn.double(), rtol=1e-12, atol=1e-12)
+
+
+def test_emulated_spmv_over_65535_rows():
+    from workbench.sparse.kernels import gpu, gpu_emulate
+    g = torch.Generator().manual_seed(23)
+    bm = BalancedMatrix.from_dense(torch.randn(70000, 64, generator=g), 0.75, 32)
+    x = torch.randn(64, generator=g)
+    y = gpu_emulate.emulate_spmv(bm.values, bm.offsets, x, 32, 64, gpu.plan_spmv(70000, bm.banks, bm.k, torch.float32))
+    torch.testing.assert_close(y, bm.to_dense().double() @ x.double(), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------- CUDA (real GPU)
 def _cuda_ok() -> bool:
     from workbench.sparse.kernels import gpu
     return gpu.available()
 
 
-needs_gpu = pytest.mark.skipif(not _cuda_ok(), reason="needs a CUDA GPU")
+needs_gpu = pytest.mark.skipif(not _cuda_ok(), reason="needs a CUDA GPU (CuPy with a visible device)")
 
 
 @needs_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
-@pytest.mark.parametrize("kernel,n", [("spmv", None), ("spmv", 1), ("spmm", 7), ("spmm", 70), ("simple", 33), ("auto", 128)])
-def test_gpu_kernels_match_torch(dtype, idt, kernel, n):
-    from workbench.sparse.kernels import gpu
+@pytest.mark.parametrize("kernel,n", [("spmv", None), ("auto", 1), ("spmm", 3), ("spmm", 70), ("fallback", 33),
+                                      ("auto", 128)])
+def test_gpu_kernels_match_float64(dtype, idt, kernel, n):
     g = torch.Generator().manual_seed(9)
     rows, cols, B = 131, 3 * 64 + 20, 64
     W = torch.randn(rows, cols, generator=g)
     bm = BalancedMatrix.from_dense(W, 0.9, B, pad=True, index_dtype=idt).to("cuda", dtype)
     x = torch.randn(cols, generator=g) if n is None else torch.randn(cols, n, generator=g)
     xc = x.to("cuda", dtype)
-    y = gpu.balanced_matmul(bm.values, bm.offsets, xc, B, cols, kernel=kernel) if kernel != "auto" else bm.matmul(xc)
+    y = bm.matmul(xc, kernel=kernel)
     ref = bm.to_dense().double() @ xc.double()
-    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}[dtype]
     torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol * 10)
+
+
+@needs_gpu
+def test_gpu_large_tiles_use_the_opt_in_and_many_rows_work():
+    from workbench.sparse.kernels import gpu
+    g = torch.Generator().manual_seed(10)
+    bm = BalancedMatrix.from_dense(torch.randn(70000, 256, generator=g), 0.9, 64).to("cuda")
+    x = torch.randn(256, 128, generator=g).cuda()
+    p = gpu.plan_spmm(70000, 256, bm.banks, bm.k, 64, 128, torch.float32, torch.uint8,
+                      smem_limit=gpu.smem_optin_limit())
+    if gpu.smem_optin_limit() > 48 * 1024:
+        assert p.smem > 48 * 1024
+    ref = bm.to_dense().double() @ x.double()
+    for kernel in ("spmm", "fallback"):
+        torch.testing.assert_close(bm.matmul(x, kernel=kernel).double(), ref, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(bm.matmul(x[:, 0].contiguous()).double(), ref[:, 0], rtol=1e-4, atol=1e-3)
 
 
 @needs_gpu
@@ -327,12 +799,14 @@ def test_gpu_sparsify_equals_masked_dense():
     net = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128)).cuda().eval()
     dense = nn.Sequential(nn.Linear(128, 256), nn.GELU(), nn.Linear(256, 128)).cuda().eval()
     dense.load_state_dict(net.state_dict())
-    cfg = SparsifyConfig(sparsity=0.9, bank_size=64)
+    cfg = SparsifyConfig(sparsity=0.9, bank_size=64, dispatch="sparse")
     sparsify_(net, cfg)
     masked_dense_(dense, cfg)
-    x = torch.randn(16, 128, device="cuda")
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), dense(x), rtol=1e-4, atol=1e-4)
+    for n in (1, 16):
+        x = torch.randn(n, 128, device="cuda")
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), dense(x), rtol=1e-4, atol=1e-4)
+        assert net[0].path_info["kernel"] == "cuda"
 
 
 @needs_gpu
@@ -343,3 +817,5 @@ def test_gpu_bad_input():
     bmc = bm.to("cuda")
     with pytest.raises(ValueError, match="dtype"):
         bmc.matmul(torch.randn(32, device="cuda", dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown GPU kernel"):
+        bmc.matmul(torch.randn(32, device="cuda"), kernel="magic")

@@ -17,14 +17,14 @@ This module knows masks only through :mod:`workbench.sparse.prune`; the kernels 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from workbench.sparse.prune import balanced_mask
 
 CPU_DTYPES = (torch.float32, torch.float64)
-CUDA_DTYPES = (torch.float32, torch.float16)
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.uint8, torch.int16, torch.int32)
 _INDEX_MAX = {torch.uint8: 256, torch.int16: 32768, torch.int32: 2 ** 31}
 
@@ -37,12 +37,66 @@ def index_dtype_for(bank_size: int) -> torch.dtype:
     raise ValueError(f"bank_size {bank_size} is too large")
 
 
+def validate_parts(values, offsets, shape, bank_size, *, check_offsets: bool = True) -> None:
+    """ValueError unless (values, offsets, shape, bank_size) describe a valid balanced matrix: values (rows, banks,
+    k) floating point without autograd, offsets of the same shape in an index dtype, banks = ceil(cols / bank_size),
+    1 <= k <= bank_size, and every offset o of bank b with 0 <= o < bank_size and b * bank_size + o < cols."""
+    if not isinstance(values, torch.Tensor) or not isinstance(offsets, torch.Tensor):
+        raise ValueError("values and offsets must be torch tensors")
+    if values.dim() != 3 or offsets.shape != values.shape:
+        raise ValueError(f"values and offsets must both be (rows, banks, k), got {tuple(values.shape)} and "
+                         f"{tuple(offsets.shape)}")
+    if not values.is_floating_point():
+        raise ValueError(f"values must be floating point, got {values.dtype}")
+    if values.requires_grad:
+        raise ValueError("values require grad; the balanced format is for inference: pass values.detach()")
+    if offsets.dtype not in INDEX_DTYPES:
+        raise ValueError(f"offsets must be one of {INDEX_DTYPES}, got {offsets.dtype}")
+    if offsets.device != values.device:
+        raise ValueError(f"values are on {values.device} but offsets on {offsets.device}")
+    try:
+        rows, cols = (int(shape[0]), int(shape[1]))
+        bank_size = int(bank_size)
+    except (TypeError, ValueError, IndexError):
+        raise ValueError(f"shape must be (rows, cols) and bank_size an integer, got {shape!r}, {bank_size!r}") from None
+    if values.numel() == 0 or rows < 1 or cols < 1:
+        raise ValueError(f"the matrix is empty (shape {tuple(shape)}, values {tuple(values.shape)})")
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (rows, cols), got {tuple(shape)}")
+    if bank_size < 1 or bank_size > _INDEX_MAX[offsets.dtype]:
+        raise ValueError(f"bank_size {bank_size} must be >= 1 and fit offsets of type {offsets.dtype}")
+    r, banks, k = values.shape
+    if r != rows:
+        raise ValueError(f"values have {r} rows but shape says {rows}")
+    if banks != -(-cols // bank_size):
+        raise ValueError(f"{banks} banks of {bank_size} do not cover {cols} columns (expected {-(-cols // bank_size)})")
+    if k > bank_size:
+        raise ValueError(f"k = {k} entries per bank exceed the bank size {bank_size}")
+    if not check_offsets:
+        return
+    lo, hi = int(offsets.min()), int(offsets.max())
+    if lo < 0 or hi >= bank_size:
+        raise ValueError(f"offsets must lie in [0, {bank_size}), found [{lo}, {hi}]")
+    last = cols - (banks - 1) * bank_size  # columns in the last (possibly shorter) bank
+    if last < bank_size and int(offsets[:, -1].max()) >= last:
+        raise ValueError(f"an offset of the last bank points past column {cols - 1} (that bank holds {last} columns)")
+
+
 @dataclass
 class BalancedMatrix:
+    """W in the packed balanced format. Built from parts, it is validated (shapes, dtypes, every offset inside its
+    bank and inside the row, no autograd): a corrupt offset would otherwise make a kernel read outside x."""
+
     values: torch.Tensor   # (rows, banks, k)
     offsets: torch.Tensor  # (rows, banks, k), uint8 / int16 / int32
     shape: tuple[int, int]
     bank_size: int
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate_parts(self.values, self.offsets, self.shape, self.bank_size)
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+        self.bank_size = int(self.bank_size)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -61,6 +115,8 @@ class BalancedMatrix:
             raise ValueError(f"W must be a 2-D tensor, got {getattr(W, 'shape', type(W).__name__)}")
         if not W.is_floating_point():
             raise ValueError(f"W must be floating point, got {W.dtype}")
+        if W.numel() == 0:
+            raise ValueError(f"W is empty, shape {tuple(W.shape)}")
         if not isinstance(mask, torch.Tensor) or mask.shape != W.shape:
             raise ValueError(f"mask shape {getattr(mask, 'shape', None)} does not match W {tuple(W.shape)}")
         bank_size = int(bank_size)
@@ -138,6 +194,17 @@ class BalancedMatrix:
         base = torch.arange(self.banks, device=self.device, dtype=torch.int64)[None, :, None] * self.bank_size
         return base + self.offsets.to(torch.int64)
 
+    def cpu_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 16-row tiled copy used by the AVX-512 CPU kernel (built once; rebuilt if values/offsets change in
+        place). Same bytes as the packed format, so a matrix using it holds its weights twice."""
+        from workbench.sparse.kernels import cpp
+        key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
+        hit = self._cache.get("tiles")
+        if hit is None or hit[0] != key:
+            hit = (key, cpp.make_tiles(self.values, self.offsets))
+            self._cache["tiles"] = hit
+        return hit[1]
+
     def to(self, device=None, dtype: torch.dtype | None = None) -> BalancedMatrix:
         v = self.values.to(device=device, dtype=dtype) if dtype else self.values.to(device)
         return BalancedMatrix(v.contiguous(), self.offsets.to(device).contiguous(), self.shape, self.bank_size)
@@ -164,14 +231,21 @@ class BalancedMatrix:
         if not x.is_contiguous():
             raise ValueError("x must be contiguous (call x.contiguous())")
 
-    def matmul(self, x: torch.Tensor, *, threads: int | None = None) -> torch.Tensor:
-        """W @ x for x of shape (in,) or (in, n), on CPU (numba) or CUDA (CuPy RawModule) tensors."""
+    def matmul(self, x: torch.Tensor, *, threads: int | None = None, kernel: str = "auto") -> torch.Tensor:
+        """W @ x for x of shape (in,) or (in, n), on CPU (C++ kernels, numba fallback) or CUDA (CuPy RawModule)
+        tensors. ``kernel`` forces one implementation (tests, benchmarks): see ``kernels.cpu.KERNELS`` and
+        ``kernels.gpu.KERNELS``."""
         self._check_x(x)
         if x.is_cuda:
             from workbench.sparse.kernels import gpu
-            return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1])
+            return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
         from workbench.sparse.kernels import cpu
-        return cpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, threads=threads)
+        n = 1 if x.dim() == 1 else x.shape[1]
+        tiles = None
+        if kernel in ("auto", "tiles") and cpu.kernel_for(n, self.dtype, self.bank_size) == "tiles":
+            tiles = self.cpu_tiles()
+        return cpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, threads=threads, tiles=tiles,
+                                   kernel=kernel)
 
     __matmul__ = matmul
 

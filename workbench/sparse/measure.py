@@ -1,15 +1,28 @@
 """Measurements and records behind the Balanced Sparsity notebook and dashboard.
 
-* ``live_speed``: a small, bounded CPU measurement of y = W x (dense vs CSR vs block vs balanced) over sparsity —
-  the live part of the "Sparse speedup" dashboard (sizes above ``LIVE_MAX_SIZE`` are refused: the committed
-  benchmark records cover them);
-* ``masks_for``: every pruning pattern of one weight matrix at one sparsity, with per-bank and per-row counts
-  (the load-balance picture: balanced rows all hold the same work);
+Plain dicts / lists of dicts, ready to tabulate or plot:
+
+* ``kernel_status``: which CPU kernel implementation runs (C++ or the numba fallback) and why, its SIMD level;
+* ``bandwidth``: this machine's read bandwidth (GB/s), the bound of a batch-1 product;
+* ``micro_speedup``: y = W x at one size / sparsity / batch — dense (torch, numpy), scipy CSR, torch CSR, balanced —
+  with the speedups, the achieved GB/s and the fraction of the bandwidth bound;
+* ``model_speedup``: a whole model, dense vs ``sparsify_``'d ("mlp": three 4096x4096 Linear layers with GELU;
+  "lstm": the paper's 2-layer PTB LSTM, hidden 1500, 16 steps), with which path every layer ran and why;
+* ``crossover_map``: the dispatcher's measured table (speedup of the sparse kernel over ``F.linear`` by size, batch,
+  sparsity) as records;
+* ``live_speed``: the dashboard's bounded live sweep (``method="model"`` adds the in-model speedup of a 3-layer
+  MLP of the chosen size next to the kernel ones);
+* ``masks_for`` / ``load_balance``: every pruning pattern of one weight and its per-bank / per-row counts;
 * readers of the committed records: CPU/GPU benchmark rows and the accuracy study.
+
+Timings follow :mod:`workbench.sparse.timing` (blocks after a pause, shuffled rounds, medians). None of these is a
+test: speed is only judged by ``workbench bench sparse``.
 """
 from __future__ import annotations
 
 import math
+import os
+import time
 
 import numpy as np
 import torch
@@ -19,7 +32,7 @@ from workbench.sparse.formats import BalancedMatrix
 
 LIVE_MAX_SIZE = 2048
 LIVE_MAX_BATCH = 128
-LIVE_METHODS = ("dense", "csr", "block", "balanced")
+LIVE_METHODS = ("dense", "csr", "block", "balanced", "model")
 PATTERN_METHODS = ("unstructured", "balanced", "block", "vector", "nm")
 DEMO_COMMAND = "workbench train sparse-demo"
 
@@ -44,6 +57,9 @@ def _check_live(size: int, batch: int, bank_size: int, sparsities) -> None:
 def live_speed(size: int = 1024, batch: int = 1, sparsities=(0.5, 0.75, 0.9, 0.95), bank_size: int = 64,
                methods=LIVE_METHODS, repeats: int = 7, threads: int = 1, progress=None, seed: int = 0) -> list[dict]:
     """Median CPU time of y = W x per method and sparsity, plus the speedup over dense (best of torch/numpy).
+    ``balanced`` rows also say which path the dispatcher would take (``path``, ``reason``); ``model`` rows are the
+    in-model speedup of a 3-layer MLP (size x size Linear + GELU) at that batch, dense vs ``sparsify_``
+    (dispatch "auto": layers the table says would lose run dense, so the model speedup stays >= ~1).
 
     ``progress(fraction, text)`` is called after every sparsity (the app's progress bar)."""
     import scipy.sparse as sp
@@ -83,7 +99,19 @@ def live_speed(size: int = 1024, batch: int = 1, sparsities=(0.5, 0.75, 0.9, 0.9
                 rows.append(dict(sparsity=s, method="dense", median_ms=dense * 1e3, speedup=1.0))
             for k, v in t.items():
                 med = bench.summarize(v)["median"]
-                rows.append(dict(sparsity=s, method=k, median_ms=med * 1e3, speedup=dense / med))
+                row = dict(sparsity=s, method=k, median_ms=med * 1e3, speedup=dense / med)
+                if k == "balanced":
+                    from workbench.sparse import dispatch
+                    d = dispatch.decide(size, size, bm.sparsity, batch, bank_size=bank_size)
+                    row.update(path=d.path, reason=d.reason)
+                rows.append(row)
+            if "model" in methods:
+                m = model_speedup("mlp", sparsity=s, bank_size=bank_size, size=size, batch=batch, threads=threads,
+                                  rounds=max(2, repeats // 2), block=2, settle=0.05, flush_mb=16, layers=3,
+                                  seed=seed)
+                rows.append(dict(sparsity=s, method="model", median_ms=m["sparse_ms"], speedup=m["speedup"],
+                                 dense_ms=m["dense_ms"], path=", ".join(sorted({p["path"] for p in m["paths"]})),
+                                 reason=m["paths"][0]["reason"]))
             if progress is not None:
                 progress((i + 1) / len(sparsities), f"sparsity {s:.2f} done")
     finally:
@@ -150,3 +178,226 @@ def gpu_records() -> list[dict]:
 def accuracy_records() -> list[dict]:
     from workbench.records import read_jsonl, studies_dir
     return read_jsonl(studies_dir("sparse") / "accuracy.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kernels, bandwidth, micro and in-model speedups, crossover map (plain records for the notebook and the dashboard)
+def kernel_status() -> dict:
+    """``{backend: "cpp" | "numba", reason, avx2, avx512, kernels: {batch: kernel}, threads, build_dir}`` — builds the
+    C++ kernels on first call (seconds), falls back to numba with the reason recorded."""
+    from workbench.sparse.kernels import cpu
+    st = dict(cpu.backend())
+    st["kernels"] = {n: cpu.kernel_for(n, torch.float32, 64) for n in (1, 4, 16, 128)}
+    st["threads"] = torch.get_num_threads()
+    st.pop("log", None)
+    return st
+
+
+_BW: dict = {}
+
+
+def bandwidth(mb: int = 256, threads: int | None = None, *, refresh: bool = False) -> float:
+    """Read bandwidth of this machine in GB/s: the best of repeated numpy sums and numba parallel sums over ``mb``
+    MB (cached per process). The bound of a batch-1 product is bytes moved / this."""
+    threads = int(threads or torch.get_num_threads())
+    key = (mb, threads)
+    if key in _BW and not refresh:
+        return _BW[key]
+    a = np.ones(mb * 1024 * 1024 // 4, dtype=np.float32)
+    best = 0.0
+    try:
+        import numba
+        from numba import njit, prange
+
+        @njit(parallel=True, fastmath=True, cache=False)
+        def psum(v):
+            s = 0.0
+            for i in prange(v.size):
+                s += v[i]
+            return s
+
+        old = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        psum(a)
+        try:
+            for _ in range(5):
+                t = time.perf_counter()
+                psum(a)
+                best = max(best, a.nbytes / (time.perf_counter() - t) / 1e9)
+        finally:
+            numba.set_num_threads(old)
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+    for _ in range(5):
+        t = time.perf_counter()
+        a.sum()
+        best = max(best, a.nbytes / (time.perf_counter() - t) / 1e9)
+    _BW[key] = best
+    return best
+
+
+def micro_speedup(size: int = 4096, sparsity: float = 0.9, batch: int = 1, bank_size: int = 64, *,
+                  threads: int = 2, methods=("dense_torch", "dense_numpy", "csr_scipy", "csr_torch", "balanced"),
+                  rounds: int = 5, block: int = 5, settle: float = 0.3, flush_mb: int = 64, seed: int = 0,
+                  bandwidth_gbps: float | None = None) -> dict:
+    """y = W x (W size x size, balanced at ``sparsity``, bank ``bank_size``; x (size, batch)) per method, timed in
+    blocks after a pause, shuffled rounds, caches flushed before each call; medians.
+
+    Returns ``{size, batch, sparsity (realized), kernel, backend, threads, times_ms: {method: median},
+    best_dense, speedup_vs_dense, speedup_vs_csr_scipy, speedup_vs_csr_torch, bytes, gbps, bandwidth_gbps, pct_bw,
+    load_avg_1m}``; ``pct_bw`` is the balanced kernel's achieved GB/s over the read bandwidth."""
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    from workbench import bench
+    from workbench.sparse.kernels import cpu
+    from workbench.sparse.timing import timed_blocks
+
+    size, batch, bank_size = int(size), int(batch), int(bank_size)
+    if size < bank_size or size % bank_size:
+        raise ValueError(f"size must be a multiple of the bank size {bank_size}, got {size}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    unknown = set(methods) - {"dense_torch", "dense_numpy", "csr_scipy", "csr_torch", "balanced"}
+    if unknown or "balanced" not in methods:
+        raise ValueError(f"unknown methods {sorted(unknown)} (balanced must be included)")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        g = torch.Generator().manual_seed(seed)
+        W = torch.randn(size, size, generator=g)
+        mask = torch.cat([prune.balanced_mask(W[r:r + 1024], sparsity, bank_size) for r in range(0, size, 1024)])
+        bm = BalancedMatrix.from_mask(W, mask, bank_size)
+        Wm = W * mask
+        x = torch.randn(size, generator=g) if batch == 1 else torch.randn(size, batch, generator=g)
+        Wn, xn = W.numpy(), x.numpy()
+        fns = {}
+        if "dense_torch" in methods:
+            fns["dense_torch"] = (lambda: torch.mv(W, x)) if batch == 1 else (lambda: torch.mm(W, x))
+        if "dense_numpy" in methods:
+            fns["dense_numpy"] = lambda: Wn @ xn
+        if "csr_scipy" in methods:
+            csr = sp.csr_matrix(Wm.numpy())
+            fns["csr_scipy"] = lambda: csr @ xn
+        if "csr_torch" in methods:
+            tcsr = Wm.to_sparse_csr()
+            fns["csr_torch"] = lambda: tcsr @ x
+        kernel = cpu.kernel_for(batch, bm.dtype, bank_size)
+        fns["balanced"] = lambda: bm.matmul(x)  # the tile layout (if used) is built by this first call, untimed
+        ref = Wm.double() @ x.double()
+        err = float((bm.matmul(x).double() - ref).abs().max())
+        if err > 1e-3 * float(ref.abs().max()):
+            raise RuntimeError(f"the balanced kernel disagrees with the dense product by {err}")
+        with threadpool_limits(limits=threads):
+            t = timed_blocks(fns, rounds=rounds, block=block, settle=settle,
+                             setup=(lambda: bench.flush_cache(flush_mb)) if flush_mb else None)
+    finally:
+        torch.set_num_threads(old)
+    med = {k: float(np.median(v)) * 1e3 for k, v in t.items()}
+    dense = {k: v for k, v in med.items() if k.startswith("dense")}
+    best = min(dense, key=dense.get) if dense else None
+    nbytes = bm.nbytes + x.numel() * 4 + size * batch * 4
+    gbps = nbytes / (med["balanced"] / 1e3) / 1e9
+    bw = float(bandwidth_gbps or bandwidth(threads=threads))
+    return dict(size=size, batch=batch, sparsity=bm.sparsity, bank_size=bank_size, kernel=kernel,
+                backend=cpu.backend()["backend"], threads=threads, times_ms=med, samples=len(t["balanced"]),
+                best_dense=best, speedup_vs_dense=(dense[best] / med["balanced"]) if best else None,
+                speedup_vs_csr_scipy=med["csr_scipy"] / med["balanced"] if "csr_scipy" in med else None,
+                speedup_vs_csr_torch=med["csr_torch"] / med["balanced"] if "csr_torch" in med else None,
+                bytes=nbytes, gbps=gbps, bandwidth_gbps=bw, pct_bw=100 * gbps / bw, load_avg_1m=load0)
+
+
+class MLP(torch.nn.Module):
+    """The issue's MLP: ``layers`` size x size Linear layers with GELU between them."""
+
+    def __init__(self, size: int = 4096, layers: int = 3):
+        super().__init__()
+        mods = []
+        for i in range(layers):
+            mods.append(torch.nn.Linear(size, size))
+            if i < layers - 1:
+                mods.append(torch.nn.GELU())
+        self.net = torch.nn.Sequential(*mods)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LSTMModel(torch.nn.Module):
+    """The paper's PTB language model body: a 2-layer LSTM, hidden 1500 (input 1500), over (steps, batch, 1500)."""
+
+    def __init__(self, hidden: int = 1500, layers: int = 2):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(hidden, hidden, num_layers=layers)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+def model_speedup(kind: str = "mlp", sparsity: float = 0.9, bank_size: int = 64, *, size: int | None = None,
+                  batch: int = 1, steps: int = 16, layers: int | None = None, threads: int = 2, rounds: int = 5,
+                  block: int = 3, settle: float = 0.3, flush_mb: int = 64, dispatch: str = "auto",
+                  seed: int = 0) -> dict:
+    """A whole model at batch ``batch``: dense (the same balanced masks applied to its dense weights) vs
+    ``sparsify_`` (``dispatch``), timed in one process in blocks after a pause, shuffled rounds, medians.
+    ``kind``: "mlp" (``layers`` x Linear(size, size) + GELU; default 3 x 4096) or "lstm" (2-layer LSTM, hidden
+    ``size`` (default 1500), ``steps`` time steps). Returns ``{kind, size, batch, sparsity, dense_ms, sparse_ms,
+    speedup, max_abs_err, paths: [per layer: path, kernel, reason, ...], threads, load_avg_1m}``."""
+    import copy
+
+    from workbench import bench
+    from workbench.sparse.nn import SparsifyConfig, masked_dense_, path_report, sparsify_
+    from workbench.sparse.timing import timed_blocks
+
+    if kind not in ("mlp", "lstm"):
+        raise ValueError(f"kind must be 'mlp' or 'lstm', got {kind!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        torch.manual_seed(seed)
+        if kind == "mlp":
+            size = int(size or 4096)
+            model = MLP(size, int(layers or 3)).eval()
+            x = torch.randn(batch, size)
+        else:
+            size = int(size or 1500)
+            model = LSTMModel(size, int(layers or 2)).eval()
+            x = torch.randn(steps, batch, size)
+        cfg = SparsifyConfig(sparsity=sparsity, bank_size=bank_size, dispatch=dispatch)
+        dense = copy.deepcopy(model)
+        masked_dense_(dense, cfg)
+        sparse = model
+        sparsify_(sparse, cfg)
+        with torch.no_grad():
+            err = float((sparse(x) - dense(x)).abs().max())
+            t = timed_blocks({"dense": lambda: dense(x), "sparse": lambda: sparse(x)}, rounds=rounds, block=block,
+                             settle=settle, setup=(lambda: bench.flush_cache(flush_mb)) if flush_mb else None)
+    finally:
+        torch.set_num_threads(old)
+    d, s = float(np.median(t["dense"])) * 1e3, float(np.median(t["sparse"])) * 1e3
+    paths = path_report(sparse)
+    return dict(kind=kind, size=size, batch=batch, steps=steps if kind == "lstm" else None,
+                sparsity=float(np.mean([p["sparsity"] for p in paths])), bank_size=bank_size, dense_ms=d,
+                sparse_ms=s, speedup=d / s, max_abs_err=err, paths=paths, threads=threads, dispatch=dispatch,
+                samples=len(t["sparse"]), load_avg_1m=load0)
+
+
+def crossover_map(device: str = "cpu") -> dict:
+    """The dispatcher's crossover table: ``{source, threads, backend, machine, records: [{size, batch, sparsity,
+    speedup, path, dense_ms, sparse_ms}]}`` (empty records when no table exists for ``device``)."""
+    from workbench.sparse import dispatch
+    t = dispatch.load_table(device)
+    if t is None:
+        return dict(source=None, records=[], device=device)
+    return dict(source=t["source"], device=device, threads=t.get("threads"), backend=t.get("backend"),
+                bank_size=t.get("bank_size"), machine=t.get("machine"), load_avg_1m=t.get("load_avg_1m"),
+                margin=dispatch.MARGIN, records=dispatch.crossover_records(t))
+
+
+def decision(rows: int, cols: int, sparsity: float, batch: int, *, bank_size: int = 64,
+             device: str = "cpu") -> dict:
+    """Which path a balanced layer of this shape would take, and why (the dispatcher's decision as a dict)."""
+    from workbench.sparse import dispatch
+    return dispatch.decide(rows, cols, sparsity, batch, device=device, bank_size=bank_size).as_dict()

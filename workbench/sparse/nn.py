@@ -1,13 +1,20 @@
 """Sparse inference modules for Balanced Sparsity (Yao et al., AAAI 2019): the place where pruning masks
-(prune.py), the packed format (formats.py) and the kernels meet.
+(prune.py), the packed format (formats.py), the kernels and the dense/sparse dispatcher (dispatch.py) meet.
 
-* ``BalancedSparseLinear``: y = W_s x + b with W_s = W * balanced_mask(W) stored packed (eq. 3); forward on
-  CPU (numba) or CUDA (CuPy) tensors; inference only (no autograd through the kernels).
+* ``BalancedSparseLinear``: y = W_s x + b with W_s = W * balanced_mask(W) stored packed (eq. 3); forward on CPU
+  (C++ kernels, numba fallback) or CUDA (CuPy) tensors; inference only (no autograd through the kernels). Before a
+  product it asks the dispatcher whether the sparse kernel beats ``F.linear`` for this size, sparsity and batch
+  (``dispatch="auto"``, the default) and otherwise runs the dense product of the same masked weight, so replacing a
+  layer never makes it slower than measured; ``path_info`` says which path ran and why.
 * ``BalancedSparseLSTM``: an ``nn.LSTM`` (unidirectional, any depth) whose gate matrices W_ih, W_hh are packed;
   the input projection of all time steps is one sparse matrix product, the recurrent one a product per step:
       [i f g o] = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh,  c_t = σ(f) c_{t-1} + σ(i) tanh(g),  h_t = σ(o) tanh(c_t).
 * ``sparsify_(model, SparsifyConfig)``: replaces the chosen Linear / LSTM layers of a trained model in place;
   the outputs equal those of the dense model with the same balanced masks applied.
+
+Differences from the paper: the paper times its GPU kernels alone; here every layer also carries the dispatcher
+(dense fallback), and a layer keeps a kernel-specific copy of its weights when the AVX-512 tile kernel runs (see
+``BalancedMatrix.cpu_tiles``) and a dense copy only if the dense path is ever taken.
 """
 from __future__ import annotations
 
@@ -15,10 +22,13 @@ import re
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from workbench.sparse.formats import BalancedMatrix
+from workbench.sparse.formats import BalancedMatrix, validate_parts
 from workbench.sparse.prune import balanced_mask
+
+DISPATCH_MODES = ("auto", "sparse", "dense")
 
 
 def _pack(W: torch.Tensor, sparsity: float, bank_size: int, pad: bool, mask: torch.Tensor | None) -> BalancedMatrix:
@@ -28,56 +38,151 @@ def _pack(W: torch.Tensor, sparsity: float, bank_size: int, pad: bool, mask: tor
     return BalancedMatrix.from_mask(W, mask, bank_size, pad=pad)
 
 
-class BalancedSparseLinear(nn.Module):
-    """A Linear layer whose weight is stored in the packed balanced format (buffers: values, offsets)."""
+def _check_mode(mode: str) -> str:
+    if mode not in DISPATCH_MODES:
+        raise ValueError(f"dispatch must be one of {DISPATCH_MODES}, got {mode!r}")
+    return mode
 
-    def __init__(self, bm: BalancedMatrix, bias: torch.Tensor | None = None):
+
+class BalancedSparseLinear(nn.Module):
+    """A Linear layer whose weight is stored in the packed balanced format (buffers: values, offsets, bias)."""
+
+    def __init__(self, bm: BalancedMatrix, bias: torch.Tensor | None = None, *, dispatch: str = "auto"):
         super().__init__()
         self.out_features, self.in_features = bm.shape
         self.bank_size = bm.bank_size
+        self.dispatch = _check_mode(dispatch)
         self.register_buffer("values", bm.values)
         self.register_buffer("offsets", bm.offsets)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self._decisions: dict = {}
+        self._derived: dict = {}
+        self._last = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, sparsity: float = 0.9, bank_size: int = 64, *, pad: bool = True,
-                    mask: torch.Tensor | None = None) -> BalancedSparseLinear:
+                    mask: torch.Tensor | None = None, dispatch: str = "auto") -> BalancedSparseLinear:
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"expected nn.Linear, got {type(linear).__name__}")
-        return cls(_pack(linear.weight, sparsity, bank_size, pad, mask), linear.bias)
+        return cls(_pack(linear.weight, sparsity, bank_size, pad, mask), linear.bias, dispatch=dispatch)
 
+    # ---------------------------------------------------------------- weights
     @property
     def matrix(self) -> BalancedMatrix:
         return BalancedMatrix(self.values, self.offsets, (self.out_features, self.in_features), self.bank_size)
 
+    @property
+    def sparsity(self) -> float:
+        banks, k = self.values.shape[1:]
+        return 1.0 - banks * k / self.in_features
+
     def dense_weight(self) -> torch.Tensor:
         return self.matrix.to_dense()
 
+    def _key(self) -> tuple:
+        v, o = self._buffers["values"], self._buffers["offsets"]
+        return (v.data_ptr(), v._version, o.data_ptr(), o._version)
+
+    def _derive(self, name: str, make):
+        key = self._key()
+        hit = self._derived.get(name)
+        if hit is None or hit[0] != key:
+            hit = (key, make())
+            self._derived[name] = hit
+        return hit[1]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        validate_parts(self.values, self.offsets, (self.out_features, self.in_features), self.bank_size)
+        self._decisions.clear()
+
+    # ---------------------------------------------------------------- dispatch
+    def decide(self, batch: int, device: torch.device | str = "cpu"):
+        """The dispatcher's :class:`~workbench.sparse.dispatch.Decision` for a product with ``batch`` rows."""
+        return self._plan(int(batch), torch.device(device).type)[0]
+
+    def _plan(self, n: int, dev: str):
+        """(decision, kernel name) for n rows on device type ``dev`` (memoised per mode)."""
+        key = (dev, n, self.dispatch)
+        plan = self._decisions.get(key)
+        if plan is None:
+            from workbench.sparse import dispatch as dp
+            if self.dispatch != "auto":
+                d = dp.Decision(self.dispatch, f"{self.dispatch}: forced (dispatch={self.dispatch!r})", None, None)
+            else:
+                d = dp.decide(self.out_features, self.in_features, self.sparsity, n, device=dev,
+                              bank_size=self.bank_size)
+            if d.path == "dense":
+                kernel = "dense"
+            elif dev == "cuda":
+                kernel = "cuda"
+            else:
+                from workbench.sparse.kernels import cpu
+                kernel = cpu.kernel_for(n, self.values.dtype, self.bank_size)
+            plan = (d, kernel)
+            self._decisions[key] = plan
+        return plan
+
+    @property
+    def path_info(self) -> dict | None:
+        """Which path the last forward ran and why: ``{path, kernel, batch, reason, predicted_speedup}``."""
+        if self._last is None:
+            return None
+        (d, kernel), batch = self._last
+        return dict(path=d.path, kernel=kernel, batch=batch, reason=d.reason, predicted_speedup=d.predicted_speedup)
+
+    # ---------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"expected last dimension {self.in_features}, got {tuple(x.shape)}")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).to(self.values.dtype)
-        bm = self.matrix
-        if x2.shape[0] == 1:
-            y = bm.matmul(x2[0].contiguous())[None]
+        x2 = x.reshape(-1, self.in_features)
+        n = x2.shape[0]
+        if n == 0:
+            return x.new_zeros(*x.shape[:-1], self.out_features)
+        plan = self._decisions.get((x.device.type, n, self.dispatch)) or self._plan(n, x.device.type)
+        kernel = plan[1]
+        bufs = self._buffers  # direct access: nn.Module.__getattr__ is slow on the hot path
+        values, offsets, bias = bufs["values"], bufs["offsets"], bufs["bias"]
+        vdt = values.dtype
+        if kernel == "dense":
+            W = self._derive("dense", self.dense_weight)
+            y = F.linear(x2 if x2.dtype == W.dtype else x2.to(W.dtype), W,
+                         None if bias is None else bias.to(W.dtype))
+        elif kernel == "cuda":
+            from workbench.sparse.kernels import gpu
+            xv = x2.to(vdt)
+            y = gpu.balanced_matmul(values, offsets, xv[0].contiguous() if n == 1 else xv.t().contiguous(),
+                                    self.bank_size, self.in_features)
+            y = y[None] if n == 1 else y.t()
+            if bias is not None:
+                y = y + bias.to(y.dtype)
         else:
-            y = bm.matmul(x2.t().contiguous()).t()
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*lead, self.out_features).to(x.dtype)
+            from workbench.sparse.kernels import cpu
+            if x2.dtype != vdt:
+                x2 = x2.to(vdt)
+            if not x2.is_contiguous():
+                x2 = x2.contiguous()
+            tiles = self._derive("tiles", lambda: self.matrix.cpu_tiles()) if kernel == "tiles" else None
+            if bias is not None and bias.dtype != vdt:
+                bias = bias.to(vdt)
+            y = cpu.run_linear(cpu.library(), kernel, values, offsets, x2, self.bank_size, self.in_features, bias,
+                               tiles)
+        self._last = (plan, n)
+        if x.dim() != 2:
+            y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     def extra_repr(self) -> str:
-        bm = self.matrix
+        banks, k = self.values.shape[1:]
         return (f"in_features={self.in_features}, out_features={self.out_features}, bank_size={self.bank_size}, "
-                f"k={bm.k}, sparsity={bm.sparsity:.3f}")
+                f"k={k}, sparsity={self.sparsity:.3f}, dispatch={self.dispatch}")
 
 
 class BalancedSparseLSTM(nn.Module):
     """Inference twin of a unidirectional ``nn.LSTM`` with packed balanced gate matrices."""
 
     def __init__(self, lstm: nn.LSTM, sparsity: float = 0.9, bank_size: int = 64, *, pad: bool = True,
-                 masks: dict[str, torch.Tensor] | None = None):
+                 masks: dict[str, torch.Tensor] | None = None, dispatch: str = "auto"):
         super().__init__()
         if lstm.bidirectional or getattr(lstm, "proj_size", 0):
             raise ValueError("BalancedSparseLSTM supports unidirectional LSTMs without projections")
@@ -90,8 +195,10 @@ class BalancedSparseLSTM(nn.Module):
             b_hh = getattr(lstm, f"bias_hh_l{layer}", None) if lstm.bias else None
             bias = None if b_ih is None else (b_ih + b_hh)
             self.layers.append(nn.ModuleDict({
-                "ih": BalancedSparseLinear(_pack(getattr(lstm, ih), sparsity, bank_size, pad, masks.get(ih)), bias),
-                "hh": BalancedSparseLinear(_pack(getattr(lstm, hh), sparsity, bank_size, pad, masks.get(hh))),
+                "ih": BalancedSparseLinear(_pack(getattr(lstm, ih), sparsity, bank_size, pad, masks.get(ih)), bias,
+                                           dispatch=dispatch),
+                "hh": BalancedSparseLinear(_pack(getattr(lstm, hh), sparsity, bank_size, pad, masks.get(hh)),
+                                           dispatch=dispatch),
             }))
 
     def forward(self, x: torch.Tensor, state=None):
@@ -127,6 +234,7 @@ class SparsifyConfig:
     include: str | None = None       # regex on module names (e.g. r"mlp\.fc"); None = every Linear / LSTM
     exclude: str | None = None       # regex of names to keep dense (e.g. r"head")
     lstm: bool = True                # also replace nn.LSTM modules
+    dispatch: str = "auto"           # "auto": dense where the crossover table says sparse loses; "sparse"; "dense"
 
 
 def _selected(name: str, cfg: SparsifyConfig) -> bool:
@@ -158,6 +266,7 @@ def sparsify_(model: nn.Module, cfg: SparsifyConfig | None = None) -> list[str]:
     """Replace the selected ``nn.Linear`` (and ``nn.LSTM``) modules of ``model`` in place by balanced sparse
     ones; returns the replaced module names. A model that is its own Linear cannot be replaced in place."""
     cfg = cfg or SparsifyConfig()
+    _check_mode(cfg.dispatch)
     if isinstance(model, (nn.Linear, nn.LSTM)):
         raise ValueError("sparsify_ replaces submodules; wrap a bare Linear/LSTM in a container first")
     targets = []
@@ -168,10 +277,21 @@ def sparsify_(model: nn.Module, cfg: SparsifyConfig | None = None) -> list[str]:
         raise ValueError("no Linear/LSTM layer matched the sparsify config")
     for name, mod in targets:
         if isinstance(mod, nn.Linear):
-            new = BalancedSparseLinear.from_linear(mod, cfg.sparsity, cfg.bank_size, pad=cfg.pad)
+            new = BalancedSparseLinear.from_linear(mod, cfg.sparsity, cfg.bank_size, pad=cfg.pad, dispatch=cfg.dispatch)
         else:
-            new = BalancedSparseLSTM(mod, cfg.sparsity, cfg.bank_size, pad=cfg.pad)
+            new = BalancedSparseLSTM(mod, cfg.sparsity, cfg.bank_size, pad=cfg.pad, dispatch=cfg.dispatch)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, new)
     return [n for n, _ in targets]
+
+
+def path_report(model: nn.Module) -> list[dict]:
+    """Per balanced layer of ``model``: the path its last forward ran (sparse kernel or dense) and why."""
+    out = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, BalancedSparseLinear):
+            info = mod.path_info or dict(path=None, kernel=None, batch=None, reason="not run yet",
+                                         predicted_speedup=None)
+            out.append(dict(layer=name, shape=(mod.out_features, mod.in_features), sparsity=mod.sparsity, **info))
+    return out

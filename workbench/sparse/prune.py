@@ -20,6 +20,7 @@ im2col matrix (out, in * kh * kw). This module knows nothing of storage formats 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,18 +40,32 @@ def _check_sparsity(sparsity: float) -> float:
     return s
 
 
-def _as_matrix(W: torch.Tensor) -> torch.Tensor:
+def _as_matrix(W: torch.Tensor, *, allow_bool: bool = False) -> torch.Tensor:
+    """The 2-D matrix a mask is computed on: W itself, or a 4-D conv weight's im2col matrix (out, in*kh*kw) —
+    validated alike (floating point, finite, not empty)."""
     if not isinstance(W, torch.Tensor):
         raise ValueError(f"expected a torch tensor, got {type(W).__name__}")
-    if W.dim() == 4:  # Conv2d weight -> its im2col matrix (out, in*kh*kw)
-        return W.reshape(W.shape[0], -1)
-    if W.dim() != 2:
+    if W.dim() not in (2, 4):
         raise ValueError(f"expected a 2-D weight (or a 4-D conv weight), got shape {tuple(W.shape)}")
+    if W.numel() == 0:
+        raise ValueError(f"the weight is empty, shape {tuple(W.shape)}")
+    if allow_bool and W.dtype == torch.bool:
+        return W.reshape(W.shape[0], -1)
     if not W.is_floating_point():
         raise ValueError(f"expected a floating-point weight, got {W.dtype}")
-    if W.numel() and not torch.isfinite(W).all():
+    if not torch.isfinite(W).all():
         raise ValueError("the weight contains NaN or infinite values")
-    return W
+    return W.reshape(W.shape[0], -1)  # Conv2d weight -> its im2col matrix; a 2-D weight is unchanged
+
+
+SPARSITY_TOLERANCE = 0.01  # a realized sparsity further than this from the request warns
+
+
+def _warn_realized(requested: float, mask: torch.Tensor, what: str) -> None:
+    realized = 1.0 - float(mask.sum()) / mask.numel()
+    if abs(realized - requested) > SPARSITY_TOLERANCE:
+        warnings.warn(f"{what}: requested sparsity {requested:.4g} but the mask realizes {realized:.4g} "
+                      f"(more than {100 * SPARSITY_TOLERANCE:.0f} point away)", UserWarning, stacklevel=3)
 
 
 def kept_per_bank(sparsity: float, bank_size: int) -> int:
@@ -74,11 +89,14 @@ def balanced_mask(W: torch.Tensor, sparsity: float, bank_size: int = 64, *, pad:
     """Balanced mask of W (same shape, bool): k of every ``bank_size`` weights of a row kept, eq. (1).
 
     A row length that is not a multiple of ``bank_size`` is rejected unless ``pad=True``; then the last,
-    shorter bank keeps ``min(k, its length)`` weights.
+    shorter bank keeps ``min(k, its length)`` weights. Because k is an integer (eq. 1) the realized sparsity can
+    differ from the request (s = 0.999 at bank 64 keeps 1 of 64: 0.984; a bank longer than the row keeps
+    min(k, row) weights); more than one point of difference emits a ``UserWarning``.
     """
     shape = W.shape
     M = _as_matrix(W)
-    k = kept_per_bank(sparsity, bank_size)
+    s = _check_sparsity(sparsity)
+    k = kept_per_bank(s, bank_size)
     rows, cols = M.shape
     rem = cols % bank_size
     if rem and not pad:
@@ -92,6 +110,7 @@ def balanced_mask(W: torch.Tensor, sparsity: float, bank_size: int = 64, *, pad:
     mask = _topk_mask_rows(mag.reshape(rows, banks, bank_size), k).reshape(rows, -1)
     if rem:
         mask = mask[:, :cols]
+    _warn_realized(s, mask, f"balanced mask (bank {bank_size}, k={k})")
     return mask.reshape(shape)
 
 
@@ -176,8 +195,8 @@ def make_mask(W: torch.Tensor, method: str, sparsity: float, *, bank_size: int =
 
 def bank_counts(mask: torch.Tensor, bank_size: int) -> torch.Tensor:
     """Nonzeros per bank, shape (rows, banks) — flat for balanced masks (the load-balance picture)."""
-    M = _as_matrix(mask.to(torch.float32)) if mask.dim() == 4 else mask
-    if M.dim() != 2 or M.shape[1] % bank_size:
+    M = _as_matrix(mask, allow_bool=True)
+    if M.shape[1] % bank_size:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not split into banks of {bank_size}")
     return M.reshape(M.shape[0], -1, bank_size).sum(-1).to(torch.int64)
 
@@ -234,12 +253,17 @@ class Pruner:
 
     @torch.no_grad()
     def update(self, sparsity: float) -> None:
+        """Masks at ``sparsity``; the realized-sparsity warning is only raised at the final sparsity (the
+        intermediate steps of a gradual schedule round k freely)."""
         c = self.cfg
-        if c.scope == "global" and c.method == "unstructured":
-            self.masks = global_masks(dict(self.weights), sparsity)
-        else:
-            for n, w in self.weights.items():
-                self.masks[n] = make_mask(w, c.method, sparsity, bank_size=c.bank_size, block=c.block, pad=c.pad)
+        with warnings.catch_warnings():
+            if float(sparsity) != float(c.sparsity):
+                warnings.filterwarnings("ignore", message=".*requested sparsity", category=UserWarning)
+            if c.scope == "global" and c.method == "unstructured":
+                self.masks = global_masks(dict(self.weights), sparsity)
+            else:
+                for n, w in self.weights.items():
+                    self.masks[n] = make_mask(w, c.method, sparsity, bank_size=c.bank_size, block=c.block, pad=c.pad)
         self.apply()
 
     @torch.no_grad()

@@ -1,0 +1,639 @@
+// Balanced Sparsity (Yao et al., AAAI 2019): CPU kernels for y = W x with W in the packed balanced format
+//   values  (rows, banks, k)   kept weights, ascending column inside a bank
+//   offsets (rows, banks, k)   in-bank position (uint8 / int16 / int32)
+//   y[r] = sum_b sum_j values[r,b,j] * x[b*B + offsets[r,b,j]]                    (eq. 3 of formats.py)
+//
+// Built at first use by workbench/sparse/kernels/cpp.py (torch.utils.cpp_extension, cached by source hash) and
+// called through ctypes; the work is split with at::parallel_for, i.e. on PyTorch's own intra-op thread pool
+// (the same OpenMP runtime as torch's ops, no second pool). Compiled for baseline x86-64: the AVX2/FMA paths carry
+// __attribute__((target)) and are chosen at run time (__builtin_cpu_supports), so a cached build can move between
+// machines.
+//
+// spmv (batch 1): every row has the same entry count banks*k, so the bank base ((e / k) * B) of entry e follows a
+//   pattern that repeats every lcm(8, k) entries: it is kept as P = k / gcd(k, 8) vectors of 8 int32 plus a
+//   per-period step, and the row is processed 8 entries at a time: zero-extend 8 offsets, add the pattern, clamp to
+//   the row length (memory safety for corrupted offsets), gather x, FMA with 8 values. The stream is then
+//   5 bytes / nonzero (fp32 + uint8) and x stays in L1.
+// spmm (batch n, x (cols, n) row-major, y (rows, n)): per row, per column tile of up to 64 columns held in 8 ymm
+//   accumulators, every stored entry broadcasts its value and FMAs the contiguous x[col, tile] (one load per FMA);
+//   a partial last vector uses masked loads/stores.
+// Generic scalar paths (float64, machines without AVX2) are plain loops the compiler vectorises where it can.
+// Every entry point is extern "C", returns 0 on success or a negative code; no exception crosses the C ABI.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define BS_X86 1
+#else
+#define BS_X86 0
+#endif
+
+namespace {
+
+constexpr int BS_ABI = 3;
+
+template <typename I>
+inline uint64_t uoff(I o) {
+    return (uint64_t)(typename std::make_unsigned<I>::type)o;
+}
+
+// ------------------------------------------------------------------------------------------------ scalar paths
+template <typename T, typename I>
+void spmv_rows_scalar(const T* vals, const I* offs, const T* x, T* y, const T* bias, int64_t r0, int64_t r1,
+                      int64_t banks, int64_t k, int64_t B, int64_t cols) {
+    const int64_t nnz = banks * k;
+    const uint64_t last = (uint64_t)cols - 1;
+    for (int64_t r = r0; r < r1; ++r) {
+        const T* v = vals + r * nnz;
+        const I* o = offs + r * nnz;
+        T a0 = 0, a1 = 0;
+        int64_t e = 0;
+        for (int64_t b = 0; b < banks; ++b) {
+            const uint64_t base = (uint64_t)(b * B);
+            int64_t j = 0;
+            for (; j + 1 < k; j += 2, e += 2) {
+                a0 += v[e] * x[std::min(base + uoff(o[e]), last)];
+                a1 += v[e + 1] * x[std::min(base + uoff(o[e + 1]), last)];
+            }
+            if (j < k) {
+                a0 += v[e] * x[std::min(base + uoff(o[e]), last)];
+                ++e;
+            }
+        }
+        y[r] = a0 + a1 + (bias ? bias[r] : T(0));
+    }
+}
+
+template <typename T, typename I>
+void spmm_rows_scalar(const T* vals, const I* offs, const T* x, T* y, const T* bias, int64_t r0, int64_t r1,
+                      int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int64_t rows, bool yt) {
+    const int64_t nnz = banks * k;
+    const uint64_t last = (uint64_t)cols - 1;
+    std::vector<T> tmp(yt ? n : 0);
+    for (int64_t r = r0; r < r1; ++r) {
+        const T* v = vals + r * nnz;
+        const I* o = offs + r * nnz;
+        T* yr = yt ? tmp.data() : y + r * n;
+        const T b0 = bias ? bias[r] : T(0);
+        for (int64_t t = 0; t < n; ++t) yr[t] = b0;
+        int64_t e = 0;
+        for (int64_t b = 0; b < banks; ++b) {
+            const uint64_t base = (uint64_t)(b * B);
+            for (int64_t j = 0; j < k; ++j, ++e) {
+                const T w = v[e];
+                const T* xr = x + std::min(base + uoff(o[e]), last) * n;
+                for (int64_t t = 0; t < n; ++t) yr[t] += w * xr[t];
+            }
+        }
+        if (yt)
+            for (int64_t t = 0; t < n; ++t) y[t * rows + r] = yr[t];
+    }
+}
+
+#if BS_X86
+// ------------------------------------------------------------------------------------------------ AVX2 paths
+template <typename I>
+__attribute__((target("avx2,fma"))) inline __m256i load8_idx(const I* p);
+template <>
+__attribute__((target("avx2,fma"))) inline __m256i load8_idx<uint8_t>(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p));
+}
+template <>
+__attribute__((target("avx2,fma"))) inline __m256i load8_idx<int16_t>(const int16_t* p) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
+}
+template <>
+__attribute__((target("avx2,fma"))) inline __m256i load8_idx<int32_t>(const int32_t* p) {
+    return _mm256_loadu_si256((const __m256i*)p);
+}
+
+__attribute__((target("avx2,fma"))) inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// P = number of 8-entry vectors in one period of the bank-base pattern (compile time for the common k)
+template <typename I, int P>
+__attribute__((target("avx2,fma"))) void spmv_rows_avx2(const float* vals, const I* offs, const float* x, float* y,
+                                                         const float* bias, int64_t r0, int64_t r1, int64_t banks,
+                                                         int64_t k, int64_t B, int64_t cols, const int32_t* pattern,
+                                                         int32_t step, int Pdyn) {
+    const int64_t nnz = banks * k;
+    const int np = P > 0 ? P : Pdyn;
+    const int64_t nvec = nnz / 8;
+    const int64_t nper = nvec / np;  // whole periods
+    const __m256i vmax = _mm256_set1_epi32((int32_t)(cols - 1));
+    const __m256i vstep = _mm256_set1_epi32(step);
+    __m256i pat[P > 0 ? P : 1];
+    if (P > 0)
+        for (int q = 0; q < P; ++q) pat[q] = _mm256_loadu_si256((const __m256i*)(pattern + 8 * q));
+    for (int64_t r = r0; r < r1; ++r) {
+        const float* v = vals + r * nnz;
+        const I* o = offs + r * nnz;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        __m256i pb = _mm256_setzero_si256();
+        int64_t e = 0;
+        if (P > 0) {
+            for (int64_t p = 0; p < nper; ++p) {
+#pragma GCC unroll 8
+                for (int q = 0; q < P; ++q, e += 8) {
+                    __m256i idx = _mm256_add_epi32(_mm256_add_epi32(pat[q], pb), load8_idx<I>(o + e));
+                    idx = _mm256_min_epu32(idx, vmax);
+                    const __m256 xv = _mm256_i32gather_ps(x, idx, 4);
+                    if (q & 1)
+                        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + e), xv, acc1);
+                    else
+                        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + e), xv, acc0);
+                }
+                pb = _mm256_add_epi32(pb, vstep);
+            }
+        } else {
+            for (int64_t p = 0; p < nper; ++p) {
+                for (int q = 0; q < np; ++q, e += 8) {
+                    const __m256i pq = _mm256_loadu_si256((const __m256i*)(pattern + 8 * q));
+                    __m256i idx = _mm256_add_epi32(_mm256_add_epi32(pq, pb), load8_idx<I>(o + e));
+                    idx = _mm256_min_epu32(idx, vmax);
+                    const __m256 xv = _mm256_i32gather_ps(x, idx, 4);
+                    if (q & 1)
+                        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(v + e), xv, acc1);
+                    else
+                        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(v + e), xv, acc0);
+                }
+                pb = _mm256_add_epi32(pb, vstep);
+            }
+        }
+        float s = hsum8(_mm256_add_ps(acc0, acc1));
+        const uint64_t last = (uint64_t)cols - 1;
+        for (; e < nnz; ++e) s += v[e] * x[std::min((uint64_t)((e / k) * B) + uoff(o[e]), last)];
+        y[r] = s + (bias ? bias[r] : 0.f);
+    }
+}
+
+__attribute__((target("avx2,fma"))) inline __m256i tail_mask(int64_t m) {  // first m of 8 lanes
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)m), lane);
+}
+
+// one row, columns [t0, t0 + 8*(NV-1) + m) with m in 1..8 lanes in the last vector (masked when m < 8).
+// U independent accumulator sets (entries e, e+1, ... go to different sets) keep enough FMA chains in flight when
+// the tile is narrow. colbase[e] = (e / k) * B (the same for every row). yr points at y[r, 0]; element t of the
+// row is yr[t * cs] (cs = 1: y (rows, n); cs = rows: y (n, rows)).
+template <typename I, int NV, int U, bool MASK>
+__attribute__((target("avx2,fma"))) inline void spmm_tile_avx2(const float* v, const I* o, const int32_t* colbase,
+                                                               int64_t nnz, const float* x, float* yr, float b0,
+                                                               uint64_t last, int64_t n, int64_t t0, __m256i mask,
+                                                               int64_t cs, int64_t cnt) {
+    __m256 acc[U][NV];
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[u][i] = _mm256_setzero_ps();
+    const float* xt = x + t0;
+    int64_t e = 0;
+    for (; e + U <= nnz; e += U) {
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) {
+            const __m256 w = _mm256_broadcast_ss(v + e + u);
+            const float* xr = xt + std::min((uint64_t)colbase[e + u] + uoff(o[e + u]), last) * n;
+#pragma GCC unroll 8
+            for (int i = 0; i < NV; ++i) {
+                const __m256 xv = (MASK && i == NV - 1) ? _mm256_maskload_ps(xr + 8 * i, mask)
+                                                         : _mm256_loadu_ps(xr + 8 * i);
+                acc[u][i] = _mm256_fmadd_ps(w, xv, acc[u][i]);
+            }
+        }
+    }
+    for (; e < nnz; ++e) {
+        const __m256 w = _mm256_broadcast_ss(v + e);
+        const float* xr = xt + std::min((uint64_t)colbase[e] + uoff(o[e]), last) * n;
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) {
+            const __m256 xv = (MASK && i == NV - 1) ? _mm256_maskload_ps(xr + 8 * i, mask) : _mm256_loadu_ps(xr + 8 * i);
+            acc[0][i] = _mm256_fmadd_ps(w, xv, acc[0][i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int u = 1; u < U; ++u)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[0][i] = _mm256_add_ps(acc[0][i], acc[u][i]);
+    const __m256 vb = _mm256_set1_ps(b0);
+    if (cs == 1) {
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) {
+            const __m256 out = _mm256_add_ps(acc[0][i], vb);
+            if (MASK && i == NV - 1)
+                _mm256_maskstore_ps(yr + t0 + 8 * i, mask, out);
+            else
+                _mm256_storeu_ps(yr + t0 + 8 * i, out);
+        }
+    } else {  // transposed output: a strided scatter of <= 32 values per row (negligible next to the FMAs)
+        alignas(32) float tmp[8 * NV];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) _mm256_store_ps(tmp + 8 * i, _mm256_add_ps(acc[0][i], vb));
+        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
+    }
+}
+
+// Column tiles of 32 (x[:, tile] of a 4096-row x is 512 KB: it stays in L2 while the task's rows stream past).
+// Measured alternatives that were not faster here: 64-column tiles; a bank-major order that keeps a bank's x slice
+// in L1 (the dependent address chain offset -> row -> load, not the cache level, bounds this loop).
+constexpr int SPMM_TILE_V = 4;
+
+// rows [r0, r1): column tiles outer, rows inner
+template <typename I>
+__attribute__((target("avx2,fma"))) void spmm_rows_avx2(const float* vals, const I* offs, const int32_t* colbase,
+                                                         const float* x, float* y, const float* bias, int64_t r0,
+                                                         int64_t r1, int64_t nnz, int64_t cols, int64_t n,
+                                                         int64_t rows, bool yt) {
+    const uint64_t last = (uint64_t)cols - 1;
+    const int64_t tw = 8 * SPMM_TILE_V;
+    const __m256i all = _mm256_set1_epi32(-1);
+    const int64_t cs = yt ? rows : 1;
+    for (int64_t t0 = 0; t0 < n; t0 += tw) {
+        const int64_t cnt = std::min(tw, n - t0);
+        const int nv = (int)((cnt + 7) / 8);
+        const int64_t m = cnt - 8 * (nv - 1);
+        const __m256i mask = tail_mask(m);
+        const bool masked = m != 8;
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* v = vals + r * nnz;
+            const I* o = offs + r * nnz;
+            float* yr = yt ? y + r : y + r * n;
+            const float b0 = bias ? bias[r] : 0.f;
+#define BS_TILE(NV, U)                                                                                               \
+    (masked ? spmm_tile_avx2<I, NV, U, true>(v, o, colbase, nnz, x, yr, b0, last, n, t0, mask, cs, cnt)              \
+            : spmm_tile_avx2<I, NV, U, false>(v, o, colbase, nnz, x, yr, b0, last, n, t0, all, cs, cnt))
+            switch (nv) {
+                case 1: BS_TILE(1, 4); break;
+                case 2: BS_TILE(2, 4); break;
+                case 3: BS_TILE(3, 2); break;
+                default: BS_TILE(4, 2); break;
+            }
+#undef BS_TILE
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------ AVX-512 tiles
+// Tiled layout for banks of at most 64 columns: rows in groups of 16, vt[g][b][j][l] = values[16 g + l, b, j] (the
+// same bytes as the packed format, reordered; padded rows hold value 0 at offset 0). The x slice of bank b (<= 64
+// floats) is held in NX = 1, 2 or 4 zmm registers and the 16 lanes (16 rows) of entry j pick their x with in-register
+// permutes (vpermps / vpermt2ps + a blend on bit 5 of the offset): no gathers, ~4x the gather rate in cache. Only
+// the low 6 bits of an offset are used and the slice loads are masked at the end of x, so no offset can read outside
+// x. NC columns of x (x is (n, cols) row-major here, y is (n, rows)) share one pass over the weights.
+template <typename I>
+__attribute__((target("avx512f"))) inline __m512i load16_idx(const I* p);
+template <>
+__attribute__((target("avx512f"))) inline __m512i load16_idx<uint8_t>(const uint8_t* p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p));
+}
+template <>
+__attribute__((target("avx512f"))) inline __m512i load16_idx<int16_t>(const int16_t* p) {
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p));
+}
+template <>
+__attribute__((target("avx512f"))) inline __m512i load16_idx<int32_t>(const int32_t* p) {
+    return _mm512_loadu_si512((const void*)p);
+}
+
+template <int NX>
+__attribute__((target("avx512f"))) inline __m512 pick(const __m512* xs, __m512i idx) {
+    if (NX == 1) return _mm512_permutexvar_ps(idx, xs[0]);
+    if (NX == 2) return _mm512_permutex2var_ps(xs[0], idx, xs[1]);
+    const __m512 lo = _mm512_permutex2var_ps(xs[0], idx, xs[1]);
+    const __m512 hi = _mm512_permutex2var_ps(xs[2], idx, xs[3]);
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
+}
+
+// AVX-512 SpMM for wide batches (n >= 64): column tiles of 16 * NV (up to 128) columns held in NV zmm accumulators,
+// banks walked in order (no column-base table); fewer loads per FMA than the 32-column AVX2 tiles (measured ~1.2x at
+// 64 columns, ~1.35x at 128 on Zen 4). The last partial vector of a tile is masked.
+template <typename I, int NV>
+__attribute__((target("avx512f"))) inline void spmm_tile_avx512(const float* v, const I* o, int64_t banks, int64_t k,
+                                                                int64_t B, uint64_t last, const float* x, float* yr,
+                                                                float b0, int64_t n, int64_t t0, __mmask16 mlast,
+                                                                int64_t cs, int64_t cnt) {
+    __m512 acc[NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; ++i) acc[i] = _mm512_setzero_ps();
+    const float* xt = x + t0;
+    int64_t e = 0;
+    for (int64_t b = 0; b < banks; ++b) {
+        const uint64_t base = (uint64_t)(b * B);
+        for (int64_t j = 0; j < k; ++j, ++e) {
+            const __m512 w = _mm512_set1_ps(v[e]);
+            const float* xr = xt + std::min(base + uoff(o[e]), last) * n;
+#pragma GCC unroll 8
+            for (int i = 0; i < NV; ++i) {
+                const __m512 xv = i == NV - 1 ? _mm512_maskz_loadu_ps(mlast, xr + 16 * i) : _mm512_loadu_ps(xr + 16 * i);
+                acc[i] = _mm512_fmadd_ps(w, xv, acc[i]);
+            }
+        }
+    }
+    const __m512 vb = _mm512_set1_ps(b0);
+    if (cs == 1) {
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) {
+            const __m512 out = _mm512_add_ps(acc[i], vb);
+            if (i == NV - 1)
+                _mm512_mask_storeu_ps(yr + t0 + 16 * i, mlast, out);
+            else
+                _mm512_storeu_ps(yr + t0 + 16 * i, out);
+        }
+    } else {
+        alignas(64) float tmp[16 * NV];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) _mm512_store_ps(tmp + 16 * i, _mm512_add_ps(acc[i], vb));
+        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
+    }
+}
+
+template <typename I>
+__attribute__((target("avx512f"))) void spmm_rows_avx512(const float* vals, const I* offs, const float* x, float* y,
+                                                          const float* bias, int64_t r0, int64_t r1, int64_t banks,
+                                                          int64_t k, int64_t B, int64_t cols, int64_t n, int64_t rows,
+                                                          bool yt) {
+    const int64_t nnz = banks * k;
+    const uint64_t last = (uint64_t)cols - 1;
+    const int64_t tw = n >= 128 ? 128 : 64;
+    const int64_t cs = yt ? rows : 1;
+    for (int64_t t0 = 0; t0 < n; t0 += tw) {
+        const int64_t cnt = std::min(tw, n - t0);
+        const int nv = (int)((cnt + 15) / 16);
+        const int64_t m = cnt - 16 * (nv - 1);
+        const __mmask16 mlast = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
+        for (int64_t r = r0; r < r1; ++r) {
+            const float* v = vals + r * nnz;
+            const I* o = offs + r * nnz;
+            float* yr = yt ? y + r : y + r * n;
+            const float b0 = bias ? bias[r] : 0.f;
+            switch (nv) {
+#define BS_Z(NV) \
+    case NV: spmm_tile_avx512<I, NV>(v, o, banks, k, B, last, x, yr, b0, n, t0, mlast, cs, cnt); break;
+                BS_Z(1) BS_Z(2) BS_Z(3) BS_Z(4) BS_Z(5) BS_Z(6) BS_Z(7) BS_Z(8)
+#undef BS_Z
+            }
+        }
+    }
+}
+
+template <typename I, int NX, int NC>
+__attribute__((target("avx512f"))) void tiles_rows_avx512(const float* vt, const I* ot, const float* x, float* y,
+                                                           const float* bias, int64_t g0, int64_t g1, int64_t rows,
+                                                           int64_t banks, int64_t k, int64_t B, int64_t cols,
+                                                           int64_t c0) {
+    const int64_t per_group = banks * k * 16;
+    for (int64_t g = g0; g < g1; ++g) {
+        const float* vg = vt + g * per_group;
+        const I* og = ot + g * per_group;
+        __m512 acc[NC][2];
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; ++c) acc[c][0] = acc[c][1] = _mm512_setzero_ps();
+        for (int64_t b = 0; b < banks; ++b) {
+            const int64_t base = b * B;
+            const int64_t rem = cols - base;  // >= 1
+            __m512 xs[NC][NX];
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; ++c) {
+                const float* xb = x + (c0 + c) * cols + base;
+#pragma GCC unroll 4
+                for (int q = 0; q < NX; ++q) {
+                    const int64_t m = rem - 16 * q;
+                    if (m >= 16)
+                        xs[c][q] = _mm512_loadu_ps(xb + 16 * q);
+                    else if (m > 0)
+                        xs[c][q] = _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1u), xb + 16 * q);
+                    else
+                        xs[c][q] = _mm512_setzero_ps();
+                }
+            }
+            const float* vb = vg + b * k * 16;
+            const I* ob = og + b * k * 16;
+            for (int64_t j = 0; j < k; ++j) {
+                const __m512i idx = load16_idx<I>(ob + 16 * j);
+                const __m512 w = _mm512_loadu_ps(vb + 16 * j);
+#pragma GCC unroll 4
+                for (int c = 0; c < NC; ++c) acc[c][j & 1] = _mm512_fmadd_ps(w, pick<NX>(xs[c], idx), acc[c][j & 1]);
+            }
+        }
+        const int64_t left = rows - g * 16;
+        const __mmask16 rm = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        const __m512 vb = bias ? _mm512_maskz_loadu_ps(rm, bias + g * 16) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; ++c)
+            _mm512_mask_storeu_ps(y + (c0 + c) * rows + g * 16, rm,
+                                  _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][1]), vb));
+    }
+}
+
+template <typename I, int NX>
+__attribute__((target("avx512f"))) void tiles_avx512_nc(int nc, const float* vt, const I* ot, const float* x, float* y,
+                                                         const float* bias, int64_t g0, int64_t g1, int64_t rows,
+                                                         int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t c0) {
+    switch (nc) {
+        case 1: tiles_rows_avx512<I, NX, 1>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
+        case 2: tiles_rows_avx512<I, NX, 2>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
+        case 3: tiles_rows_avx512<I, NX, 3>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
+        default: tiles_rows_avx512<I, NX, 4>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
+    }
+}
+#endif  // BS_X86
+
+bool cpu_has_avx2() {
+#if BS_X86 && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+bool cpu_has_avx512() {
+#if BS_X86 && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+// rows per task: enough work per task to pay the wake-up of a pool thread, at most `threads` tasks
+int64_t grain_for(int64_t rows, int64_t work_per_row, int threads) {
+    const int64_t min_work = 1 << 15;  // multiply-adds
+    int64_t g = std::max<int64_t>(1, min_work / std::max<int64_t>(1, work_per_row));
+    if (threads > 0) g = std::max(g, (rows + threads - 1) / threads);
+    return g;
+}
+
+template <typename T, typename I>
+int run(const void* vals_, const void* offs_, const void* x_, void* y_, const void* bias_, int64_t rows,
+        int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
+    const T* vals = (const T*)vals_;
+    const I* offs = (const I*)offs_;
+    const T* x = (const T*)x_;
+    T* y = (T*)y_;
+    const T* bias = (const T*)bias_;
+    if (rows <= 0 || n <= 0) return 0;
+    if (banks <= 0 || k <= 0 || B <= 0 || cols <= 0) return -2;
+    const bool vec = n == 1;
+    const bool yt = (flags & 2) != 0;  // y stored (n, rows)
+    const int64_t nnz = banks * k;
+    const int64_t g = grain_for(rows, nnz * n, threads);
+#if BS_X86
+    const bool avx2 = std::is_same<T, float>::value && !(flags & 1) && cpu_has_avx2() && cols < (int64_t(1) << 31);
+    if (avx2) {
+        const float* fv = (const float*)vals;
+        const float* fx = (const float*)x;
+        float* fy = (float*)y;
+        const float* fb = (const float*)bias;
+        if (vec) {
+            // bank-base pattern of one period (lcm(8, k) entries)
+            int64_t gcd = k, b8 = 8;
+            while (b8) {
+                const int64_t t = gcd % b8;
+                gcd = b8;
+                b8 = t;
+            }
+            const int P = (int)(k / gcd);
+            const int64_t per = 8 * (int64_t)P;  // entries in one period
+            if ((per / k) * B >= (int64_t(1) << 31)) return -3;
+            std::vector<int32_t> pattern(per);
+            for (int64_t e = 0; e < per; ++e) pattern[e] = (int32_t)((e / k) * B);
+            const int32_t step = (int32_t)((per / k) * B);
+            const int32_t* pat = pattern.data();
+            at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
+                switch (P) {
+#define BS_P(PP) \
+    case PP: spmv_rows_avx2<I, PP>(fv, offs, fx, fy, fb, r0, r1, banks, k, B, cols, pat, step, P); break;
+                    BS_P(1) BS_P(2) BS_P(3) BS_P(4) BS_P(5) BS_P(6) BS_P(7) BS_P(8)
+#undef BS_P
+                    default: spmv_rows_avx2<I, 0>(fv, offs, fx, fy, fb, r0, r1, banks, k, B, cols, pat, step, P);
+                }
+            });
+        } else {
+            if (n >= 64 && cpu_has_avx512()) {
+                at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
+                    spmm_rows_avx512<I>(fv, offs, fx, fy, fb, r0, r1, banks, k, B, cols, n, rows, yt);
+                });
+                return 0;
+            }
+            std::vector<int32_t> colbase(nnz);
+            for (int64_t e = 0; e < nnz; ++e) colbase[e] = (int32_t)((e / k) * B);
+            const int32_t* cb = colbase.data();
+            at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
+                spmm_rows_avx2<I>(fv, offs, cb, fx, fy, fb, r0, r1, nnz, cols, n, rows, yt);
+            });
+        }
+        return 0;
+    }
+#endif
+    if (vec)
+        at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
+            spmv_rows_scalar<T, I>(vals, offs, x, y, bias, r0, r1, banks, k, B, cols);
+        });
+    else
+        at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
+            spmm_rows_scalar<T, I>(vals, offs, x, y, bias, r0, r1, banks, k, B, cols, n, rows, yt);
+        });
+    return 0;
+}
+
+template <typename T>
+int run_idx(int it, const void* v, const void* o, const void* x, void* y, const void* b, int64_t rows, int64_t banks,
+            int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
+    switch (it) {
+        case 0: return run<T, uint8_t>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
+        case 1: return run<T, int16_t>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
+        case 2: return run<T, int32_t>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
+        default: return -1;
+    }
+}
+
+template <typename I>
+int tiles_run_t(const I* ot, const float* vt, const float* x, float* y, const float* bias, int64_t rows, int64_t banks,
+                int64_t k, int64_t B, int64_t cols, int64_t n, int threads) {
+#if BS_X86
+    if (!cpu_has_avx512()) return -4;
+    if (B > 64 || B < 1) return -5;
+    const int nx = B <= 16 ? 1 : (B <= 32 ? 2 : 4);
+    const int64_t groups = (rows + 15) / 16;
+    const int64_t g = grain_for(groups, banks * k * 16 * std::min<int64_t>(n, 4), threads);
+    for (int64_t c0 = 0; c0 < n; c0 += 4) {
+        const int nc = (int)std::min<int64_t>(4, n - c0);
+        at::parallel_for(0, groups, g, [&](int64_t g0, int64_t g1) {
+            if (nx == 1)
+                tiles_avx512_nc<I, 1>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
+            else if (nx == 2)
+                tiles_avx512_nc<I, 2>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
+            else
+                tiles_avx512_nc<I, 4>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
+        });
+    }
+    return 0;
+#else
+    return -4;
+#endif
+}
+
+int tiles_run(int it, const void* vt, const void* ot, const void* x, void* y, const void* bias, int64_t rows,
+              int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads) {
+    if (rows <= 0 || n <= 0) return 0;
+    if (banks <= 0 || k <= 0 || cols <= 0) return -2;
+    const float* v = (const float*)vt;
+    const float* xx = (const float*)x;
+    float* yy = (float*)y;
+    const float* bb = (const float*)bias;
+    switch (it) {
+        case 0: return tiles_run_t<uint8_t>((const uint8_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads);
+        case 1: return tiles_run_t<int16_t>((const int16_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads);
+        case 2: return tiles_run_t<int32_t>((const int32_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads);
+        default: return -1;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+int bs_abi_version() { return BS_ABI; }
+
+int bs_has_avx2() { return cpu_has_avx2() ? 1 : 0; }
+
+int bs_has_avx512() { return cpu_has_avx512() ? 1 : 0; }
+
+// Tiled layout (see tiles_rows_avx512), float32, bank_size <= 64, AVX-512F machines only (returns -4 otherwise).
+// x (n, cols) row-major, y (n, rows) row-major, bias (rows,) or NULL.
+int bs_matmul_tiles(int it, const void* vt, const void* ot, const void* x, void* y, const void* bias, int64_t rows,
+                    int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads) {
+    try {
+        return tiles_run(it, vt, ot, x, y, bias, rows, banks, k, B, cols, n, threads);
+    } catch (...) {
+        return -100;
+    }
+}
+
+// vt: 0 float32, 1 float64; it: 0 uint8, 1 int16, 2 int32. x is (cols,) for n == 1 or (cols, n) row-major;
+// y (rows,) / (rows, n), or (n, rows) with flags bit 1; bias (rows,) or NULL. threads <= 0: torch's intra-op
+// thread count. flags bit 0: no SIMD (tests).
+int bs_matmul(int vt, int it, const void* vals, const void* offs, const void* x, void* y, const void* bias,
+              int64_t rows, int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
+    try {
+        if (vt == 0) return run_idx<float>(it, vals, offs, x, y, bias, rows, banks, k, B, cols, n, threads, flags);
+        if (vt == 1) return run_idx<double>(it, vals, offs, x, y, bias, rows, banks, k, B, cols, n, threads, flags);
+        return -1;
+    } catch (...) {
+        return -100;
+    }
+}
+
+}  // extern "C"

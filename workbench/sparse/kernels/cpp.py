@@ -1,0 +1,198 @@
+"""The C++ CPU kernels of Balanced Sparsity (Yao et al., AAAI 2019; ``balanced_cpu.cpp``): built at first use,
+cached, called via ctypes. (The paper's kernels are GPU-only; these are this package's CPU counterparts.)
+
+The source is compiled with ``torch.utils.cpp_extension.load`` against torch's headers and libraries (so its
+``at::parallel_for`` runs on PyTorch's own intra-op OpenMP pool: the library links the ``libgomp.so.1`` torch has
+already loaded, no second runtime), without pybind11 (the library exports plain ``extern "C"`` functions; a build
+takes seconds instead of the ~35 s of a full torch extension). Build flags are baseline x86-64 plus ``-O3``: the
+AVX2/FMA code paths are selected at run time inside the library, so a cached build is valid on any x86-64 machine
+(AMD or Intel). The build folder is ``<cache>/torch_extensions/wb_balanced_cpu_<hash>``, where the hash covers the
+source, the flags, torch's version and the Python version; ``<cache>`` is ``$WORKBENCH_CACHE`` or
+``~/.cache/vision-workbench``.
+
+Nothing is built at import. :func:`library` returns the loaded library or ``None``; :func:`status` says which and
+why (no compiler, no ninja, build error, ``WORKBENCH_SPARSE_BACKEND=numba``) — the caller then falls back to the
+numba kernels. No warning is emitted; the reason is recorded.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import os
+import shutil
+import sys
+import threading
+import time
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("balanced_cpu.cpp")
+CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
+LDFLAGS = ["-fopenmp"]
+ABI = 3  # must match BS_ABI in balanced_cpu.cpp
+VALUE_CODES = {torch.float32: 0, torch.float64: 1}
+INDEX_CODES = {torch.uint8: 0, torch.int16: 1, torch.int32: 2}
+
+_LOCK = threading.Lock()
+_STATE: dict = {"lib": None, "tried": False, "status": None}
+
+
+def cache_root() -> Path:
+    """$WORKBENCH_KERNEL_CACHE (compiled kernels only), else $WORKBENCH_CACHE, else ~/.cache/vision-workbench."""
+    root = os.environ.get("WORKBENCH_KERNEL_CACHE") or os.environ.get("WORKBENCH_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "vision-workbench"
+
+
+def build_key() -> str:
+    h = hashlib.sha256()
+    h.update(SOURCE.read_bytes())
+    h.update(" ".join(CFLAGS + LDFLAGS).encode())
+    h.update(torch.__version__.encode())
+    h.update(f"{sys.version_info[0]}.{sys.version_info[1]}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_dir() -> Path:
+    return cache_root() / "torch_extensions" / f"wb_balanced_cpu_{build_key()}"
+
+
+def _compiler() -> str | None:
+    cxx = os.environ.get("CXX", "c++")
+    return shutil.which(cxx) or shutil.which("g++")
+
+
+def _build() -> tuple[ctypes.CDLL | None, dict]:
+    st = {"backend": "numba", "reason": "", "build_dir": None, "build_s": None, "cached": None, "avx2": None}
+    if os.environ.get("WORKBENCH_SPARSE_BACKEND", "auto").lower() == "numba":
+        st["reason"] = "WORKBENCH_SPARSE_BACKEND=numba"
+        return None, st
+    if not SOURCE.exists():
+        st["reason"] = f"{SOURCE.name} is missing from the installed package"
+        return None, st
+    if _compiler() is None:
+        st["reason"] = "no C++ compiler (c++/g++) on PATH"
+        return None, st
+    from torch.utils import cpp_extension
+    try:
+        cpp_extension.verify_ninja_availability()
+    except RuntimeError:
+        st["reason"] = "ninja is not installed (pip install ninja)"
+        return None, st
+    d = build_dir()
+    name = d.name
+    st["build_dir"] = str(d)
+    so = d / f"{name}.so"
+    st["cached"] = so.exists()
+    t0 = time.perf_counter()
+    out = io.StringIO()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
+            warnings.simplefilter("ignore")
+            path = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
+                                      build_directory=str(d), is_python_module=False, with_cuda=False,
+                                      verbose=False)
+        lib = ctypes.CDLL(str(path or so))
+    except Exception as e:  # a failed build falls back to numba, the reason is kept
+        msg = str(e).strip().splitlines()
+        st["reason"] = "C++ build failed: " + (msg[-1] if msg else type(e).__name__)[:300]
+        st["log"] = (out.getvalue() + "\n" + str(e))[-4000:]
+        return None, st
+    st["build_s"] = round(time.perf_counter() - t0, 2)
+    try:
+        if lib.bs_abi_version() != ABI:
+            st["reason"] = f"stale C++ build (ABI {lib.bs_abi_version()} != {ABI}); delete {d}"
+            return None, st
+    except AttributeError:
+        st["reason"] = f"the library in {d} has no bs_abi_version; delete the folder"
+        return None, st
+    f = lib.bs_matmul
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2
+    f = lib.bs_matmul_tiles
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int]
+    st.update(backend="cpp", reason="C++ kernel (at::parallel_for on torch's thread pool)",
+              avx2=bool(lib.bs_has_avx2()), avx512=bool(lib.bs_has_avx512()))
+    return lib, st
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library (building it on first use), or None when it cannot be built here."""
+    if not _STATE["tried"]:
+        with _LOCK:
+            if not _STATE["tried"]:
+                _STATE["lib"], _STATE["status"] = _build()
+                _STATE["tried"] = True
+    return _STATE["lib"]
+
+
+def status(build: bool = True) -> dict:
+    """``{"backend": "cpp" | "numba", "reason": ..., "build_dir", "build_s", "cached", "avx2"}``; ``build=False``
+    reports without triggering a build."""
+    if build:
+        library()
+    if not _STATE["tried"]:
+        return {"backend": "unknown", "reason": "not built yet (first use builds it)", "build_dir": str(build_dir())}
+    return dict(_STATE["status"])
+
+
+def reset() -> None:
+    """Forget the loaded library (tests: re-evaluate WORKBENCH_SPARSE_BACKEND)."""
+    with _LOCK:
+        _STATE.update(lib=None, tried=False, status=None)
+
+
+def matmul_into(lib: ctypes.CDLL, values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                bias: torch.Tensor | None, bank_size: int, cols: int, *, threads: int | None = None,
+                simd: bool = True, y_transposed: bool = False) -> None:
+    """y = W x (+ bias), packed layout. x (cols,) or (cols, n) row-major; y (rows,), (rows, n) or, with
+    ``y_transposed``, (n, rows). Shapes, dtypes and contiguity are the caller's job (checked in formats.py)."""
+    rows, banks, k = values.shape
+    n = 1 if x.dim() == 1 else x.shape[1]
+    rc = lib.bs_matmul(VALUE_CODES[values.dtype], INDEX_CODES[offsets.dtype], values.data_ptr(), offsets.data_ptr(),
+                       x.data_ptr(), y.data_ptr(), None if bias is None else bias.data_ptr(), rows, banks, k,
+                       int(bank_size), int(cols), n, int(threads or 0), (0 if simd else 1) | (2 if y_transposed else 0))
+    if rc != 0:
+        raise RuntimeError(f"balanced C++ kernel failed with code {rc}")
+
+
+TILE_ROWS = 16
+TILE_MAX_BANK = 64
+
+
+def tiles_supported(lib: ctypes.CDLL | None, dtype: torch.dtype, bank_size: int) -> bool:
+    """The AVX-512 in-register-permute kernel applies: float32, bank <= 64, a CPU with AVX-512F."""
+    return (lib is not None and dtype == torch.float32 and bank_size <= TILE_MAX_BANK
+            and bool(_STATE["status"] and _STATE["status"].get("avx512")))
+
+
+def make_tiles(values: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder (rows, banks, k) into groups of 16 rows: (ceil(rows/16), banks, k, 16); padded rows are value 0 at
+    offset 0. Same bytes per nonzero as the packed format."""
+    rows, banks, k = values.shape
+    g = -(-rows // TILE_ROWS)
+    pad = g * TILE_ROWS - rows
+    if pad:
+        values = torch.cat([values, values.new_zeros(pad, banks, k)])
+        offsets = torch.cat([offsets, offsets.new_zeros(pad, banks, k)])
+    vt = values.reshape(g, TILE_ROWS, banks, k).permute(0, 2, 3, 1).contiguous()
+    ot = offsets.reshape(g, TILE_ROWS, banks, k).permute(0, 2, 3, 1).contiguous()
+    return vt, ot
+
+
+def tiles_into(lib: ctypes.CDLL, vt: torch.Tensor, ot: torch.Tensor, rows: int, x: torch.Tensor, y: torch.Tensor,
+               bias: torch.Tensor | None, bank_size: int, cols: int, *, threads: int | None = None) -> None:
+    """y = W x (+ bias) with the tiled layout of :func:`make_tiles`: x (cols,) or (n, cols) row-major (batch-major,
+    as a Linear layer's input), y (rows,) or (n, rows)."""
+    _, banks, k, _ = vt.shape
+    n = 1 if x.dim() == 1 else x.shape[0]
+    rc = lib.bs_matmul_tiles(INDEX_CODES[ot.dtype], vt.data_ptr(), ot.data_ptr(), x.data_ptr(), y.data_ptr(),
+                             None if bias is None else bias.data_ptr(), int(rows), banks, k, int(bank_size), int(cols),
+                             n, int(threads or 0))
+    if rc != 0:
+        raise RuntimeError(f"balanced C++ tile kernel failed with code {rc}")
