@@ -1,5 +1,5 @@
-"""Balanced Sparsity speed benchmark (Yao et al., AAAI 2019): y = W x with W balanced-sparse, against dense BLAS,
-CSR and block-sparse (BSR) products of the same size and sparsity, and whole models dense vs ``sparsify_``.
+"""Balanced Sparsity speed benchmark (Yao et al., AAAI 2019): y = W x with W balanced-sparse against dense BLAS, CSR
+and block-sparse (BSR) products of the same size and sparsity, and whole models dense vs ``sparsify_``.
 
 CPU (always): dense torch (MKL) and dense numpy (OpenBLAS), scipy CSR, torch CSR, scipy BSR (4x4 blocks, block mask
 at the same sparsity), the balanced kernels (``balanced``: what ``BalancedMatrix.matmul`` picks — the C++ kernels,
@@ -17,9 +17,9 @@ timing with the L2 flushed before every call, interleaved; device name, achieved
 read bandwidth recorded.
 
     workbench bench sparse [--device cpu|cuda|all] [--quick] [--threads 2] [--models] [--crossover]
-Results: benchmarks/results/sparse.{json,md} (CPU; sparse_<n>thread.* for --threads n != 2),
-sparse_gpu.{json,md} (GPU); the crossover table goes to $WORKBENCH_CACHE/sparse_crossover_cpu.json or
---crossover-out (the packaged one is workbench/sparse/crossover.json).
+Results: sparse.{json,md} (CPU; sparse_<n>thread.* for --threads n != 2), sparse_gpu.{json,md} (GPU), in
+runs/benchmarks/ or, with --commit, the checkout's benchmarks/results/; the crossover table goes to
+$WORKBENCH_CACHE/sparse_crossover_cpu.json or --crossover-out (the packaged one is workbench/sparse/crossover.json).
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import argparse
 import functools
 import os
 import time
+
+DURATION = "about 9 minutes (--quick: about 1 minute; --crossover adds 4)"
 
 import numpy as np
 import torch
@@ -350,23 +352,27 @@ def gpu_notes(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="workbench bench sparse", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
-    p.add_argument("--quick", action="store_true", help="two tiny points (smoke test)")
-    p.add_argument("--threads", type=int, default=2)
+    p = argparse.ArgumentParser(prog="workbench bench sparse", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
+                   help="Devices to time (cuda only when CuPy sees a GPU).")
+    p.add_argument("--quick", action="store_true",
+                   help="Two small points only: checks that every method runs (not a measurement).")
+    p.add_argument("--threads", type=int, default=2, help="Threads of every CPU method.")
     p.add_argument("--points", default=None, help="explicit size:sparsity:batch points, comma-separated; results "
                    "go to sparse_goal.*")
-    p.add_argument("--rounds", type=int, default=5, help="shuffled rounds of method blocks")
-    p.add_argument("--block", type=int, default=5, help="timed calls per method block")
-    p.add_argument("--settle", type=float, default=0.3, help="pause before each method block (s)")
-    p.add_argument("--models", action="store_true", help="also time the two models dense vs sparsify_")
-    p.add_argument("--crossover", action="store_true", help="measure the dispatcher's crossover table")
+    p.add_argument("--rounds", type=int, default=5, help="Shuffled rounds of method blocks.")
+    p.add_argument("--block", type=int, default=5, help="Timed calls per method block.")
+    p.add_argument("--settle", type=float, default=0.3, help="Pause before each method block, in seconds.")
+    p.add_argument("--models", action="store_true", help="Also time the two models, dense vs sparsify_.")
+    p.add_argument("--crossover", action="store_true", help="Measure the dispatcher's crossover table.")
     p.add_argument("--crossover-out", default=None, help="where to write it (default: this machine's table in "
                    "$WORKBENCH_CACHE; workbench/sparse/crossover.json is the packaged one)")
-    p.add_argument("--gpu-repeats", type=int, default=30)
-    p.add_argument("--max-seconds", type=float, default=60.0, help="per point: stop after the round past this")
-    p.add_argument("--max-dense-gb", type=float, default=1.1)
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--gpu-repeats", type=int, default=30, help="Timed calls per GPU method.")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="Time budget of one point: stop after the round "
+                                                                     "that passes it.")
+    p.add_argument("--max-dense-gb", type=float, default=1.1, help="Skip dense baselines larger than this (GB).")
+    bench.add_output_arguments(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     if args.device in ("cpu", "all"):
@@ -381,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         name = "sparse" + ("_quick" if args.quick else "") + ("_goal" if args.points else "") \
             + ("" if args.threads == 2 else f"_{args.threads}thread")
         bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,
-                            notes=cpu_notes(rows, args, status), out_dir=args.out, info=info)
+                            notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
         if args.crossover:
             run_crossover(args)
     if args.device in ("cuda", "all"):
@@ -392,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = run_gpu(args)
         bench.write_results("sparse_gpu" if not args.quick else "sparse_gpu_quick", rows,
                             title="Balanced sparsity: GPU SpMV / SpMM", columns=GPU_COLUMNS,
-                            notes=gpu_notes(rows), out_dir=args.out)
+                            notes=gpu_notes(rows), out_dir=bench.output_dir(args))
 
 
 if __name__ == "__main__":
