@@ -1,71 +1,59 @@
-"""Tab "Sparse speedup dashboard" (Balanced Sparsity, Yao et al., AAAI 2019): layout and wiring only — every
-number and figure comes from workbench.sparse.measure and workbench.viz.sparse."""
+"""App tab "Sparse" (Balanced Sparsity, Yao et al., AAAI 2019): pruning patterns, live CPU speed of the kernel and of
+a whole model (with the path the dispatcher took and why), the committed benchmark, the dispatcher's crossover map
+and the accuracy study. Layout and wiring only: ``workbench.demos.sparse`` computes, ``workbench.viz.sparse`` draws.
+Run alone with ``workbench app --tab sparse``."""
 from __future__ import annotations
 
-from workbench.apps.common import guard, launch
-
-SIZES = [256, 512, 1024, 2048, 4096, 8192]
-BANKS = [16, 32, 64]
-METHODS = ["dense", "csr", "block", "balanced"]
-TASKS = {"MLP on digits": "mlp", "char-LSTM language model": "lstm", "tiny Swin V2 on shapes": "swin"}
-SWEEP = (0.5, 0.75, 0.9, 0.95)
+from workbench.apps.common import guard, launch, on_load
 
 
-def pattern_view(sparsity: float, bank_size: int, weight: str | None = None):
-    """Pruning patterns of a trained weight at ``sparsity`` + per-bank and per-row histograms + summary."""
-    from workbench.sparse import measure
-    from workbench.viz import sparse as vz
-    name, W = measure.example_weight(weight)
-    return vz.pattern_panel(W, sparsity, bank_size, name=name)
+def patterns(sparsity, bank):
+    from workbench.demos import sparse as demo
+
+    p = demo.patterns(sparsity, bank)
+    return p.figures["patterns"], p.figures["per_bank"], p.figures["per_row"], p.text
 
 
-def measure_view(size: int, batch: int, sparsity: float, bank_size: int, methods: list[str], progress=None):
-    """Live CPU timing over a sparsity sweep (plus the chosen sparsity), committed GPU records overlaid."""
-    from workbench.sparse import measure
-    from workbench.viz import sparse as vz
-    size, batch, bank_size = int(size), int(batch), int(bank_size)
-    sweep = sorted(set(SWEEP) | {round(float(sparsity), 4)})
+def measure(size, batch, sparsity, bank, methods, progress=None):
+    from workbench.demos import sparse as demo
+
     cb = (lambda f, t: progress(f, desc=t)) if progress is not None else None
-    rows = measure.live_speed(size, batch, sweep, bank_size, methods=methods, repeats=5, progress=cb)
-    fig = vz.live_speed_figure(rows, gpu_rows=measure.gpu_records(), size=size, batch=batch)
-    fig.add_vline(x=float(sparsity), line_dash="dash", line_color="#888")
-    txt = "| sparsity | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods) + "\n"
-    for s in sweep:
-        cells = {r["method"]: r for r in rows if r["sparsity"] == s}
-        txt += f"| {s:.3f} | " + " | ".join(f"{cells[m]['median_ms']:.3f} ms ({cells[m]['speedup']:.2f}x)"
-                                             if m in cells else "" for m in methods) + " |\n"
-    gpu = measure.gpu_records()
-    txt += ("\nGPU curves: committed records from " + gpu[0].get("device", "a GPU") if gpu
-            else "\nNo GPU records are committed yet (`workbench bench sparse --device cuda` on a GPU machine).")
-    return fig, txt
+    p = demo.live(size, batch, sparsity, bank, methods, progress=cb)
+    return p.figures["speed"], p.text
 
 
-def accuracy_view(task_label: str):
-    from workbench.sparse import measure
-    from workbench.viz import sparse as vz
-    if task_label not in TASKS:
-        raise ValueError(f"unknown task {task_label!r}")
-    return vz.accuracy_figure(measure.accuracy_records(), TASKS[task_label])
+def records(x, value):
+    from workbench.demos import sparse as demo
+
+    return demo.records(x, value).figures["records"]
 
 
-def records_view(x: str, value: str):
-    from workbench.sparse import measure
-    from workbench.viz import sparse as vz
-    rows = measure.cpu_records()
-    if not rows:
-        raise ValueError("no committed CPU benchmark records; run `workbench bench sparse`")
-    return vz.records_speed_figure(rows, x=x, value=value, title="committed CPU benchmark (2 threads)")
+def crossover():
+    from workbench.demos import sparse as demo
+
+    p = demo.crossover()
+    return p.figures["crossover"], p.text
+
+
+def accuracy(task):
+    from workbench.demos import sparse as demo
+
+    return demo.accuracy(task).figures["accuracy"]
 
 
 def build():
     import gradio as gr
 
+    from workbench.demos import sparse as demo
+
     with gr.Row():
         sparsity = gr.Slider(0.5, 0.95, value=0.9, step=0.0125, label="sparsity", elem_id="sparse-sparsity")
-        bank = gr.Dropdown(BANKS, value=32, label="bank size", elem_id="sparse-bank")
-        size = gr.Dropdown(SIZES, value=1024, label="matrix size (live: up to 2048)", elem_id="sparse-size")
+        bank = gr.Dropdown([(str(b), b) for b in demo.BANKS], value=64, label="bank size", elem_id="sparse-bank")
+        size = gr.Dropdown([(str(s), s) for s in demo.SIZES], value=1024,
+                           label=f"matrix size (live, up to {max(demo.SIZES)})", elem_id="sparse-size")
         batch = gr.Slider(1, 128, value=1, step=1, label="batch", elem_id="sparse-batch")
-        methods = gr.CheckboxGroup(METHODS, value=METHODS, label="methods", elem_id="sparse-methods")
+        methods = gr.CheckboxGroup(list(demo.METHODS), value=list(demo.METHODS), label="methods ('model': a 3-layer "
+                                   "MLP of this size, dense vs sparsify_)", elem_id="sparse-methods")
     with gr.Tab("Pruning patterns"):
         summary = gr.Markdown(elem_id="sparse-pattern-summary")
         pattern = gr.Plot(label="kept weights", elem_id="sparse-pattern-plot")
@@ -75,31 +63,34 @@ def build():
     with gr.Tab("Speed"):
         run = gr.Button("Measure on this CPU", variant="primary", elem_id="sparse-measure")
         speed = gr.Plot(label="speedup over dense", elem_id="sparse-speed-plot")
-        speed_txt = gr.Markdown(elem_id="sparse-speed-table")
+        speed_txt = gr.Markdown("Press *Measure* to time the kernels and the model on this CPU (a few seconds).",
+                                elem_id="sparse-speed-table")
         with gr.Row():
-            rx = gr.Radio(["target", "size", "batch"], value="target", label="committed records: x axis", elem_id="sparse-rec-x")
-            rv = gr.Radio(["speedup_vs_dense", "median_ms", "gbps"], value="speedup_vs_dense", label="value",
+            rx = gr.Radio(["target", "size", "batch"], value="target", label="committed records: x axis",
+                          elem_id="sparse-rec-x")
+            rv = gr.Radio(["speedup_vs_dense", "median_ms", "gbps", "pct_bw"], value="speedup_vs_dense", label="value",
                           elem_id="sparse-rec-value")
         rec = gr.Plot(label="committed CPU benchmark", elem_id="sparse-records-plot")
+        cross_txt = gr.Markdown(elem_id="sparse-crossover-text")
+        cross = gr.Plot(label="the dispatcher's crossover map", elem_id="sparse-crossover-plot")
     with gr.Tab("Accuracy"):
-        task = gr.Dropdown(list(TASKS), value="MLP on digits", label="task", elem_id="sparse-task")
+        task = gr.Dropdown(list(demo.TASKS), value="MLP on digits", label="task", elem_id="sparse-task")
         acc = gr.Plot(label="accuracy vs sparsity", elem_id="sparse-accuracy-plot")
 
     def _measure(size, batch, sparsity, bank, methods, progress=gr.Progress()):
-        return measure_view(size, batch, sparsity, bank, methods, progress=progress)
+        return measure(size, batch, sparsity, bank, methods, progress=progress)
 
     pat_out = [pattern, hist, rowhist, summary]
     for ctl in (sparsity, bank):
-        ctl.change(guard(pattern_view), [sparsity, bank], pat_out, api_name=False)
-    run.click(guard(_measure), [size, batch, sparsity, bank, methods], [speed, speed_txt], api_name="sparse_measure")
-    task.change(guard(accuracy_view), [task], [acc], api_name=False)
+        ctl.change(guard(patterns, 4), [sparsity, bank], pat_out, api_name=False)
+    run.click(guard(_measure, 2), [size, batch, sparsity, bank, methods], [speed, speed_txt], api_name="sparse_measure")
+    task.change(guard(accuracy), [task], [acc], api_name=False)
     for ctl in (rx, rv):
-        ctl.change(guard(records_view), [rx, rv], [rec], api_name=False)
-    demo = gr.context.Context.root_block
-    if demo is not None:
-        demo.load(guard(pattern_view), [sparsity, bank], pat_out, api_name="sparse_patterns")
-        demo.load(guard(accuracy_view), [task], [acc], api_name=False)
-        demo.load(guard(records_view), [rx, rv], [rec], api_name=False)
+        ctl.change(guard(records), [rx, rv], [rec], api_name=False)
+    on_load(guard(patterns, 4), [sparsity, bank], pat_out, api_name="sparse_patterns")
+    on_load(guard(accuracy), [task], [acc])
+    on_load(guard(records), [rx, rv], [rec])
+    on_load(guard(crossover, 2), None, [cross, cross_txt])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ LIVE_MAX_SIZE = 2048
 LIVE_MAX_BATCH = 128
 LIVE_METHODS = ("dense", "csr", "block", "balanced", "model")
 PATTERN_METHODS = ("unstructured", "balanced", "block", "vector", "nm")
-DEMO_COMMAND = "workbench train sparse-demo"
+DEMO_COMMAND = "workbench train sparse-demo --save-demo"
 
 
 def _check_live(size: int, batch: int, bank_size: int, sparsities) -> None:
@@ -176,8 +176,11 @@ def gpu_records() -> list[dict]:
 
 
 def accuracy_records() -> list[dict]:
-    from workbench.records import read_jsonl, studies_dir
-    return read_jsonl(studies_dir("sparse") / "accuracy.jsonl")
+    """The committed accuracy study (``workbench train sparse-study --commit``): protocol records, one per task and
+    seed, metrics ``dense`` and ``<method>@<sparsity>``."""
+    from workbench.records import studies_dir
+    from workbench.studies.protocol import Study
+    return Study("sparse", studies_dir("sparse"), progress=False).records()
 
 
 # ---------------------------------------------------------------------------------------------------------------

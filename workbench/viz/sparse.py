@@ -23,24 +23,26 @@ def _np(a):
     return np.asarray(a.detach().cpu().float() if hasattr(a, "detach") else a, dtype=float)
 
 
-def pattern_figure(W, masks: Mapping[str, object], *, rows: int = 16, cols: int = 64, bank_size: int | None = None,
-                   title: str | None = None) -> go.Figure:
-    """|W| and the kept weights of every mask on the top-left ``rows x cols`` crop; bank borders dashed."""
+def pattern_figure(W, masks: Mapping[str, object], *, rows: int = 32, cols: int = 64, bank_size: int | None = None,
+                   title: str | None = None, grid_cols: int = 3) -> go.Figure:
+    """|W| and the kept weights of every mask on the top-left ``rows x cols`` crop, in a grid of square-ish panels
+    (bank borders dotted)."""
     Wa = np.abs(_np(W).reshape(_np(W).shape[0], -1))[:rows, :cols]
     names = ["|W|"] + [LABELS.get(m, m) for m in masks]
-    fig = make_subplots(rows=len(names), cols=1, subplot_titles=names, vertical_spacing=0.04)
-    fig.add_trace(go.Heatmap(z=Wa, colorscale="Greys", showscale=False, hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>"), 1, 1)
-    for i, (m, mask) in enumerate(masks.items(), start=2):
-        M = _np(mask).reshape(_np(mask).shape[0], -1)[:rows, :cols]
-        fig.add_trace(go.Heatmap(z=np.where(M > 0, Wa, np.nan), colorscale="Viridis", showscale=False,
-                                 hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra>" + m + "</extra>"), i, 1)
-    if bank_size:
-        for i in range(1, len(names) + 1):
+    nr = -(-len(names) // grid_cols)
+    fig = make_subplots(rows=nr, cols=grid_cols, subplot_titles=names, vertical_spacing=0.12, horizontal_spacing=0.04)
+    panels = [Wa] + [np.where(_np(mask).reshape(_np(mask).shape[0], -1)[:rows, :cols] > 0, Wa, np.nan)
+                     for mask in masks.values()]
+    for i, (z, name) in enumerate(zip(panels, ["|W|", *masks])):
+        r, c = i // grid_cols + 1, i % grid_cols + 1
+        fig.add_trace(go.Heatmap(z=z, colorscale="Greys" if i == 0 else "Viridis", showscale=False,
+                                 hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra>" + name + "</extra>"), r, c)
+        if bank_size:
             for b in range(bank_size, Wa.shape[1], bank_size):
-                fig.add_vline(x=b - 0.5, line_width=1, line_dash="dot", line_color="#d62728", row=i, col=1)
+                fig.add_vline(x=b - 0.5, line_width=1, line_dash="dot", line_color="#d62728", row=r, col=c)
     fig.update_yaxes(autorange="reversed", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(template=TEMPLATE, title=title, height=120 + 95 * len(names), margin=dict(l=20, r=20, t=60, b=20))
+    fig.update_layout(template=TEMPLATE, title=title, height=80 + 230 * nr, margin=dict(l=20, r=20, t=80, b=20))
     return fig
 
 
@@ -101,7 +103,8 @@ def records_speed_figure(rows: Sequence[dict], *, x: str = "target", size: int =
             continue
         pts = sorted((r[x], r[value]) for r in sel if r["method"] == m)
         series[m] = ([p[0] for p in pts], [p[1] for p in pts])
-    label = {"median_ms": "time (ms, median)", "speedup_vs_dense": "speedup over best dense (x)", "gbps": "GB/s"}[value]
+    label = {"median_ms": "time (ms, median)", "speedup_vs_dense": "speedup over best dense (x)", "gbps": "GB/s",
+             "pct_bw": "% of the read-bandwidth bound"}[value]
     xl = {"target": "sparsity", "size": "matrix size (rows = cols)", "batch": "batch (columns of x)"}[x]
     fig = line_chart(series, xlabel=xl, ylabel=label, markers=True, log_y=value == "median_ms",
                      log_x=x in ("size", "batch"), height=400, title=title)
@@ -110,38 +113,38 @@ def records_speed_figure(rows: Sequence[dict], *, x: str = "target", size: int =
     return fig
 
 
-def accuracy_figure(records: Sequence[dict], task: str, *, title: str | None = None) -> go.Figure:
-    """Metric vs sparsity per method (mean over seeds, band = min..max), dense as a dashed line."""
-    recs = [r for r in records if r["task"] == task]
-    if not recs:
-        raise ValueError(f"no study records for task {task!r}")
-    metric = recs[0]["metric"]
+def accuracy_figure(curves: Mapping[str, Mapping[float, Sequence[float]]], dense: Sequence[float], *,
+                    metric: str = "test accuracy", title: str | None = None) -> go.Figure:
+    """Metric vs sparsity per method (``curves = {method: {sparsity: [value per seed]}}``, mean ± sd band) with the
+    dense models' mean as a dashed line."""
     series = {}
-    for m in dict.fromkeys(r["method"] for r in recs if r["method"] != "dense"):
-        ss = sorted({r["sparsity"] for r in recs if r["method"] == m})
-        vals = [[r["value"] for r in recs if r["method"] == m and r["sparsity"] == s] for s in ss]
-        series[LABELS.get(m, m)] = (ss, [float(np.mean(v)) for v in vals],
-                                    ([min(v) for v in vals], [max(v) for v in vals]))
-    fig = line_chart(series, xlabel="sparsity", ylabel=metric, markers=True, height=380,
-                     title=title or f"{task}: {metric} vs sparsity (mean of seeds, band = min..max)")
-    dense = [r["value"] for r in recs if r["method"] == "dense"]
-    if dense:
+    for m, by_s in curves.items():
+        ss = sorted(by_s)
+        means = [float(np.mean(by_s[s])) for s in ss]
+        sds = [float(np.std(by_s[s], ddof=1)) if len(by_s[s]) > 1 else 0.0 for s in ss]
+        series[LABELS.get(m, m)] = (ss, means, sds)
+    fig = line_chart(series, xlabel="sparsity", ylabel=metric, markers=True, height=380, title=title)
+    if len(dense):
         fig.add_hline(y=float(np.mean(dense)), line_dash="dash", line_color="gray", annotation_text="dense")
     return fig
 
 
-def pattern_panel(W, sparsity: float, bank_size: int, *, name: str = "W", rows: int = 16):
-    """The dashboard/notebook pattern view of one weight: (pattern figure, per-bank histogram, per-row histogram,
-    markdown summary with the kept fraction and the row-work imbalance max/mean of every method)."""
-    from workbench.sparse import measure
-    sparsity, bank_size = float(sparsity), int(bank_size)
-    if not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    masks = measure.masks_for(W, sparsity, bank_size)
-    bal = measure.load_balance(masks, bank_size)
-    pat = pattern_figure(W, masks, rows=rows, cols=4 * bank_size, bank_size=bank_size,
-                         title=f"{name} {tuple(W.shape)} at {100 * sparsity:.1f}% target sparsity")
-    lines = ["| method | kept | row work max/mean |", "|---|---|---|"]
-    for m, mask in masks.items():
-        lines.append(f"| {m} | {100 * float(mask.float().mean()):.2f}% | {bal[m]['imbalance']:.2f} |")
-    return pat, bank_histogram(bal, bank_size), bank_histogram(bal, bank_size, key="per_row"), "\n".join(lines)
+def crossover_figure(records: Sequence[dict], title: str | None = None) -> go.Figure:
+    """The dispatcher's table: speedup of the balanced kernel over dense, one heatmap per sparsity (size x batch)."""
+    sps = sorted({r["sparsity"] for r in records})
+    sizes = sorted({r["size"] for r in records})
+    batches = sorted({r["batch"] for r in records})
+    fig = make_subplots(rows=1, cols=len(sps), subplot_titles=[f"sparsity {s:.3g}" for s in sps],
+                        horizontal_spacing=0.06)
+    for i, s in enumerate(sps):
+        z = [[next((r["speedup"] for r in records if r["sparsity"] == s and r["size"] == n and r["batch"] == b),
+                   np.nan) for b in batches] for n in sizes]
+        fig.add_trace(go.Heatmap(z=z, x=[str(b) for b in batches], y=[str(n) for n in sizes], zmid=1.0,
+                                 colorscale="RdBu", texttemplate="%{z:.1f}x", showscale=i == len(sps) - 1,
+                                 colorbar=dict(title="speedup"),
+                                 hovertemplate="size %{y}, batch %{x}: %{z:.2f}x<extra></extra>"), 1, i + 1)
+    fig.update_xaxes(title_text="batch", type="category")
+    fig.update_yaxes(title_text="size", type="category", col=1)
+    fig.update_layout(template=TEMPLATE, height=360, margin=dict(l=60, r=20, t=70, b=50),
+                      title=title or "Dispatcher table: balanced kernel vs dense (>1: sparse wins)")
+    return fig

@@ -1,0 +1,118 @@
+"""Balanced-sparsity demo: pruning patterns of a trained weight, live CPU speed (kernel and whole model, with the
+path the dispatcher took and why), the committed benchmark, the dispatcher's crossover map and the accuracy study.
+
+Used by the "Sparse" dashboard tab, the explorer of notebook 07 and the tests. Numbers come from
+:mod:`workbench.sparse.measure`; figures from :mod:`workbench.viz.sparse`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.demos.common import Panel, check_choice, check_float, check_int
+from workbench.sparse import measure
+
+BANKS = (16, 32, 64)
+SIZES = tuple(s for s in (256, 512, 1024, 2048) if s <= measure.LIVE_MAX_SIZE)   # never more than the live limit
+METHODS = ("dense", "csr", "block", "balanced", "model")
+SWEEP = (0.5, 0.75, 0.9, 0.95)
+TASKS = {"MLP on digits": "mlp", "char-LSTM language model": "lstm", "Swin V2 on shapes": "swin"}
+
+
+def patterns(sparsity: float = 0.9, bank_size: int = 32, weight: str | None = None) -> Panel:
+    """Every pruning pattern of a trained weight at ``sparsity``, nonzeros per bank and per row, and a summary."""
+    from workbench.viz import sparse as vz
+
+    sparsity = check_float("sparsity", sparsity, 0.0, 1.0, open_hi=True)
+    bank_size = check_choice("bank size", int(bank_size), BANKS)
+    name, W = measure.example_weight(weight)
+    masks = measure.masks_for(W, sparsity, bank_size)
+    bal = measure.load_balance(masks, bank_size)
+    lines = ["| method | kept | row work max/mean |", "|---|---|---|"]
+    for m, mask in masks.items():
+        lines.append(f"| {vz.LABELS.get(m, m)} | {100 * float(mask.float().mean()):.2f}% | {bal[m]['imbalance']:.2f} |")
+    fig = vz.pattern_figure(W, masks, rows=32, cols=2 * bank_size, bank_size=bank_size,
+                            title=f"{name} {tuple(W.shape)}: kept weights at {100 * sparsity:.1f}% (top-left crop)")
+    return Panel({"patterns": fig, "per_bank": vz.bank_histogram(bal, bank_size),
+                  "per_row": vz.bank_histogram(bal, bank_size, key="per_row")}, "\n".join(lines),
+                 values={"balance": bal})
+
+
+def live(size: int = 1024, batch: int = 1, sparsity: float = 0.9, bank_size: int = 64, methods=METHODS,
+         progress=None) -> Panel:
+    """Time the kernels and a whole model on this CPU over a sparsity sweep (plus the chosen sparsity)."""
+    from workbench.viz import sparse as vz
+
+    size = check_choice("matrix size", check_int("matrix size", size, 1, 1 << 20), SIZES)
+    batch = check_int("batch", batch, 1, measure.LIVE_MAX_BATCH)
+    bank_size = check_choice("bank size", int(bank_size), BANKS)
+    sparsity = check_float("sparsity", sparsity, 0.0, 1.0, open_hi=True)
+    methods = list(methods or [])
+    if not methods:
+        raise ValueError("choose at least one method")
+    sweep = sorted(set(SWEEP) | {round(sparsity, 4)})
+    rows = measure.live_speed(size, batch, sweep, bank_size, methods=methods, repeats=5, progress=progress)
+    fig = vz.live_speed_figure(rows, gpu_rows=measure.gpu_records(), size=size, batch=batch)
+    fig.add_vline(x=sparsity, line_dash="dash", line_color="#888")
+    txt = "| sparsity | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods) + "\n"
+    for s in sweep:
+        cells = {r["method"]: r for r in rows if r["sparsity"] == s}
+        txt += f"| {s:.3f} | " + " | ".join(f"{cells[m]['median_ms']:.3f} ms ({cells[m]['speedup']:.2f}x)"
+                                             if m in cells else "" for m in methods) + " |\n"
+    chosen = {r["method"]: r for r in rows if r["sparsity"] == round(sparsity, 4)}
+    for m in ("balanced", "model"):
+        if m in chosen and chosen[m].get("path"):
+            what = "the balanced kernel" if m == "balanced" else "the model's layers"
+            txt += f"\nAt {sparsity:.3f}, {what}: **{chosen[m]['path']}** — {chosen[m]['reason']}"
+    gpu = measure.gpu_records()
+    txt += ("\n\nGPU curves: committed records from " + gpu[0].get("device", "a GPU") if gpu
+            else "\n\nNo GPU records are committed yet (`workbench bench sparse --device cuda` on a GPU machine).")
+    return Panel({"speed": fig}, txt, values={"rows": rows})
+
+
+def records(x: str = "target", value: str = "speedup_vs_dense", batch: int = 1) -> Panel:
+    from workbench.viz import sparse as vz
+
+    rows = measure.cpu_records()
+    if not rows:
+        raise ValueError("no committed CPU benchmark records; run `workbench bench sparse --commit`")
+    check_choice("x axis", x, ("target", "size", "batch"))
+    check_choice("value", value, ("speedup_vs_dense", "median_ms", "gbps", "pct_bw"))
+    info = measure.cpu_results().get("machine", {})
+    title = f"committed CPU benchmark ({info.get('threads', info.get('torch_threads', '?'))} threads, {info.get('cpu', '')})"
+    return Panel({"records": vz.records_speed_figure(rows, x=x, value=value, batch=batch, title=title)}, "")
+
+
+def crossover() -> Panel:
+    """The dispatcher's measured table: where the balanced kernel beats ``F.linear`` (by size, batch, sparsity)."""
+    from workbench.viz import sparse as vz
+
+    m = measure.crossover_map("cpu")
+    if not m["records"]:
+        raise ValueError("no crossover table; run `workbench bench sparse --crossover`")
+    return Panel({"crossover": vz.crossover_figure(m["records"])},
+                 f"Measured {m.get('source') or ''} ({m.get('backend')}, {m.get('threads')} thread(s)); the dispatcher "
+                 f"uses the sparse kernel only where it is at least {m.get('margin')}x faster.", values=m)
+
+
+def accuracy(task_label: str = "MLP on digits") -> Panel:
+    """Metric vs sparsity per pruning method (mean ± sd over seeds) from the committed study records."""
+    from workbench.viz import sparse as vz
+
+    task = TASKS[check_choice("task", task_label, list(TASKS))]
+    recs = [r for r in measure.accuracy_records() if r.get("part") == task]
+    if not recs:
+        raise ValueError(f"no study records for {task_label}; run `workbench train sparse-study --commit`")
+    keys = [k for k in recs[0]["metrics"] if "@" in k and not k.endswith(":actual_sparsity")]
+    curves: dict[str, dict[float, list[float]]] = {}
+    for k in keys:
+        method, s = k.split("@")
+        curves.setdefault(method, {})[float(s)] = [r["metrics"][k] for r in recs]
+    dense = [r["metrics"]["dense"] for r in recs]
+    metric = "test perplexity" if task == "lstm" else "test accuracy"
+    fig = vz.accuracy_figure(curves, dense, metric=metric, title=f"{task_label}: {metric} vs sparsity "
+                                                                 f"(mean ± sd over {len(recs)} seeds)")
+    return Panel({"accuracy": fig}, "", values={"curves": curves, "dense": dense})
+
+
+def summary_mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
