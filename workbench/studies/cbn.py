@@ -102,11 +102,13 @@ def claims(command: str) -> list[protocol.Claim]:
             id=f"cbn_vs_bn_b{b}", part="norms", claim=f"CBN beats BN with small statistics batches (b = {b}).",
             paper_value="CBN Table 1 (ImageNet, ResNet-18, small batch per GPU): CBN keeps accuracy where BN drops "
                         "(unverified numbers); COCO Mask R-CNN (2 images/GPU): CBN 37.6 vs frozen/unsync BN",
-            baseline=f"BN, b = {b}", method=f"CBN, b = {b}", baselines=[f"BN, b = {b}", f"naive window, b = {b}"], **c))
+            baseline=f"BN, b = {b}", method=f"CBN, b = {b}", baselines=[f"BN, b = {b}", f"naive window, b = {b}"],
+            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", "GroupNorm"], **c))
         out.append(protocol.Claim(
             id=f"cbn_vs_naive_b{b}", part="norms", claim=f"Compensation (CBN) beats the naive window (b = {b}).",
             paper_value="CBN Table 4: naive CBN (no compensation) is worse than CBN; the gap grows with the window",
-            baseline=f"naive window, b = {b}", method=f"CBN, b = {b}", **c))
+            baseline=f"naive window, b = {b}", method=f"CBN, b = {b}",
+            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}"], **c))
     out.append(protocol.Claim(
         id="why_full_stat_grad", part="why",
         claim="CBN learns slowly because its current statistics get only 1/window of BN's gradient "
