@@ -149,3 +149,28 @@ def write_report(out: str | Path = "runs/report.html", studies: str | Path | Non
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(docs))
     return out
+
+
+def claims_markdown(paper: str, studies: str | Path | None = None) -> str:
+    """A markdown table of one paper's claims (the paper's value, our arms, the difference, the verdict) for the
+    notebooks; numbers rounded to three significant digits."""
+    docs = load_claims(studies)
+    if paper not in docs:
+        raise FileNotFoundError(f"no claims.json for {paper!r}; run its study (workbench train ... --commit)")
+    rows = ["| claim | paper | ours (mean ± sd over seeds) | difference (95% CI) | verdict |", "|---|---|---|---|---|"]
+    for c in docs[paper]["claims"]:
+        arms = "<br>".join(f"{html.escape(a)}: {_num(s['mean'])} ± {_num(s['sd'])} (n={s['n']})"
+                           for a, s in c["arms"].items())
+        d = c.get("difference") or {}
+        ci = d.get("ci95") or [None, None]
+        rows.append(f"| {c['claim']} | {c['paper_value']} | {arms} | {_num(d.get('mean'))} ({_num(ci[0])} to "
+                    f"{_num(ci[1])}) | **{c['verdict']}** |")
+    return "\n".join(rows)
+
+
+def claim(paper: str, claim_id: str, studies: str | Path | None = None) -> dict:
+    """One claims.json entry (e.g. to draw it with :func:`claim_figure` in a notebook)."""
+    for c in load_claims(studies).get(paper, {}).get("claims", []):
+        if c["id"] == claim_id:
+            return c
+    raise KeyError(f"no claim {claim_id!r} for {paper!r}")

@@ -41,6 +41,7 @@ DEMO_COMMAND = "workbench train moby-demo --save-demo"
 @dataclass
 class PretrainConfig:
     backbone: str = "swinv2_micro_window4_64"
+    version: str = "v2"            # "v1": the same backbone with Swin V1's switches (pre-norm, dot product, table)
     img_size: int = 64
     n_images: int = 20000
     steps: int = 8000
@@ -151,7 +152,7 @@ def set_postnorm_gain_(encoder, gain: float):
 
 def build(cfg: PretrainConfig) -> mb.MoBY:
     def factory(dp):
-        enc = mb.create_encoder(cfg.backbone, dp, img_size=cfg.img_size)
+        enc = mb.create_encoder(cfg.backbone, dp, **encoder_overrides(cfg))
         return set_postnorm_gain_(enc, cfg.postnorm_gain) if cfg.postnorm_gain else enc
 
     return mb.MoBY(factory, cfg.moby_config())
@@ -178,9 +179,13 @@ def pretrain(cfg: PretrainConfig, seed: int = 0, out_dir: str | None = None, res
     return model, res["history"]
 
 
+def encoder_overrides(cfg: PretrainConfig) -> dict:
+    return {"img_size": cfg.img_size, **({"version": cfg.version} if cfg.version != "v2" else {})}
+
+
 def random_encoder(cfg: PretrainConfig, seed: int = 0):
     torch.manual_seed(seed)
-    enc = mb.create_encoder(cfg.backbone, 0.0, img_size=cfg.img_size)
+    enc = mb.create_encoder(cfg.backbone, 0.0, **encoder_overrides(cfg))
     return set_postnorm_gain_(enc, cfg.postnorm_gain) if cfg.postnorm_gain else enc
 
 
@@ -190,6 +195,9 @@ def main_demo(argv: list[str]) -> None:
                                             "with a randomly initialised encoder of the same architecture.")
     d = PretrainConfig()
     p.add_argument("--backbone", default=d.backbone, help="Backbone name (Swin V2, Swin V1 or ViT).")
+    p.add_argument("--version", choices=["v1", "v2"], default=d.version,
+                   help="v1: the backbone with Swin V1's switches (pre-norm, dot-product attention, bias table), as "
+                        "the MoBY paper's Swin-T.")
     p.add_argument("--img-size", type=int, default=d.img_size, help="Image side in pixels.")
     p.add_argument("--steps", type=int, default=d.steps, help="Optimizer steps.")
     p.add_argument("--lr", type=float, default=d.lr, help="Peak learning rate (AdamW).")
@@ -217,7 +225,7 @@ def main_demo(argv: list[str]) -> None:
     p.add_argument("--threads", type=int, default=1, help="Torch threads.")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = replace(d, backbone=a.backbone, img_size=a.img_size, steps=a.steps, lr=a.lr, bg_swap=a.bg_swap,
+    cfg = replace(d, backbone=a.backbone, version=a.version, img_size=a.img_size, steps=a.steps, lr=a.lr, bg_swap=a.bg_swap,
                   recolor=a.recolor, crop_min=a.crop_min, blur=a.blur, queue_size=a.queue_size,
                   temperature=a.temperature, momentum=a.momentum, postnorm_gain=a.postnorm_gain, jitter=a.jitter)
     sets = knn_sets(cfg.img_size)
@@ -230,7 +238,7 @@ def main_demo(argv: list[str]) -> None:
 
     path = demo_path(DEMO_NAME) if a.save_demo else a.out
     save_checkpoint(path, model.encoder, half=True, data_seed=cfg.data_seed,
-                    config={"backbone": cfg.backbone, "overrides": {"img_size": cfg.img_size}, "pretrain": asdict(cfg)},
+                    config={"backbone": cfg.backbone, "overrides": encoder_overrides(cfg), "pretrain": asdict(cfg)},
                     command=protocol.command_line("workbench train moby-demo", argv),
                     extra={"knn": knn, "knn_random_init": rand, "linear": lin,
                            "curve": [(h["step"], h.get("knn"), h.get("knn_target"), h.get("train_loss")) for h in hist],
@@ -248,7 +256,7 @@ def supervised_encoder(cfg: PretrainConfig, seed: int, steps: int, progress: boo
     d = shapes.load(n=cfg.n_images, size=cfg.img_size, seed=cfg.data_seed)
     x, y = T.images_to_tensor(d.images), torch.from_numpy(d.labels).long()
     torch.manual_seed(seed)
-    model = mb.Classifier(mb.create_encoder(cfg.backbone, cfg.drop_path_online, img_size=cfg.img_size), 10)
+    model = mb.Classifier(mb.create_encoder(cfg.backbone, cfg.drop_path_online, **encoder_overrides(cfg)), 10)
     aug = Compose([RandomResizedCrop(cfg.img_size, scale=(cfg.crop_min, 1.0)), RandomHorizontalFlip()])
     per_epoch = len(x) // cfg.batch_size
     tc = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
@@ -266,7 +274,7 @@ def simmim_encoder(cfg: PretrainConfig, seed: int, steps: int, progress: bool = 
                            min_objects=1, max_objects=1, steps=steps, batch_size=cfg.batch_size,
                            data_seed=cfg.data_seed, mask_patch_size=16)
     sim = ss.pretrain(pc, seed, progress=progress)
-    enc = mb.create_encoder(cfg.backbone, 0.0, img_size=cfg.img_size)
+    enc = mb.create_encoder(cfg.backbone, 0.0, **encoder_overrides(cfg))
     sd = {k[len("encoder."):]: v for k, v in sim.state_dict().items() if k.startswith("encoder.") and k != "encoder.mask_token"}
     enc.load_state_dict(sd, strict=False)
     return enc.eval()
