@@ -2,6 +2,7 @@
 position bias with three class-token entries), closed forms and the SDPA/explicit equivalence."""
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -176,3 +177,75 @@ def test_bad_inputs_and_configs():
     assert "swinv2_lite_window4_64" in models.model_names("swin")
     assert isinstance(create_model("vit_lite_patch8_64"), vit.VisionTransformer)
     assert isinstance(create_model("swin_tiny_patch4_window7_224", img_size=224), swin_v2.SwinTransformerV2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# official SimMIM initialisation, feed-forward dropout and layer-decay ids (issue 18.5, 18.7, 18.8)
+# ----------------------------------------------------------------------------------------------------------
+def _weights(m):
+    return [mod.weight for mod in m.modules() if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d))]
+
+
+def test_pretraining_encoder_init_is_truncated_at_one_std():
+    """VisionTransformerForSimMIM truncates N(0, 0.02) at +-0.02: every weight, the patch-embedding conv,
+    the class/mask tokens and the position embedding; biases 0; effective std 0.02 * 0.5399."""
+    torch.manual_seed(0)
+    m = create_model("vit_lite_patch8_64", mask_token=True, num_classes=0)
+    for t in _weights(m) + [m.cls_token, m.mask_token, m.pos_embed]:
+        assert t.abs().max() <= 0.02 + 1e-7
+    assert m.patch_embed.proj.bias.abs().max() == 0
+    # the fc1 / qkv weights are not rescaled: their spread is the truncated normal's
+    w = torch.cat([b.mlp.fc1.weight.flatten() for b in m.blocks])
+    phi = math.exp(-0.5) / math.sqrt(2 * math.pi)
+    expected = 0.02 * math.sqrt(1 - 2 * phi / (2 * 0.5 * math.erf(1 / math.sqrt(2))))
+    assert abs(w.std().item() - expected) / expected < 0.03
+
+
+def test_finetune_init_uses_timm_bounds_and_scales_the_head():
+    """The fine-tuning VisionTransformer: N(0, 0.02) with timm's +-2 bounds (no practical truncation) for
+    Linear and the patch conv (bias 0, not PyTorch's default), the head scaled by init_scale = 0.001."""
+    torch.manual_seed(0)
+    m = create_model("vit_lite_patch8_64", num_classes=10)
+    w = torch.cat([b.mlp.fc1.weight.flatten() for b in m.blocks])
+    assert abs(w.std().item() - 0.02) < 0.001 and w.abs().max() > 0.05
+    conv = m.patch_embed.proj
+    assert abs(conv.weight.std().item() - 0.02) < 0.002 and conv.bias.abs().max() == 0
+    assert conv.weight.abs().max() > 1 / math.sqrt(conv.weight[0].numel())   # beyond kaiming-uniform's bound
+    assert 0 < m.head.weight.abs().max() <= 2.0 * 0.001 and abs(m.head.weight.std().item() - 2e-5) < 3e-6
+    assert m.head.bias.abs().max() == 0
+    m.reset_classifier(4)
+    assert m.head.weight.abs().max() < 1e-3
+
+
+def test_vit_mlp_drops_out_only_after_fc2():
+    """The SimMIM/BEiT ViT Mlp has no dropout between GELU and fc2 (Swin's has)."""
+    blk = create_model("vit_lite_patch8_64", drop_rate=0.5).blocks[0].mlp.train()
+    x = torch.randn(64, 128)
+    torch.manual_seed(1)
+    y = blk(x)
+    ref = blk.fc2(blk.act(blk.fc1(x)))
+    kept = y != 0
+    assert 0.4 < kept.float().mean() < 0.6
+    assert torch.allclose(y[kept], 2 * ref[kept], atol=1e-5)
+    from workbench.layers import Mlp
+    swin_mlp = Mlp(128, 512, drop=0.5).train()
+    torch.manual_seed(1)
+    ys = swin_mlp(x)
+    ref_s = swin_mlp.fc2(swin_mlp.act(swin_mlp.fc1(x)))
+    keep = ys != 0
+    assert not torch.allclose(ys[keep], 2 * ref_s[keep], atol=1e-3)   # hidden units were dropped too
+
+
+def test_layer_ids_follow_official_get_vit_layer():
+    m = create_model("vit_lite_patch8_64", use_shared_rel_pos_bias=True, use_abs_pos_emb=True)
+    assert m.get_layer_id("rel_pos_bias.relative_position_bias_table") == m.num_layers - 1
+    assert m.get_layer_id("pos_embed") == m.get_layer_id("cls_token") == 0
+    assert m.get_layer_id("encoder.blocks.2.attn.proj.weight") == 3
+
+
+def test_finetune_config_matches_official_yaml():
+    cfg = vit.CONFIGS["vit_base_patch16_224_finetune"]
+    assert cfg.use_mean_pooling and cfg.use_rel_pos_bias and not cfg.use_shared_rel_pos_bias
+    assert not cfg.use_abs_pos_emb and cfg.drop_path_rate == 0.1
+    pre = vit.CONFIGS["vit_base_patch16_224"]
+    assert pre.use_shared_rel_pos_bias and not pre.use_mean_pooling

@@ -23,14 +23,21 @@ class DropPath(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Linear -> GELU -> dropout -> Linear -> dropout (the transformer feed-forward block)."""
+    """Linear -> GELU -> [dropout] -> Linear -> dropout (the transformer feed-forward block).
 
-    def __init__(self, dim, hidden, drop=0.0):
+    Swin's official Mlp drops out after GELU too; the SimMIM/BEiT ViT does not (``drop_after_act=False``).
+    """
+
+    def __init__(self, dim, hidden, drop=0.0, drop_after_act: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
+        self.drop_after_act = drop_after_act
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        x = self.act(self.fc1(x))
+        if self.drop_after_act:
+            x = self.drop(x)
+        return self.drop(self.fc2(x))

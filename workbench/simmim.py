@@ -136,13 +136,18 @@ def square_mask(input_size: int = 192, model_patch_size: int = 4, mask_ratio: fl
 
 def blockwise_mask(input_size: int = 192, mask_patch_size: int = 16, model_patch_size: int = 4,
                    mask_ratio: float = 0.4, seed: int | None = None, rng: np.random.Generator | None = None,
-                   min_num_patches: int | None = None, min_aspect: float = 0.3,
-                   max_attempts: int = 10) -> np.ndarray:
+                   min_num_patches: int | None = None, max_num_patches: int | None = None,
+                   min_aspect: float = 0.3, max_attempts: int = 10) -> np.ndarray:
     """BEiT-style block-wise masking on the grid of ``mask_patch_size`` units, repeated to tokens.
 
-    Blocks of random area (at least ``min_num_patches`` units; BEiT's 16 of 196 scaled to this grid by
-    default) and log-uniform aspect ratio in [min_aspect, 1/min_aspect] are added until ``ceil(r * n)``
-    units are masked or a round of ``max_attempts`` adds nothing (BEiT's procedure; it can undershoot).
+    Follows BEiT's ``MaskingGenerator`` line by line: until ``ceil(r * n)`` units are masked, up to
+    ``max_attempts`` blocks are drawn with area ~ U(min_num_patches, remaining) (Python's ``uniform``
+    accepts a reversed range) and log-uniform aspect in [min_aspect, 1/min_aspect]; a block is kept only
+    when ``h < n`` and ``w < n`` (strictly: a block never spans the whole grid) and it adds between 1 and
+    ``remaining`` new units; the round ends at the first kept block, and the mask stops early when a
+    round keeps none (so it can undershoot, as BEiT's does). ``min_num_patches`` defaults to BEiT's 16 of
+    196 scaled to this grid; ``max_num_patches`` caps a block's area (BEiT: the target count).
+    Only the random number generator differs (numpy instead of Python's ``random``).
     """
     _check_sizes(input_size, mask_patch_size, model_patch_size)
     r = _check_ratio(mask_ratio)
@@ -152,18 +157,20 @@ def blockwise_mask(input_size: int = 192, mask_patch_size: int = 16, model_patch
     target = int(np.ceil(total * r))
     if min_num_patches is None:
         min_num_patches = max(1, int(round(16 / 196 * total)))
+    if max_num_patches is None:
+        max_num_patches = target
     log_aspect = (math.log(min_aspect), math.log(1.0 / min_aspect))
     m = np.zeros((n, n), dtype=np.int64)
     count = 0
     while count < target:
-        remaining = target - count
+        remaining = min(target - count, max_num_patches)
         delta = 0
         for _ in range(max_attempts):
-            area = g.uniform(min(min_num_patches, remaining), remaining)
-            aspect = math.exp(g.uniform(*log_aspect))
+            area = min_num_patches + (remaining - min_num_patches) * g.random()  # random.uniform's formula
+            aspect = math.exp(log_aspect[0] + (log_aspect[1] - log_aspect[0]) * g.random())
             h = int(round(math.sqrt(area * aspect)))
             w = int(round(math.sqrt(area / aspect)))
-            if 1 <= h <= n and 1 <= w <= n:
+            if h < n and w < n:
                 top = int(g.integers(0, n - h + 1))
                 left = int(g.integers(0, n - w + 1))
                 new = h * w - int(m[top:top + h, left:left + w].sum())
@@ -267,9 +274,9 @@ def masked_loss(x: torch.Tensor, x_rec: torch.Tensor, mask: torch.Tensor, kind: 
     return (d * m).sum() / (m.sum() + 1e-5) / x.shape[1]
 
 
-def local_norm_targets(x: torch.Tensor, window: int = 47) -> torch.Tensor:
-    """Normalise each pixel by the mean and unbiased variance of its ``window x window`` neighbourhood
-    (zero padding not counted), as the SwinV2 SimMIM recipe does: ``(x - mu) / sqrt(var + 1e-6)``."""
+def local_stats(x: torch.Tensor, window: int = 47) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased variance of each pixel's ``window x window`` neighbourhood (zero padding not
+    counted), per channel — the statistics of the SwinV2 SimMIM local target normalisation."""
     if window < 3 or window % 2 == 0:
         raise ValueError(f"the normalisation window must be an odd size >= 3, got {window}")
     pad = window // 2
@@ -277,8 +284,14 @@ def local_norm_targets(x: torch.Tensor, window: int = 47) -> torch.Tensor:
     sq = F.avg_pool2d(x * x, window, stride=1, padding=pad, count_include_pad=False)
     count = F.avg_pool2d(torch.ones_like(x[:, :1]), window, stride=1, padding=pad,
                          count_include_pad=True) * window * window
-    var = (sq - mean * mean) * (count / (count - 1))
-    var = var.clamp(min=0.0)
+    var = ((sq - mean * mean) * (count / (count - 1))).clamp(min=0.0)
+    return mean, var
+
+
+def local_norm_targets(x: torch.Tensor, window: int = 47) -> torch.Tensor:
+    """Normalise each pixel by the mean and unbiased variance of its ``window x window`` neighbourhood
+    (zero padding not counted), as the SwinV2 SimMIM recipe does: ``(x - mu) / sqrt(var + 1e-6)``."""
+    mean, var = local_stats(x, window)
     return (x - mean) / (var + 1e-6).sqrt()
 
 
@@ -426,18 +439,105 @@ def encoder_state_dict(sd: dict[str, Any]) -> dict[str, torch.Tensor]:
             if k.startswith("encoder.") and k != "encoder.mask_token"}
 
 
+def geometric_positions(src_size: int, dst_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source and target coordinates of the official fine-tuning remap (``remap_pretrained_keys_*``).
+
+    The ``src_size`` relative offsets of a pre-trained table are placed at geometrically spaced
+    coordinates ``0, ±1, ±(1 + q), ±(1 + q + q^2), …`` where ``q`` is found by bisection in [1.01, 1.5]
+    so that the outermost coordinate reaches ``dst_size // 2``; the target offsets are the integers
+    ``-dst_size // 2 .. dst_size // 2``."""
+    def geometric_sum(r: float, n: int) -> float:
+        return (1.0 - r ** n) / (1.0 - r)
+
+    lo, hi = 1.01, 1.5
+    while hi - lo > 1e-6:
+        q = (lo + hi) / 2.0
+        if geometric_sum(q, src_size // 2) > dst_size // 2:
+            hi = q
+        else:
+            lo = q
+    dis, cur = [], 1.0
+    for i in range(src_size // 2):
+        dis.append(cur)
+        cur += q ** (i + 1)
+    x = np.array([-d for d in reversed(dis)] + [0.0] + dis)
+    t = dst_size // 2
+    return x, np.arange(-t, t + 0.1, 1.0)
+
+
+def resize_relative_position_table(table: torch.Tensor, dst_rows: int, extra_tokens: int = 0) -> torch.Tensor:
+    """Resize a ((2W-1)^2 [+ extra], heads) relative-position bias table to ``dst_rows`` rows the way the
+    official SimMIM fine-tuning loader does: bicubic spline interpolation (``scipy`` ``interp2d(kind=
+    'cubic')``, i.e. an interpolating not-a-knot tensor spline) from the geometric source coordinates of
+    :func:`geometric_positions` to the integer target offsets, per head; the ``extra_tokens`` last rows
+    (ViT: cls->token, token->cls, cls->cls) are kept as they are."""
+    from scipy.interpolate import RectBivariateSpline
+
+    if table.ndim != 2:
+        raise ValueError(f"a relative position table is (rows, heads), got shape {tuple(table.shape)}")
+    src_rows, heads = table.shape
+    src = int(round((src_rows - extra_tokens) ** 0.5))
+    dst = int(round((dst_rows - extra_tokens) ** 0.5))
+    if src * src != src_rows - extra_tokens or dst * dst != dst_rows - extra_tokens:
+        raise ValueError(f"cannot resize a {src_rows}-row table to {dst_rows} rows: not square grids")
+    if src == dst:
+        return table.clone()
+    body, extra = table[:src_rows - extra_tokens], table[src_rows - extra_tokens:]
+    x, dx = geometric_positions(src, dst)
+    z = body.detach().double().cpu().numpy()
+    out = []
+    for h in range(heads):
+        # interp2d(x, y, z)(dx, dy) == RectBivariateSpline(y, x, z)(dy, dx) with cubic splines and s=0
+        spline = RectBivariateSpline(x, x, z[:, h].reshape(src, src), kx=3, ky=3, s=0)
+        out.append(torch.from_numpy(spline(dx, dx)).reshape(-1, 1))
+    new = torch.cat(out, dim=1).to(table.dtype)
+    return torch.cat([new, extra.to(table.dtype)], dim=0)
+
+
+def remap_for_finetune(classifier: nn.Module, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official ``remap_pretrained_keys_swin`` / ``remap_pretrained_keys_vit`` on encoder weights:
+
+    * a shared ViT relative position bias (``rel_pos_bias.relative_position_bias_table``) is copied into
+      every block's own table when the classifier has per-block tables (pre-training shares one table,
+      fine-tuning gives each block a copy);
+    * every relative position table whose size differs from the classifier's is resized by
+      :func:`resize_relative_position_table` (SimMIM pre-trains Swin at window 6 / 192 px and fine-tunes
+      at window 7 / 224 px); ViT tables keep their 3 class-token rows;
+    * derived buffers (index, coordinate table, attention mask) always come from the classifier.
+    Swin V2 has no table to resize (its continuous position bias MLP transfers as it is)."""
+    enc = {k: v for k, v in enc.items() if k.rsplit(".", 1)[-1] not in BUFFER_SUFFIXES}
+    own = classifier.state_dict()
+    shared = "rel_pos_bias.relative_position_bias_table"
+    if shared in enc and shared not in own:
+        table = enc.pop(shared)
+        for k in own:
+            if k.startswith("blocks.") and k.endswith(".attn.relative_position_bias_table"):
+                enc[k] = table.clone()
+    is_vit = any(k.startswith("blocks.") for k in own)
+    for k, v in list(enc.items()):
+        if k.endswith("relative_position_bias_table") and k in own and own[k].shape != v.shape:
+            if own[k].shape[1] != v.shape[1]:
+                raise ValueError(f"{k}: {v.shape[1]} heads in the checkpoint, {own[k].shape[1]} in the model")
+            enc[k] = resize_relative_position_table(v, own[k].shape[0], extra_tokens=3 if is_vit else 0)
+    return enc
+
+
 def load_encoder_for_finetune(classifier: nn.Module, sd: dict[str, Any]) -> list[str]:
-    """Load SimMIM encoder weights into a classifier; only the classification head may stay missing.
-    Returns the missing keys (the head)."""
-    enc = encoder_state_dict(sd)
+    """Load SimMIM encoder weights into a classifier as the official fine-tuning does (see
+    :func:`remap_for_finetune`); only the classification head (and a mean-pooling ``fc_norm``) may stay
+    missing. Returns the missing keys."""
+    enc = remap_for_finetune(classifier, encoder_state_dict(sd))
     own = classifier.state_dict()
     for k, v in own.items():
         if k not in enc and k.rsplit(".", 1)[-1] in BUFFER_SUFFIXES:
             enc[k] = v
     enc.pop("mask_token", None)
     missing = sorted(set(own) - set(enc))
-    bad = [k for k in missing if not k.startswith("head")]
+    bad = [k for k in missing if not k.startswith(("head", "fc_norm"))]
     unexpected = sorted(set(enc) - set(own))
+    if unexpected == ["norm.bias", "norm.weight"] and getattr(classifier, "fc_norm", None) is not None:
+        unexpected = []   # mean pooling: the pre-training norm is unused (the official load is non-strict)
+        enc.pop("norm.weight"), enc.pop("norm.bias")
     shapes = sorted(k for k in set(own) & set(enc) if own[k].shape != enc[k].shape)
     if bad or unexpected or shapes:
         raise ValueError(f"encoder weights do not fit the classifier: missing {bad[:8]}, unexpected "
@@ -532,11 +632,9 @@ def reconstruct(model: SimMIM, image, mask) -> Reconstruction:
     w = model.cfg.norm_target_window
     if w is None:
         rec_px = denormalize(rec[0])
-    else:  # undo the local normalisation with the true local statistics (display only)
-        pad = w // 2
-        mean = F.avg_pool2d(x, w, stride=1, padding=pad, count_include_pad=False)
-        sq = F.avg_pool2d(x * x, w, stride=1, padding=pad, count_include_pad=False)
-        rec_px = denormalize((rec * (sq - mean * mean).clamp(min=0).add(1e-6).sqrt() + mean)[0])
+    else:  # undo the local normalisation with the same local statistics as the target (display only)
+        mean, var = local_stats(x, w)
+        rec_px = denormalize((rec * (var + 1e-6).sqrt() + mean)[0])
     rec_px = rec_px.clamp(0, 1).cpu()
     mpx = upsample_mask(m, p)
     comp = img * (1 - mpx) + rec_px * mpx

@@ -561,7 +561,9 @@ class SwinTransformerV2(nn.Module):
 
     def get_layer_id(self, name: str) -> int:
         name = name.removeprefix("module.").removeprefix("encoder.")
-        if name in ("mask_token", "absolute_pos_embed") or name.startswith("patch_embed"):
+        # official get_swin_layer: mask token and patch embedding are layer 0; everything outside the
+        # stages (absolute_pos_embed included) falls through to the top layer
+        if name == "mask_token" or name.startswith("patch_embed"):
             return 0
         m = re.match(r"layers\.(\d+)\.(blocks\.(\d+)|downsample)", name)
         if m:

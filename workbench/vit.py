@@ -54,7 +54,8 @@ class ViTConfig:
     use_rel_pos_bias: bool = False
     use_shared_rel_pos_bias: bool = False
     use_mean_pooling: bool = False
-    mask_token: bool = False
+    mask_token: bool = False                 # the SimMIM pre-training encoder (changes the init, see below)
+    init_scale: float = 0.001                # the classification head's init is scaled by this
     layer_norm_eps: float = 1e-6
     use_sdpa: bool = True
     grad_checkpointing: bool = False
@@ -77,10 +78,17 @@ class ViTConfig:
 
 
 CONFIGS: dict[str, ViTConfig] = {
-    # SimMIM ViT-B (pre-training: shared relative bias, layer scale 0.1; fine-tune: mean pooling)
+    # SimMIM ViT-B pre-training (simmim_pretrain__vit_base__img224__800ep.yaml): shared relative bias,
+    # layer scale 0.1, class-token pooling
     "vit_base_patch16_224": ViTConfig(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
                                       drop_path_rate=0.1, init_values=0.1, use_abs_pos_emb=False,
                                       use_shared_rel_pos_bias=True, use_mean_pooling=False),
+    # SimMIM ViT-B fine-tuning (simmim_finetune__vit_base__img224__800ep.yaml): per-block relative bias
+    # (the shared pre-training table is copied into each block), mean pooling + fc_norm
+    "vit_base_patch16_224_finetune": ViTConfig(img_size=224, patch_size=16, embed_dim=768, depth=12,
+                                               num_heads=12, drop_path_rate=0.1, init_values=0.1,
+                                               use_abs_pos_emb=False, use_rel_pos_bias=True,
+                                               use_mean_pooling=True),
     "vit_small_patch16_224": ViTConfig(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
                                        drop_path_rate=0.1, init_values=0.1),
     # laptop config (~1.2M parameters): 64 px, patch 8 -> 8x8 tokens
@@ -173,7 +181,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate, grid, cfg.use_sdpa)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate, drop_after_act=False)  # as BEiT
         if cfg.init_values:
             self.gamma_1 = nn.Parameter(cfg.init_values * torch.ones(dim))
             self.gamma_2 = nn.Parameter(cfg.init_values * torch.ones(dim))
@@ -228,16 +236,31 @@ class VisionTransformer(nn.Module):
         self.norm = nn.Identity() if cfg.use_mean_pooling else nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps) if cfg.use_mean_pooling else None
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self._init_all()
+
+    def _trunc_normal_(self, t: torch.Tensor, std: float = 0.02) -> None:
+        # official: the SimMIM pre-training encoder truncates N(0, std) at +-std (so the effective std is
+        # about 0.54 * std); the fine-tuning ViT uses timm's bounds +-2 (no practical truncation)
+        bound = std if self.cfg.mask_token else 2.0
+        nn.init.trunc_normal_(t, std=std, a=-bound, b=bound)
+
+    def _init_all(self):
+        """The official initialisation: truncated normal (std 0.02) for the position embedding, class and
+        mask tokens, every Linear and the patch-embedding Conv2d (biases 0), LayerNorm (1, 0), BEiT's
+        rescaling of the output projections by sqrt(2 * layer), and the head scaled by ``init_scale``."""
         for p in (self.pos_embed, self.cls_token, self.mask_token):
             if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+                self._trunc_normal_(p)
         self.apply(self._init_weights)
         self._rescale_blocks()
+        if isinstance(self.head, nn.Linear):
+            with torch.no_grad():
+                self.head.weight.mul_(self.cfg.init_scale)
+                self.head.bias.mul_(self.cfg.init_scale)
 
-    @staticmethod
-    def _init_weights(m):
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
+    def _init_weights(self, m):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            self._trunc_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
@@ -264,7 +287,9 @@ class VisionTransformer(nn.Module):
 
     def get_layer_id(self, name: str) -> int:
         name = name.removeprefix("module.").removeprefix("encoder.")
-        if name in ("cls_token", "mask_token", "pos_embed") or name.startswith(("patch_embed", "rel_pos_bias")):
+        # official get_vit_layer: tokens, position embedding and patch embedding are layer 0; the shared
+        # relative position bias (and everything after the blocks) is the top layer
+        if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed"):
             return 0
         m = re.match(r"blocks\.(\d+)\.", name)
         if m:
@@ -274,8 +299,10 @@ class VisionTransformer(nn.Module):
     def reset_classifier(self, num_classes: int):
         self.num_classes = int(num_classes)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
+        if num_classes > 0:   # as if built with this head (the official reset keeps PyTorch's default init)
             self._init_weights(self.head)
+            with torch.no_grad():
+                self.head.weight.mul_(self.cfg.init_scale)
 
     def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1 + N, C) tokens after the blocks and ``norm`` (class token first)."""
