@@ -31,3 +31,22 @@ def test_welcome_controls_update_the_caption(page, hub_url):
     page.locator("#hub-shape input").click()
     page.get_by_role("option", name="hexagon").click()
     caption.get_by_text("large red hexagon").wait_for()
+
+
+def test_header_paper_names_render_in_one_font(page, hub_url):
+    """Every bold paper name in the header is drawn with a single installed font family (Gradio's bundled
+    web fonts cover only part of the glyphs, which mixed two fonts inside "MoBY" and "iCAR")."""
+    page.goto(hub_url)
+    page.get_by_text("Balanced Sparsity").first.wait_for()
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("DOM.enable")
+    cdp.send("CSS.enable")
+    root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    ids = cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": ".prose strong"})["nodeIds"]
+    assert len(ids) >= 7
+    families = set()
+    for nid in ids:
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": nid})["fonts"]
+        assert len({f["familyName"] for f in fonts}) == 1, fonts
+        families |= {f["familyName"] for f in fonts}
+    assert len(families) == 1

@@ -104,9 +104,21 @@ def configure(demo):
     return demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
 
 
+# Gradio's bundled web fonts cover only part of the glyphs in this environment: bold text fell back to
+# DejaVu Sans glyph by glyph, so "MoBY", "iCAR" and "BN" mixed two fonts. The theme uses the system font
+# stack only, so every weight comes from one installed family (and the page loads no font files).
+
+
+def theme():
+    import gradio as gr
+
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "Consolas", "monospace"])
+
+
 def launch_kwargs(host: str = "127.0.0.1", port: int | None = None) -> dict:
     return dict(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE,
-                show_error=True, footer_links=["api", "settings"])
+                show_error=True, footer_links=["api", "settings"], theme=theme())
 
 
 def single_app(build, title: str):
