@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from pathlib import Path
 
 PAPERS = {  # folder -> (title, venue)
@@ -26,8 +27,10 @@ VERDICT_COLORS = {"reproduced": "#1a7f37", "partly": "#9a6700", "not reproduced"
 
 
 def packaged_studies() -> Path:
-    """The committed study folders shipped with the package (``workbench/assets/studies``)."""
-    return Path(__file__).resolve().parent / "assets" / "studies"
+    """The committed study folders shipped with the package (``workbench/assets/studies``), or the folder named
+    by the ``WORKBENCH_STUDIES`` environment variable (to read a study run elsewhere, e.g. ``runs/``)."""
+    env = os.environ.get("WORKBENCH_STUDIES")
+    return Path(env) if env else Path(__file__).resolve().parent / "assets" / "studies"
 
 
 def load_claims(studies: str | Path | None = None) -> dict[str, dict]:
