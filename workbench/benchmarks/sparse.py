@@ -27,6 +27,7 @@ import argparse
 import functools
 import os
 import time
+import warnings
 
 DURATION = "about 9 minutes (--quick: about 1 minute; --crossover adds 4)"
 
@@ -113,6 +114,10 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
         f"avx512={status.get('avx512')}")
     bw = measure.bandwidth(threads=args.threads)
     log(f"measured read bandwidth {bw:.1f} GB/s")
+    log("each line: matrix size, target sparsity, batch (columns of x); the balanced kernel's median time, its "
+        "speedup over dense torch and its share of the measured read bandwidth; then every baseline's median ms")
+    if args.quick:
+        log("--quick: two small points that check every method runs; not a measurement (run without --quick)")
     rows = []
     with threadpool_limits(limits=args.threads):
         for size, s, batch in grid(args.quick, "cpu", args.points):
@@ -122,7 +127,9 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
             W, Wm, bm, Wb = _matrices(size, s, block=size < 16384 and batch <= 32)
             Wn = W.numpy()
             csr = sp.csr_matrix(Wm.numpy())
-            tcsr = Wm.to_sparse_csr()
+            with warnings.catch_warnings():   # torch's "sparse CSR support is in beta" notice, once per point
+                warnings.simplefilter("ignore", UserWarning)
+                tcsr = Wm.to_sparse_csr()
             bsr = sp.bsr_matrix(Wb.numpy(), blocksize=(4, 4)) if Wb is not None else None
             g = torch.Generator().manual_seed(1)
             x = torch.randn(size, generator=g) if batch == 1 else torch.randn(size, batch, generator=g)
