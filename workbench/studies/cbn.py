@@ -133,7 +133,8 @@ def main_study(argv: list[str]) -> None:
                                             "naive window vs CBN vs GroupNorm, and why the window slows learning.")
     protocol.add_arguments(p, PAPER)
     d = RunConfig()
-    p.add_argument("--part", choices=["all", "gap", "norms", "why"], default="all", help="Which part to run.")
+    p.add_argument("--part", choices=["all", "gap", "norms", "why"], nargs="+", default=["all"],
+                   help="Which parts to run (several may be given).")
     p.add_argument("--steps", type=int, default=d.steps, help="Optimizer steps per run (batch 32).")
     p.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="Channels of the ResNet stages.")
     p.add_argument("--why-batch", type=int, default=4, help="Statistics batch of part 'why'.")
@@ -141,15 +142,17 @@ def main_study(argv: list[str]) -> None:
     study = protocol.open_study(a, PAPER)
     command = protocol.command_line("workbench train cbn-study", argv)
     cfg = replace(d, steps=a.steps, widths=tuple(a.widths))
+    parts = {"gap", "norms", "why"} if "all" in a.part else set(a.part)
     if a.budget_min is not None:
-        n = len(a.seeds) * (len(BATCHES) + 3 * len(SMALL) + 1 + 4)
+        n = len(a.seeds) * (len(BATCHES) * ("gap" in parts) + (3 * len(SMALL) + 1) * ("norms" in parts)
+                            + 5 * ("why" in parts))
         cfg = replace(cfg, steps=protocol.plan_steps(a.steps, n, 0.15, a.budget_min))
         print(f"budget: {cfg.steps} steps per run")
     prog = not a.no_progress
     shared = asdict(cfg)
-    if a.part in ("all", "gap"):
+    if "gap" in parts:
         study.run("gap", {f"BN, b = {b}": arm(cfg, "bn", b, prog) for b in BATCHES}, shared)
-    if a.part in ("all", "norms"):
+    if "norms" in parts:
         arms = {}
         for b in SMALL:
             arms[f"BN, b = {b}"] = arm(cfg, "bn", b, prog)
@@ -157,7 +160,7 @@ def main_study(argv: list[str]) -> None:
             arms[f"CBN, b = {b}"] = arm(cfg, "cbn", b, prog)
         arms["GroupNorm"] = arm(cfg, "gn", cfg.batch_size, prog)
         study.run("norms", arms, shared)
-    if a.part in ("all", "why"):
+    if "why" in parts:
         b = a.why_batch
         study.run("why", {
             "BN": arm(cfg, "bn", b, prog),
