@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench import cbn
+from workbench import cbn, inspect
 from workbench.cbn import (
     ConvCBN,
     ConvGeometry,
@@ -393,25 +393,181 @@ def test_nan_input_rejected_without_poisoning_window():
     assert torch.isnan(plain(bad)).any()
 
 
-# --- diagnostics and precision ---------------------------------------------------------------------
-def test_diagnostics_record_true_statistics():
-    pair = ConvCBN(_conv(bias=False), window=3, diagnostics=True)
+# --- looking inside (workbench.inspect), burn-in counter, emulated devices, ablation switch --------------
+def test_captured_statistics_match_a_recomputation():
+    """``inspect.capture(layer, "stats", keep="all")`` records one entry per training step. Oracles, recomputed
+    here from the inputs and the conv weights of every step: the current-batch statistics; the *true* window
+    statistics (current + past batches re-run through the current weights); the naive window (past batches
+    through the weights of their own step). The compensated mean equals the true one (the mean is linear in W)."""
+    pair = ConvCBN(_conv(bias=False), window=3)
     opt = torch.optim.SGD(pair.parameters(), lr=0.5)
     xs = _batches(5, seed=12)
-    for x in xs:
-        out = pair(x)
-        opt.zero_grad()
-        (out.square() * torch.linspace(0.2, 3, 5)[None, :, None, None]).mean().backward()
-        opt.step()
-    recs = pair.records
-    assert [r["n_past"] for r in recs] == [0, 1, 2, 2, 2]
+    weights = []
+    with inspect.capture(pair, "stats", keep="all") as cap:
+        for x in xs:
+            weights.append(pair.conv.weight.detach().clone())
+            out = pair(x)
+            opt.zero_grad()
+            (out.square() * torch.linspace(0.2, 3, 5)[None, :, None, None]).mean().backward()
+            opt.step()
+    recs = cap.all("stats")
+    assert [r["n_past"] for r in recs] == [0, 1, 2, 2, 2] and [r["step"] for r in recs] == [0, 1, 2, 3, 4]
+
+    def stats(x, w):
+        return batch_stats(F.conv2d(x, w, None, padding=1))
+
+    def pooled(pairs):
+        mu = torch.stack([p[0] for p in pairs]).mean(0)
+        nu = torch.stack([p[1] for p in pairs]).mean(0)
+        return mu, (nu - mu * mu).clamp_min(0)
+
+    for t, r in enumerate(recs):
+        past = range(max(0, t - 2), t)
+        mu_t, nu_t = stats(xs[t], weights[t])
+        torch.testing.assert_close(r["mu_cur"], mu_t, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["var_cur"], (nu_t - mu_t ** 2).clamp_min(0), rtol=1e-5, atol=1e-6)
+        mu_true, var_true = pooled([(mu_t, nu_t)] + [stats(xs[s], weights[t]) for s in past])
+        torch.testing.assert_close(r["mu_true"], mu_true, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["var_true"], var_true, rtol=1e-5, atol=1e-5)
+        mu_naive, var_naive = pooled([(mu_t, nu_t)] + [stats(xs[s], weights[s]) for s in past])
+        torch.testing.assert_close(r["mu_naive"], mu_naive, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["var_naive"], var_naive, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(r["mu_comp"], mu_true, rtol=0, atol=1e-5)
     last = recs[-1]
-    # oracle: the true window statistics = stats of the last 3 batches through the conv as it was at that step
     assert last["err_mu_comp"] < 1e-5 < last["err_mu_naive"]
     assert last["err_nu_comp"] < 0.5 * last["err_nu_naive"]
-    torch.testing.assert_close(last["mu_comp"], last["mu_true"], rtol=0, atol=1e-5)
-    summ = cbn.record_summary(recs, channel=1)
-    assert summ["step"] == [0, 1, 2, 3, 4] and len(summ["mu_true"]) == 5
+    torch.testing.assert_close(last["mu_cbn"], last["mu_comp"], rtol=0, atol=1e-5)  # what CBN normalised with
+
+
+def test_capture_changes_nothing_and_leaves_nothing_on_the_layer():
+    """The same training with and without a capture: identical outputs, weights and state-dict keys; outside a
+    capture nothing is recorded."""
+    a, b = ConvCBN(_conv(), window=3), ConvCBN(_conv(), window=3)
+    keys = set(a.state_dict())
+    with inspect.capture(b, "stats", keep="all") as cap:
+        for ya, yb in _sgd_steps(a, b, _batches(4, seed=5)):
+            assert torch.equal(ya, yb)
+    b(_batches(1, seed=6)[0])                       # after the block: not recorded
+    a(_batches(1, seed=6)[0])
+    assert len(cap.all("stats")) == 4
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert set(b.state_dict()) == keys and inspect.states(b) == []
+
+
+def test_stats_capture_on_a_network_by_layer_name():
+    model = make_model("cbn", window=3, in_chans=3, seed=0)
+    model.train()
+    xs = _batches(3, seed=7)
+    with inspect.capture(model, "blocks.1.conv1.stats", keep="all") as cap:
+        for x in xs:
+            model(x).sum().backward()
+    assert cap.keys() == ["blocks.1.conv1.stats"]
+    recs = cap.all("blocks.1.conv1.stats")
+    assert [r["n_past"] for r in recs] == [0, 1, 2] and recs[0]["mu_cur"].shape == (32,)
+
+
+def test_burnin_counter_starts_at_zero_for_a_converted_bn():
+    """Burn-in counts the layer's own iterations (``iteration``), not the BN's ``num_batches_tracked``: a BN that
+    has tracked 10,000 batches still gets ``burnin`` plain-BN steps after conversion (the official layer's
+    counter also starts at 0). Running statistics and ``num_batches_tracked`` are taken over."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(5)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 2)
+        bn.num_batches_tracked.fill_(10_000)
+    ref = _ConvBN(_conv(), copy.deepcopy(bn))
+    pair = ConvCBN(_conv(), window=3, burnin=4, bn=copy.deepcopy(bn))
+    assert int(pair.bn.iteration) == 0 and int(pair.bn.num_batches_tracked) == 10_000
+    assert torch.equal(pair.bn.running_mean, bn.running_mean) and not pair.bn.window_active()
+    outs = list(_sgd_steps(ref, pair, _batches(7, seed=3)))
+    for ya, yb in outs[:4]:                          # burn-in: exactly nn.BatchNorm2d
+        assert torch.equal(ya, yb)
+    torch.testing.assert_close(outs[4][1], outs[4][0], rtol=1e-5, atol=1e-5)   # first windowed step: empty window
+    assert (outs[6][1] - outs[6][0]).abs().max() > 1e-3                         # then the window is used
+    assert int(pair.bn.iteration) == 7 and int(pair.bn.num_batches_tracked) == 10_007
+    # convert_to_cbn does the same for every pair of a trained network
+    net = make_model("bn", in_chans=3)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.num_batches_tracked.fill_(500)
+    convert_to_cbn(net, window=4, burnin=10)
+    assert all(int(m.bn.iteration) == 0 and int(m.bn.num_batches_tracked) == 500 for _, m in cbn.cbn_layers(net))
+
+
+def test_state_dicts_from_before_the_burnin_counter_still_load():
+    """Checkpoints written before ``iteration`` existed counted burn-in in ``num_batches_tracked``: loading one
+    takes the counter from there, so a half-finished burn-in continues where it stopped."""
+    pair = ConvCBN(_conv(), window=3, burnin=5)
+    for x in _batches(3, seed=4):
+        pair(x)
+    sd = {k: v for k, v in pair.state_dict().items() if not k.endswith("iteration")}
+    fresh = ConvCBN(_conv(), window=3, burnin=5)
+    fresh.load_state_dict(sd)
+    assert int(fresh.bn.iteration) == 3 and not fresh.bn.window_active()
+
+
+def test_emulated_devices_normalise_each_group_on_its_own():
+    """``devices=G``: each of the G groups of the batch is normalised with its own statistics and window, exactly
+    like G separate layers (one per GPU) sharing the conv weights; ``window=1`` is ghost BatchNorm."""
+    xs = _batches(4, shape=(6, 3, 5, 5), seed=9)
+    ghost = ConvCBN(_conv(), window=1, devices=3)
+    for x in xs[:2]:
+        y = ghost(x)
+        z = F.conv2d(x, ghost.conv.weight, ghost.conv.bias, padding=1)
+        ref = torch.cat([F.batch_norm(z[2 * g:2 * g + 2], None, None, None, None, True, 0.0, 1e-5) for g in range(3)])
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    pair = ConvCBN(_conv(), window=3, devices=2)
+    singles = [ConvCBN(_conv(), window=3) for _ in range(2)]
+    g = torch.Generator().manual_seed(1)
+    for x in xs:
+        y = pair(x)
+        ref = torch.cat([singles[i](x[3 * i:3 * i + 3]) for i in range(2)])
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+        with torch.no_grad():                        # the same weight change for every copy
+            step = 0.05 * torch.randn(pair.conv.weight.shape, generator=g)
+            for m in (pair, *singles):
+                m.conv.weight.add_(step)
+    with pytest.raises(ValueError, match="emulated devices"):
+        pair(torch.randn(5, 3, 5, 5))
+    pair.eval()                                       # inference: the device copies' running statistics, averaged
+    rm = torch.stack([m.bn.running_mean for m in singles]).mean(0)
+    rv = torch.stack([m.bn.running_var for m in singles]).mean(0)
+    z = F.conv2d(xs[0], pair.conv.weight, pair.conv.bias, padding=1)
+    torch.testing.assert_close(pair(xs[0]), F.batch_norm(z, rm, rv, None, None, False, 0.0, 1e-5), rtol=1e-4, atol=1e-4)
+
+
+def test_stat_grad_scale_isolates_the_backward():
+    """The gradient ablation switch: with ``stat_grad_scale=s`` (window 1) the forward is BN exactly; the input
+    gradient is (1 − s)·(gradient with constant statistics) + s·(BN's gradient), computed here with autograd in
+    float64. ``s = 1/k`` is what the current batch gets inside a full window of k (the paper)."""
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
+    gy = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
+    layer = CrossIterationBatchNorm2d(4, window=1, stat_grad_scale=0.25).double()
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 2.0)
+    dummy_weight = torch.zeros(4, 1, dtype=torch.float64)
+    xa = x.clone().requires_grad_(True)
+    out = layer(xa, dummy_weight)
+    (gx,) = torch.autograd.grad(out, xa, gy)
+    xb = x.clone().requires_grad_(True)
+    ref = F.batch_norm(xb, None, None, layer.weight, layer.bias, True, 0.0, layer.eps)
+    (g_bn,) = torch.autograd.grad(ref, xb, gy)
+    var, _ = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    g_const = gy * (layer.weight / torch.sqrt(var + layer.eps))[None, :, None, None]
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, 0.75 * g_const + 0.25 * g_bn.detach(), rtol=1e-8, atol=1e-10)
+    # stat_grad_scale=1 gives BN's gradient; None (the default) leaves BN alone in the plain path
+    full = CrossIterationBatchNorm2d(4, window=1, stat_grad_scale=1.0).double()
+    full.load_state_dict(layer.state_dict())
+    xc = x.clone().requires_grad_(True)
+    (gc,) = torch.autograd.grad(full(xc, dummy_weight), xc, gy)
+    torch.testing.assert_close(gc, g_bn, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="stat_grad_scale"):
+        CrossIterationBatchNorm2d(4, stat_grad_scale=1.5)
 
 
 def test_bfloat16_autocast_close_to_float32():
@@ -455,25 +611,93 @@ def test_window_norm_backward_gradcheck(with_past, affine):
     assert torch.autograd.gradcheck(lambda *a: cbn._WindowNorm.apply(*a)[0], inputs)
 
 
-# --- figures and the app tab -------------------------------------------------------------------------
+# --- the demo (workbench.demos.cbn), figures and the app tab -----------------------------------------------
 def _tiny_diag(steps=12, **kw):
-    cfg = cbn.DiagnosticConfig(batch_size=2, window=3, steps=steps, every=4, layer="stem", **kw)
+    from workbench.demos import cbn as demo
+
+    cfg = demo.DiagnosticConfig(batch_size=2, window=3, steps=steps, every=4, layer="stem", **kw)
     g = torch.Generator().manual_seed(0)
-    data = (torch.rand(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g))
-    results = list(cbn.diagnostic_run(cfg, data=data))
-    return results, cbn.diagnostic_series(results[-1], cfg)
+    data = (torch.rand(40, 3, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g))
+    results = list(demo.diagnostic_run(cfg, data))
+    return results, demo.diagnostic_series(results[-1], cfg)
 
 
 def test_diagnostic_run_streams_and_matches_recomputation():
     results, diag = _tiny_diag()
     assert [r["step"] for r in results] == [4, 8, 12]  # streamed updates
     assert diag["step"] == list(range(12)) and len(diag["loss"]) == 12
-    assert diag["n_past"][:3] == [0, 1, 2]
+    assert diag["n_past"][:4] == [0, 1, 2, 2]
+    assert len(results[0]["records"]) == 4 and len(results[-1]["records"]) == 12   # cumulative
     # μ compensation is exact for the conv: compensated window mean == true window mean
     for a, b in zip(diag["mu_comp"][3:], diag["mu_true"][3:]):
         assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
     errs = [(n, c) for n, c in zip(diag["err_nu_naive"], diag["err_nu_comp"]) if n is not None]
     assert sum(c for _, c in errs) < 0.5 * sum(n for n, _ in errs)
+    assert diag["err_mu_naive"][0] is None          # no past entry at the first step
+    import json
+
+    assert json.loads(json.dumps(diag)) == diag     # the compact form is plain JSON
+
+
+def test_diagnostic_run_streams_when_each_step_is_resumed_in_another_thread():
+    """Gradio resumes a streaming handler in worker threads (other contexts) after each yield: the capture must
+    keep recording across yields and close cleanly (regression: "Token ... was created in a different Context"
+    on the CBN tab's live run, and records that stopped after the first update)."""
+    import threading
+
+    from workbench.demos import cbn as demo
+
+    cfg = demo.DiagnosticConfig(batch_size=2, window=3, steps=12, every=4, layer="stem")
+    g = torch.Generator().manual_seed(0)
+    data = (torch.rand(40, 3, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g))
+    alone = list(demo.diagnostic_run(cfg, data))
+    gen = demo.diagnostic_run(cfg, data)
+    outs, errors = [], []
+
+    def step():
+        try:
+            outs.append(next(gen, None))
+        except BaseException as e:  # pragma: no cover
+            errors.append(e)
+
+    for _ in range(len(alone) + 1):          # one thread per resume; the last one ends the generator
+        t = threading.Thread(target=step)
+        t.start()
+        t.join(120)
+    assert not errors, errors
+    assert outs[-1] is None and len(outs) == len(alone) + 1
+    a, b = demo.diagnostic_series(alone[-1], cfg), demo.diagnostic_series(outs[-2], cfg)
+    assert b["n_past"] == a["n_past"] == [0, 1] + [2] * 10
+    assert b["mu_true"] == a["mu_true"] and b["loss"] == a["loss"]
+    assert not inspect.active()
+
+
+def test_diagnostic_run_with_burnin_and_rho_zero():
+    """During burn-in the layer is plain BN (no past entries); with ρ = 0 the compensated window is the naive one."""
+    _, diag = _tiny_diag(steps=12, burnin=5)
+    assert diag["n_past"][:6] == [0, 0, 0, 0, 0, 0] and diag["n_past"][6:8] == [1, 2]
+    _, naive = _tiny_diag(steps=10, rho=0.0)
+    for a, b in zip(naive["mu_comp"], naive["mu_naive"]):
+        assert a == b
+
+
+def test_live_diagnostic_on_shapes_shows_the_compensation_working():
+    """A short live run of the app's default layer on the real 32 px shapes data: the compensated window's μ
+    error is orders of magnitude below the naive one and its ν error is smaller too (the paper's Fig. 3 point)."""
+    from workbench.demos import cbn as demo
+
+    panels = list(demo.live(batch_size=4, window=4, rho=1.0, burnin=0, steps=40, layer="blocks.1.conv1", channel=3))
+    assert len(panels) == 40 // max(5, 40 // 8)
+    diag = panels[-1].values["diag"]
+    assert diag["step"] == list(range(40)) and diag["config"]["lr"] == pytest.approx(0.1 * 4 / 32)
+
+    def mean(k):
+        vals = [v for v in diag[k] if v is not None]
+        return sum(vals) / len(vals)
+
+    assert mean("err_mu_comp") < 1e-2 * mean("err_mu_naive")
+    assert mean("err_nu_comp") < mean("err_nu_naive")
+    assert list(panels[-1].figures) == ["trajectories", "errors", "loss"]
 
 
 def test_figures_from_diagnostic():
@@ -494,92 +718,41 @@ def test_figures_from_diagnostic():
     assert f"{naive:.2e}" in text
 
 
-def test_study_tables_from_records():
-    from workbench.studies import cbn as st
-
-    recs = []
-    for norm, accs in (("bn", (0.9, 0.8, 0.95)), ("cbn", (0.93, 0.9, 0.95)), ("naive", (0.91, 0.85, 0.94)),
-                       ("gn", (0.92, 0.91, 0.92))):
-        for b, acc in zip((2, 4, 32), accs):
-            for seed, d in ((0, 0.01), (1, -0.01)):
-                recs.append(dict(part="main", norm=norm, batch_size=b, seed=seed, test_acc=acc + d, window=4,
-                                 burnin_epochs=0.0))
-    recs.append(dict(part="window", norm="cbn", batch_size=4, seed=0, test_acc=0.97, window=8, burnin_epochs=0.0))
-    recs.append(dict(part="burnin", norm="cbn", batch_size=4, seed=0, test_acc=0.96, window=4, burnin_epochs=1.0))
-    s = st.summarize(recs)
-    assert s["main"]["bn"][2] == pytest.approx([0.91, 0.89])
-    assert s["window"][("cbn", 1)] == s["main"]["bn"][4] and s["window"][("cbn", 8)] == [0.97]
-    assert s["burnin"][1.0] == [0.96] and s["burnin"][0.0] == s["main"]["cbn"][4]
-    md = "\n".join(body for _, body in st.tables(recs))
-    assert "90.0 ± 1.4" in md  # BN at B=2: mean of 0.91, 0.89 ± their std
-    assert "-4.0" in md  # gap of BN B=2 to BN B=32 (0.90 vs 0.95)
-    from workbench.viz import cbn as vz
-
-    fig = vz.batch_size_figure(recs)
-    bn_line = [t for t in fig.data if t.name == "BN"][0]
-    assert list(bn_line.y) == pytest.approx([90.0, 80.0, 95.0])
-
-
 def test_app_functions(monkeypatch):
+    import gradio  # noqa: F401
+
     from workbench.apps import cbn as app
-    from workbench.studies import cbn as st
+    from workbench.apps.common import guard
+    from workbench.demos import cbn as demo
 
-    diag = st.load_diagnostic()
-    traj, err, loss, text, state = app.replay(2)
-    assert state == diag and "compensated" in text
-    cur = [t for t in traj.data if t.name == "current batch"][0]
-    assert list(cur.y) == pytest.approx([row[2] for row in diag["mu_cur"]])
     results, tiny = _tiny_diag()
-    monkeypatch.setattr(cbn, "diagnostic_run", lambda cfg, data=None: iter(results))
+    traj, err, loss, text = app.render(tiny, 2)
+    cur = [t for t in traj.data if t.name == "current batch"][0]
+    assert list(cur.y) == pytest.approx([row[2] for row in tiny["mu_cur"]])
+    assert text == demo.panel(tiny, 2).text
+    calls = []
+    monkeypatch.setattr(demo, "diagnostic_run", lambda cfg, dataset=None: calls.append(cfg) or iter(results))
     outs = list(app.live(2, 3, 1.0, 0, 10, "stem", 1))
-    assert len(outs) == 3 and outs[-1][4]["step"] == tiny["step"]
+    assert len(outs) == 3 and outs[-1][3]["step"] == tiny["step"] and len(outs[-1]) == 5
+    assert calls[0].batch_size == 2 and calls[0].window == 3 and calls[0].layer == "stem"
+    # user errors: every output cleared, the message on the status line (last output)
+    live = guard(app.live, 5)
     for bad, msg in ((dict(batch_size=1), "batch size"), (dict(window=0), "window"), (dict(rho=float("nan")), "rho"),
-                     (dict(steps=10 ** 6), "steps"), (dict(layer="fc"), "layer"), (dict(batch_size="x"), "number")):
+                     (dict(steps=10 ** 6), "steps"), (dict(layer="fc"), "layer"), (dict(batch_size="x"), "batch size")):
         kw = dict(batch_size=2, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=0) | bad
-        with pytest.raises(ValueError, match=msg):
-            list(app.live(**kw))
-    with pytest.raises(ValueError, match="channel"):
-        app.render(diag, 999)
-    with pytest.raises(ValueError, match="Nothing to show"):
-        app.render({}, 0)
+        out = list(live(**kw))
+        assert out == [(None, None, None, None, out[0][4])] and out[0][4].startswith("⚠️ ") and msg in out[0][4], out
+    out = guard(app.render, 4)(tiny, 999)
+    assert out[:3] == (None, None, None) and "channel" in out[3]
+    assert guard(app.render, 4)({}, 0)[3].startswith("⚠️ Nothing to show")
 
 
-def test_demo_checkpoint_reproduces_its_accuracy():
-    """The committed fp16 demo checkpoint loads (weights_only) into a fresh CBN model, window included,
-    and reproduces the test accuracy recorded when it was saved (within fp16 rounding)."""
-    from workbench.checkpoints import load_demo, load_into
-    from workbench.data.natural import digits
-    from workbench.studies import cbn as st
-    from workbench.train import evaluate_accuracy
+def test_app_channel_slider_follows_the_layer():
+    import gradio  # noqa: F401
 
-    ck = load_demo("cbn_digits", st.DEMO_COMMAND)
-    model = make_model("cbn", window=4, seed=1)
-    load_into(model, ck)
-    assert all(int(m.bn.past_filled) == 3 for _, m in cbn.cbn_layers(model))
-    x, y = digits("test")
-    assert evaluate_accuracy(model, x, y) == pytest.approx(ck.extra["test_acc"], abs=0.01)
-    assert ck.meta["command"] == st.DEMO_COMMAND
+    from workbench.apps import cbn as app
+    from workbench.demos import cbn as demo
 
-
-def test_stat_grad_scaled_bn_isolates_the_backward():
-    """The study's gradient ablation: forward = BN exactly; input gradient = (1 − 1/k)·(gradient with
-    constant statistics) + (1/k)·(BN's gradient), computed here with autograd in float64."""
-    from workbench.studies.cbn import StatGradScaledBN
-
-    g = torch.Generator().manual_seed(16)
-    x = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
-    gy = torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64)
-    bn = nn.BatchNorm2d(4).double()
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 2.0)
-    layer = StatGradScaledBN(bn, 4).double()
-    xa = x.clone().requires_grad_(True)
-    out = layer(xa)
-    (gx,) = torch.autograd.grad(out, xa, gy)
-    xb = x.clone().requires_grad_(True)
-    ref = F.batch_norm(xb, None, None, layer.weight, layer.bias, True, 0.0, bn.eps)
-    (g_bn,) = torch.autograd.grad(ref, xb, gy)
-    var, mu = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-    g_const = gy * (layer.weight / torch.sqrt(var + bn.eps))[None, :, None, None]
-    torch.testing.assert_close(out, ref.detach(), rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(gx, 0.75 * g_const + 0.25 * g_bn, rtol=1e-8, atol=1e-10)
+    for layer in demo.LAYERS:
+        upd = app.channel_range(layer, 100)
+        assert upd["maximum"] == demo.channels(layer) - 1 and upd["value"] == min(100, demo.channels(layer) - 1)

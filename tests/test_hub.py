@@ -15,18 +15,41 @@ def test_registry_is_consistent():
     assert len({t.title for t in TABS}) == 7
 
 
-def test_every_landed_tab_module_imports_and_builds():
+@pytest.mark.parametrize("module", [t.module for t in TABS])
+def test_every_tab_module_imports_and_builds(module):
+    """Each tab (workbench/apps/<module>.py) imports and builds; its initial content is computed at build time, so
+    this loads the tab's demo model (MoBY and DNL wait for their retrained checkpoints)."""
     import gradio as gr
 
-    root = Path(__file__).resolve().parents[1] / "apps"
-    for t in TABS:
-        mod, problem = load_tab_module(t.module)
-        if (root / f"{t.module}.py").exists():
-            assert mod is not None, f"apps/{t.module}.py failed to import:\n{problem}"
-            with gr.Blocks():
-                mod.build()
-        else:
-            assert problem == "coming"
+    root = Path(__file__).resolve().parents[1] / "workbench" / "apps"
+    assert (root / f"{module}.py").exists()
+    mod, problem = load_tab_module(module)
+    assert mod is not None, f"workbench/apps/{module}.py failed to import:\n{problem}"
+    with gr.Blocks():
+        mod.build()
+
+
+STATUS = {"swin_v2": "swin_v2-verdict", "simmim": "simmim-summary", "moby": "moby-neighbours-text", "cbn": "cbn-summary",
+          "dnl": "dnl-summary", "icar": "icar-numbers"}
+
+
+@pytest.mark.parametrize("module", sorted(STATUS))
+def test_tabs_show_content_on_load(module):
+    """Initial values are computed at build time: the status / summary line and the plots are filled before any
+    click (the CBN tab shows the recorded run, or says why it cannot)."""
+    import gradio as gr
+
+    mod, problem = load_tab_module(module)
+    assert mod is not None, problem
+    with gr.Blocks() as blocks:
+        mod.build()
+    comps = {getattr(b, "elem_id", None): b for b in blocks.blocks.values()}
+    status = comps[STATUS[module]].value
+    assert status and not status.startswith("⚠️"), status
+    plots = [b for b in blocks.blocks.values() if isinstance(b, gr.Plot)]
+    if module == "cbn" and status.startswith("**Not available"):
+        return
+    assert plots and plots[0].value is not None
 
 
 def test_hub_builds_with_one_tab_per_paper():
@@ -37,6 +60,55 @@ def test_hub_builds_with_one_tab_per_paper():
     assert [lbl for lbl in labels if lbl in titles] == titles and labels[0] == "Welcome"
     with pytest.raises(ValueError, match="unknown tab"):
         build_hub(only="nope")
+
+
+def test_a_tab_that_fails_to_build_does_not_take_the_hub_down(monkeypatch):
+    """A tab whose build raises (e.g. its demo checkpoint is missing) is replaced by a message without paths; the
+    other tabs build as usual."""
+    import gradio as gr
+
+    from workbench.apps import hub
+
+    def broken_build():
+        gr.Markdown("half-built content", elem_id="half-built")
+        raise ValueError("demo checkpoint 'x' is missing (/secret/path/x.pt). Regenerate it with: workbench train x")
+
+    real = hub.load_tab_module
+
+    def fake(module):
+        if module == "icar":
+            return type("M", (), {"build": staticmethod(broken_build)}), None
+        if module == "sparse":
+            return None, "coming"
+        return real(module)
+
+    monkeypatch.setattr(hub, "load_tab_module", fake)
+    demo = hub.build_hub(only="icar")
+    comps = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    msg = comps["hub-icar-load-error"].value
+    assert "failed to load" in msg and "workbench train x" in msg and "/secret" not in msg
+    assert comps["half-built"].parent.visible is False          # the half-built content is hidden
+    demo = hub.build_hub(only="sparse")
+    assert "Coming soon" in {getattr(b, "elem_id", None): b for b in demo.blocks.values()}["hub-sparse-coming"].value
+
+
+def test_load_events_never_raise_a_page_wide_error():
+    """Load events run on every page of the hub, whichever tab is open: a user error there (e.g. a record set not
+    committed yet) must land on the tab's status line, not in an error toast over every tab (regression: the
+    Sparse tab's accuracy plot toasted "no study records ..." on every page load)."""
+    import gradio as gr
+
+    demo = build_hub()
+    loads = [f for f in demo.fns.values() if any(t[1] == "load" for t in f.targets)]
+    assert len(loads) >= 2
+    for f in loads:
+        args = [c.value for c in f.inputs]
+        try:
+            out = f.fn(*args)
+        except gr.Error as e:  # pragma: no cover - the failure this test exists for
+            pytest.fail(f"load event {f.name} raised gr.Error: {e}")
+        outs = out if isinstance(out, tuple) else (out,)
+        assert len(outs) == len(f.outputs), f.name
 
 
 def test_guard_turns_user_errors_into_messages():

@@ -322,7 +322,10 @@ def test_retrieve_captions_ranks_by_cosine(tok, data):
 
 @pytest.fixture(scope="module")
 def demo():
-    return icar.demo_bundle()
+    from workbench.demos import icar as demo_mod
+
+    model, tok, caps, _ = demo_mod.bundle()
+    return model, tok, caps
 
 
 def test_demo_checkpoint_zero_shot_beats_chance_on_held_out_classes(demo):
@@ -355,66 +358,113 @@ def test_demo_checkpoint_round_trip(tmp_path, demo):
 
 
 def test_zero_shot_report_and_its_bad_inputs(demo):
+    from workbench.demos import icar as demo_mod
+
     model, tok, caps = demo
     img = shapes.render("ring", "red", "large", "plain", seed=0, image_size=64)["image"]
-    rows = icar.default_class_rows() + [["", ""]]
-    rep = icar.zero_shot_report(model, tok, img, rows, k=3, captions=caps)
+    rows = demo_mod.default_class_rows() + [["", ""]]
+    rep = demo_mod.zero_shot_report(model, tok, img, rows, k=3, captions=caps)
     assert rep["names"] == list(shapes.CLASSES) and len(rep["captions"]) == 3
     assert abs(sum(rep["with_desc"]) - 1) < 1e-3 and abs(sum(rep["names_only"]) - 1) < 1e-3
     assert rep["scores"] == sorted(rep["scores"], reverse=True)
     assert "ignored 1 empty row" in rep["notices"]
-    rep2 = icar.zero_shot_report(model, tok, img, [["ring", "a zorblax"], ["star", ""]], k=1, captions=caps)
+    # the probabilities are predict_proba of the resized image with and without descriptions
+    x = torch.from_numpy(rep["image"].copy()).permute(2, 0, 1)[None].float() / 255
+    classes, _ = icar.parse_classes(rows)
+    p = icar.predict_proba(model, tok, x, classes, True)[0]
+    assert np.allclose(rep["with_desc"], p.numpy(), atol=1e-4)
+    scores, idx = icar.retrieve_captions(model, tok, x, caps, 3)
+    assert rep["captions"] == [caps[i] for i in idx[0].tolist()]
+    rep2 = demo_mod.zero_shot_report(model, tok, img, [["ring", "a zorblax"], ["star", ""]], k=1, captions=caps)
     assert any("zorblax" in n for n in rep2["notices"])
     with pytest.raises(ValueError, match="empty"):
-        icar.zero_shot_report(model, tok, img, [["", ""]], captions=caps)
+        demo_mod.zero_shot_report(model, tok, img, [["", ""]], captions=caps)
     with pytest.raises(ValueError, match="duplicate"):
-        icar.zero_shot_report(model, tok, img, [["ring", ""], ["RING", "x"]], captions=caps)
+        demo_mod.zero_shot_report(model, tok, img, [["ring", ""], ["RING", "x"]], captions=caps)
     with pytest.raises(ValueError, match="ASCII"):
-        icar.zero_shot_report(model, tok, img, [["ring", "caf\u00e9"]], captions=caps)
+        demo_mod.zero_shot_report(model, tok, img, [["ring", "caf\u00e9"]], captions=caps)
     with pytest.raises(ValueError, match="between 1 and 50"):
-        icar.zero_shot_report(model, tok, img, [["ring", ""]], k=0, captions=caps)
-    with pytest.raises(ValueError):
-        icar.zero_shot_report(model, tok, b"not an image", [["ring", ""]], captions=caps)
+        demo_mod.zero_shot_report(model, tok, img, [["ring", ""]], k=0, captions=caps)
+    with pytest.raises(ValueError, match="^could not read the image"):
+        demo_mod.zero_shot_report(model, tok, b"not an image", [["ring", ""]], captions=caps)
 
 
 def test_rows_from_lines():
-    assert icar.rows_from_lines("star: five points\nring\n\n") == [["star", "five points"], ["ring", ""],
-                                                                    ["", ""]]
+    from workbench.demos import icar as demo_mod
+
+    assert demo_mod.rows_from_lines("star: five points\nring\n\n") == [["star", "five points"], ["ring", ""],
+                                                                        ["", ""]]
     with pytest.raises(ValueError):
-        icar.rows_from_lines(None)
+        demo_mod.rows_from_lines(None)
 
 
 def test_app_predict_and_bad_inputs(demo):
     import gradio  # noqa: F401  (a dependency: fail loudly if missing)
     import pandas as pd
-    from workbench.apps import icar as app
 
-    rows = app.default_rows()
-    fig_p, fig_c, text = app.predict(app.example_names()[0], None, pd.DataFrame(rows, columns=app.HEADERS))
+    from workbench.apps import icar as app
+    from workbench.apps.common import guard
+    from workbench.demos import icar as demo_mod
+
+    rows = app.rows()
+    example = demo_mod.example_names()[0]
+    fig_p, fig_c, text = app.predict(example, None, pd.DataFrame(rows, columns=demo_mod.HEADERS))
     assert [t.name for t in fig_p.data] == ["name: description", "name only"]
     assert list(fig_p.data[0].x) == list(shapes.CLASSES)
     assert "| ring |" in text
+    # the example image is the documented rendering
+    ring = shapes.render("ring", "red", "large", "plain", seed=0, image_size=128)["image"]
+    np.testing.assert_array_equal(demo_mod.example_image(example), ring)
+    assert fig_p.to_json() == app.predict(None, ring, rows)[0].to_json()
     # editing one description changes its probability (and only the description-based series)
     edited = [list(r) for r in rows]
     edited[0][1] = "a shape with five sharp points"
-    fig_e, _, _ = app.predict(app.example_names()[0], None, edited)
+    fig_e, _, _ = app.predict(example, None, edited)
     assert not np.allclose(fig_e.data[0].y, fig_p.data[0].y)
     assert np.allclose(fig_e.data[1].y, fig_p.data[1].y)
-    # an upload wins over the example; a huge upload is resized (with a notice), a non-image refused
+    # an upload wins over the example; a huge upload is resized (with a notice)
     big = np.zeros((3000, 3000, 3), np.uint8)
-    fig_u, _, _ = app.predict(app.example_names()[0], big, rows)
-    assert len(fig_u.data[0].y) == 10
-    with pytest.raises(ValueError):
-        app.predict(app.example_names()[0], np.zeros((5,), np.uint8), rows)
-    with pytest.raises(ValueError, match="empty"):
-        app.predict(app.example_names()[0], None, pd.DataFrame({"name": [""], "description": [""]}))
-    with pytest.raises(ValueError, match="duplicate"):
-        app.predict(app.example_names()[0], None, [["ring", "a"], ["ring", "b"]])
-    with pytest.raises(ValueError, match="ASCII"):
-        app.predict(app.example_names()[0], None, [["ring", "\u2605"]])
-    with pytest.raises(ValueError, match="unknown example"):
-        app.predict("nope", None, rows)
-    assert app.default_rows("held-out") == icar.default_class_rows(["ring", "pentagon", "crescent"])
+    fig_u, _, _ = app.predict(example, big, rows)
+    assert len(fig_u.data[0].y) == 10 and not np.allclose(fig_u.data[0].y, fig_p.data[0].y)
+    handler = guard(app.predict, 3)
+    for args, msg in (((example, np.zeros((5,), np.uint8), rows), "could not read the image"),
+                      ((example, None, pd.DataFrame({"name": [""], "description": [""]})), "empty"),
+                      ((example, None, [["ring", "a"], ["ring", "b"]]), "duplicate"),
+                      ((example, None, [["ring", "\u2605"]]), "ASCII"),
+                      (("nope", None, rows), "unknown example"),
+                      ((example, None, rows, 0), "captions")):
+        out = handler(*args)
+        assert out[:2] == (None, None) and out[2].startswith("⚠️ ") and msg in out[2], out
+    assert app.rows("held-out") == demo_mod.default_class_rows(["ring", "pentagon", "crescent"])
+    assert demo_mod.held_out() == ["ring", "pentagon", "crescent"]
+
+
+def test_panel_quotes_the_checkpoints_numbers(demo):
+    from workbench.demos import icar as demo_mod
+
+    extra = demo_mod.bundle()[3]
+    m = extra.get("metrics") or {}
+    assert m, "the demo checkpoint records no metrics: run `workbench train icar-demo`"
+    p = demo_mod.panel()
+    assert f"**{m['zs_names']:.1%}**" in p.text and ", ".join(extra["held_out"]) in p.text
+
+
+def test_missing_demo_checkpoint_tells_the_command(monkeypatch, tmp_path):
+    from workbench import checkpoints
+    from workbench.demos import common
+    from workbench.demos import icar as demo_mod
+
+    def drop():
+        for k in [k for k in common._CACHE if k[0] == demo_mod.__name__]:
+            common._CACHE.pop(k, None)
+
+    drop()
+    monkeypatch.setattr(checkpoints, "DEMO_DIR", tmp_path)
+    try:
+        with pytest.raises(checkpoints.CheckpointError, match="workbench train icar-demo"):
+            demo_mod.bundle()
+    finally:
+        drop()
 
 
 def test_swin_v2_image_encoder_option(tok):
@@ -433,16 +483,18 @@ def test_swin_v2_image_encoder_option(tok):
 
 def test_explorer_mirrors_the_app(demo):
     import ipywidgets  # noqa: F401  (a dependency: fail loudly if missing)
+
+    from workbench.demos import icar as demo_mod
     from workbench.widgets.icar import icar_explorer, render_zero_shot
 
     model, tok, caps = demo
-    lines = "\n".join(f"{n}: {d}" for n, d in icar.default_class_rows())
-    fig, html = render_zero_shot(model, tok, caps, shape="ring", classes_text=lines, k=3)
-    img = shapes.render("ring", "red", "large", "plain", seed=0, image_size=model.cfg.image_size)["image"]
-    rep = icar.zero_shot_report(model, tok, img, icar.default_class_rows(), k=3, captions=caps)
+    lines = "\n".join(f"{n}: {d}" for n, d in demo_mod.default_class_rows())
+    fig, html = render_zero_shot(shape="ring", classes_text=lines, k=3)
+    img = shapes.render("ring", "red", "large", "plain", seed=0, image_size=128)["image"]
+    rep = demo_mod.zero_shot_report(model, tok, img, demo_mod.default_class_rows(), k=3, captions=caps)
     assert list(fig.data[0].y) == rep["with_desc"] and list(fig.data[1].y) == rep["names_only"]
     assert html.count("<li>") == 3 and rep["captions"][0] in html
-    ex = icar_explorer(model, tok, caps)
+    ex = icar_explorer()
     assert list(ex.figure.data[0].x) == list(shapes.CLASSES)
     ex.controls["classes_text"].value = "ring: a round hole\nring: again"
     assert "duplicate class name" in ex.message.value
@@ -462,28 +514,3 @@ def test_study_split_and_training_labels(tok):
         assert int(labels[i]) == (st.SEEN.index(name) if name in st.SEEN else -1)  # held out: never a label
         assert tok.decode(caps[i]) == d.captions[i].lower()
         assert (uid == uid[i]).sum() == d.captions.count(d.captions[i])  # same caption <=> same id
-
-
-def test_study_table_matches_committed_records():
-    from workbench.studies import icar as st
-
-    records = st.read_records()
-    assert {(r["method"], r["seed"]) for r in records} == {(m, s) for m in icar.METHODS for s in (0, 1)}
-    rows = {r["method"]: r for r in st.summarize(records)}
-    for m in icar.METHODS:
-        vals = np.array([r["seen_acc"] for r in records if r["method"] == m])
-        assert abs(rows[m]["seen_acc"] - vals.mean()) < 1e-12 and abs(rows[m]["seen_acc_std"] - vals.std()) < 1e-12
-    committed = (st.DEFAULT_OUT / "table.md").read_text()
-    assert st.markdown_table(records) in committed
-    # the demo checkpoint is the study's iCAR seed-0 model and carries its numbers
-    extra = icar.load_demo()[2]
-    rec = next(r for r in records if r["method"] == "icar" and r["seed"] == 0)
-    assert extra["method"] == "icar" and all(extra["metrics"][k] == rec[k] for k in st.METRICS)
-
-
-def test_missing_demo_checkpoint_tells_the_command(monkeypatch):
-    from workbench.checkpoints import CheckpointError
-
-    monkeypatch.setattr(icar, "DEMO_NAME", "icar_does_not_exist")
-    with pytest.raises(CheckpointError, match="workbench train icar-demo"):
-        icar.load_demo()

@@ -222,17 +222,25 @@ def test_loss_equals_float64_reference():
 
 def test_model_loss_equals_reference_from_its_branches():
     model = tiny_moby(queue_size=16).double()
-    model.eval()  # deterministic branches; eval does not enqueue
-    x1, x2 = torch.rand(3, 3, 16, 16, dtype=torch.float64), torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    model.eval()  # deterministic branches
+    x1, x2 = torch.rand(4, 3, 16, 16, dtype=torch.float64), torch.rand(4, 3, 16, 16, dtype=torch.float64)
+    q1, q2 = model.queue1.clone(), model.queue2.clone()
     loss = model(x1, x2)
     with torch.no_grad():
         p1 = F.normalize(model.predictor(model.projector(model.encoder(x1))), dim=1)
         p2 = F.normalize(model.predictor(model.projector(model.encoder(x2))), dim=1)
         z1 = F.normalize(model.projector_k(model.encoder_k(x1)), dim=1)
         z2 = F.normalize(model.projector_k(model.encoder_k(x2)), dim=1)
-    want = reference_loss(p1, p2, z1, z2, model.queue1, model.queue2, 0.2)
+    want = reference_loss(p1, p2, z1, z2, q1, q2, 0.2)      # the queues as they were before the call
     assert float(loss.detach()) == pytest.approx(want, rel=1e-10)
-    assert int(model.queue_ptr) == 0
+    # official: the keys are enqueued in eval mode too (only enqueue=False leaves the queues alone)
+    assert int(model.queue_ptr) == 4
+    torch.testing.assert_close(model.queue1[:, :4], z1.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model.queue2[:, :4], z2.T, rtol=0, atol=1e-12)
+    before = model.queue1.clone()
+    again = model(x1, x2, enqueue=False)
+    assert int(model.queue_ptr) == 4 and torch.equal(model.queue1, before)
+    assert float(again) == pytest.approx(reference_loss(p1, p2, z1, z2, model.queue1, model.queue2, 0.2), rel=1e-10)
 
 
 def test_loss_shape_errors():
@@ -320,19 +328,23 @@ def test_nearest_neighbours_match_brute_force():
     g = torch.Generator().manual_seed(2)
     e = torch.randn(40, 6, generator=g)
     q = e[7]
-    idx, sims = moby.nearest_neighbours(e, q, k=5, exclude=7)
+    from workbench.demos import moby as demo
+
+    idx, sims = demo.nearest_neighbours(e, q, k=5, exclude=7)
     cos = [(float(F.cosine_similarity(e[i], q, dim=0)), i) for i in range(40) if i != 7]
     cos.sort(reverse=True)
     assert idx == [i for _, i in cos[:5]]
     np.testing.assert_allclose(sims, [s for s, _ in cos[:5]], atol=1e-6)
     with pytest.raises(ValueError):
-        moby.nearest_neighbours(e, q, k=0)
+        demo.nearest_neighbours(e, q, k=0)
 
 
 def test_pca_projection_matches_numpy_svd():
     g = torch.Generator().manual_seed(4)
     e = torch.randn(50, 7, generator=g) * torch.tensor([5.0, 3, 1, 1, 1, 1, 1])
-    xy = moby.project_2d(e, "pca")
+    from workbench.demos import moby as demo
+
+    xy = demo.project_2d(e, "pca")
     x = e.double().numpy()
     x = x - x.mean(0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
@@ -343,7 +355,7 @@ def test_pca_projection_matches_numpy_svd():
     # variance of the first axis is the largest singular value squared / n
     np.testing.assert_allclose(xy[:, 0].var(), (np.linalg.svd(x, compute_uv=False)[0] ** 2) / 50, rtol=1e-9)
     with pytest.raises(ValueError):
-        moby.project_2d(e, "umap-ish")
+        demo.project_2d(e, "umap-ish")
 
 
 # ---------------------------------------------------------------------------------------------- two views
@@ -441,102 +453,193 @@ def test_embedding_map_highlights_and_hover():
 
 
 # ---------------------------------------------------------------------------------------------- demo + app
-@pytest.fixture(scope="module")
-def demo():
-    from workbench.checkpoints import demo_path
-    assert demo_path(moby.DEMO_NAME).exists(), f"demo checkpoint missing: run `{moby.DEMO_COMMAND}`"
-    moby._DEMO_CACHE.clear()
-    return moby.demo_index("shapes")
+# A random-initialised encoder of the demo's architecture stands in for the committed one in the logic tests; the
+# checkpoint tests (moby_swinv2_shapes.pt) come last in this section.
+def _drop_demo_cache():
+    from workbench.demos import common
+    from workbench.demos import moby as demo
+
+    for k in [k for k in common._CACHE if k[0] == demo.__name__]:
+        common._CACHE.pop(k, None)
 
 
-def test_demo_checkpoint_is_small_and_loads_strictly(demo):
-    from workbench.checkpoints import demo_path, load_checkpoint
-    path = demo_path(moby.DEMO_NAME)
-    assert path.stat().st_size < 8e6
-    ck = load_checkpoint(path)
-    assert ck.meta["command"] == moby.DEMO_COMMAND
-    enc = moby.demo_encoder()
-    assert not enc.training and enc.num_features == demo["emb"].shape[1]
-    torch.testing.assert_close(demo["emb"].norm(dim=1), torch.ones(len(demo["labels"])))
+@pytest.fixture
+def standin(monkeypatch):
+    from workbench.demos import moby as demo
+
+    _drop_demo_cache()
+    torch.manual_seed(0)
+    enc = moby.create_encoder("swinv2_micro_window4_64", 0.0).eval()
+    monkeypatch.setattr(demo, "encoder", lambda: (enc, {"knn": None}))
+    monkeypatch.setattr(demo, "N", 80)
+    yield enc
+    _drop_demo_cache()
 
 
-def test_app_neighbours_match_brute_force(demo):
-    import workbench.apps.moby as app
-    fig_map, fig_nn, text = app.show_neighbours("shapes", "pca", 5, 6)
-    e = demo["emb"].double()
+def test_embeddings_are_the_encoders_normalised_features(standin):
+    from workbench.demos import moby as demo
+
+    idx = demo.index("shapes")
+    x = torch.from_numpy(idx["images"]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = F.normalize(standin(moby.normalize_batch(x)), dim=1)
+    torch.testing.assert_close(idx["emb"], ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(idx["emb"].norm(dim=1), torch.ones(len(idx["labels"])))
+    assert len(idx["labels"]) == demo.N and idx["names"][0] == "circle"
+
+
+def test_map_panel_neighbours_match_brute_force(standin):
+    from workbench.apps import moby as app
+    from workbench.demos import moby as demo
+
+    fig_map, fig_nn, text = app.show("shapes", "pca", 5, 6)
+    e = demo.index("shapes")["emb"].double()
     sims = e @ e[5]
     sims[5] = -2
     order = torch.argsort(sims, descending=True)[:6].tolist()
-    shown = [int(part.split()[0][1:]) for part in text.removeprefix("nearest: ").split(", ")]
+    shown = [int(part.split()[0][1:]) for part in text.split(". ")[0].removeprefix("nearest: ").split(", ")]
     assert shown == order
     assert sum(t.type == "image" for t in fig_nn.data) == 7  # the query and six neighbours
     ring = fig_map.data[-1]
     assert list(ring.customdata) == [5, *order]
+    xy = demo.project_2d(demo.index("shapes")["emb"], "pca")
+    np.testing.assert_allclose(ring.x, xy[[5, *order], 0])
 
 
-def test_app_upload_of_a_gallery_image_finds_itself(demo):
-    import workbench.apps.moby as app
-    img = demo["images"][11]
+def test_upload_of_a_gallery_image_finds_itself(standin):
+    from workbench.apps import moby as app
+    from workbench.demos import moby as demo
+
+    img = demo.index("shapes")["images"][11]
     fig, text = app.upload_neighbours("shapes", np.array(img), 3)
     first = text.removeprefix("nearest: ").split(", ")[0]
     assert first.startswith("#11 ") and first.endswith("(1.00)")
 
 
 def test_app_reroll_advances_the_seed_and_matches_two_views():
-    import workbench.apps.moby as app
+    from workbench.apps import moby as app
     from workbench.data import natural
+    from workbench.viz import moby as vm
     from workbench.viz.core import to_uint8_image
+
     name = natural.photo_names()[0]
-    seed, fig = app.reroll(name, None, 4)
-    assert seed == 5
+    seed, fig, text = app.reroll(name, 4)
+    assert seed == 5 and "BYOL" in text
     v1, v2 = moby.two_views(natural.load_photo(name), size=96, seed=5)
     assert len(fig.data) == 3
-    _, again = app.reroll(name, None, 4)
+    _, again, _ = app.reroll(name, 4)
     assert again.to_json() == fig.to_json()  # same seed -> same figure (deterministic)
-    _, other = app.reroll(name, None, 5)
+    _, other, _ = app.reroll(name, 5)
     assert other.data[1].source != fig.data[1].source and other.data[0].source == fig.data[0].source
     # the figure shows exactly moby.two_views(seed) (PNG-encoded uint8 images)
-    from workbench.viz import moby as vm
-    assert vm.two_views_figure(natural.load_photo(name), v1, v2, seed=5).to_json() == fig.to_json()
+    assert vm.two_views_figure(np.array(natural.load_photo(name)), v1, v2, seed=5).to_json() == fig.to_json()
     assert to_uint8_image(v1).shape == (96, 96, 3)
 
 
-def test_app_bad_inputs_become_messages(demo):
-    import gradio as gr
+def test_shapes_views_are_the_demo_training_views(standin):
+    """The "shapes #i" views are TwoViewShapes.sample(i) of the study's demo recipe, drawn with the seed."""
+    from workbench.data.transforms import denormalize
+    from workbench.demos import moby as demo
+    from workbench.studies.moby import PretrainConfig, TwoViewShapes
 
-    import workbench.apps.moby as app
+    p = demo.views_panel("shapes #2", 7)
+    ds = TwoViewShapes(PretrainConfig(n_images=16, img_size=64))
+    v1, v2 = (denormalize(v).clamp(0, 1) for v in ds.sample(2, torch.Generator().manual_seed(7)))
+    from workbench.viz import moby as vm
+
+    ref = vm.two_views_figure(ds.images[2].permute(1, 2, 0).numpy(), v1, v2, seed=7)
+    assert p.figures["views"].to_json() == ref.to_json() and "new background" in p.text
+
+
+def test_app_bad_inputs_become_status_messages(standin):
+    from workbench.apps import moby as app
     from workbench.apps.common import guard
-    for args in (("shapes", "pca", 10_000), ("shapes", "pca", -1), ("shapes", "pca", None), ("mnist", "pca", 0)):
-        with pytest.raises(gr.Error):
-            guard(app.draw_map)(*args)
-    with pytest.raises(gr.Error):
-        guard(app.show_neighbours)("shapes", "pca", 0, 99)
-    with pytest.raises(gr.Error):
-        guard(app.upload_neighbours)("shapes", None, 3)
-    with pytest.raises(gr.Error):
-        guard(app.upload_neighbours)("shapes", b"not an image", 3)
-    with pytest.raises(gr.Error):
-        guard(app.show_views)("no-such-photo", None, 0)
+
+    show = guard(app.show, 3)
+    for args, msg in ((("shapes", "pca", 10_000, 8), "point number"), (("shapes", "pca", -1, 8), "point number"),
+                      (("shapes", "pca", None, 8), "point number"), (("mnist", "pca", 0, 8), "gallery"),
+                      (("shapes", "pca", 0, 99), "neighbours")):
+        out = show(*args)
+        assert out[:2] == (None, None) and out[2].startswith("⚠️ ") and msg in out[2], out
+    up = guard(app.upload_neighbours, 2)
+    assert up("shapes", None, 3) == (None, "⚠️ Please choose or upload an image first.")
+    out = up("shapes", b"not an image", 3)
+    assert out[0] is None and out[1].startswith("⚠️ could not read the image")
+    out = guard(app.views, 2)("no-such-photo", 0)
+    assert out[0] is None and "unknown image source" in out[1]
+    out = guard(app.reroll, 3)("no-such-photo", 0)
+    assert out[:2] == (None, None) and "unknown image source" in out[2]
 
 
-def test_missing_demo_checkpoint_names_the_command(monkeypatch):
-    from workbench.checkpoints import CheckpointError
-    monkeypatch.setattr(moby, "DEMO_NAME", "moby_does_not_exist")
-    monkeypatch.setattr(moby, "_DEMO_CACHE", {})
-    with pytest.raises(CheckpointError, match="workbench train moby-study"):
-        moby.demo_index("shapes")
+def test_app_point_slider_follows_the_gallery(standin):
+    from workbench.apps import moby as app
+    from workbench.demos import moby as demo
+
+    upd = app.point_range("shapes", 10_000)
+    n = len(demo.index("shapes")["labels"])
+    assert upd["maximum"] == n - 1 and upd["value"] == n - 1
+    assert app.point_range("shapes", 3)["value"] == 3
 
 
-def test_widgets_render_the_same_figures_as_the_app(demo):
-    import workbench.apps.moby as app
+def test_widgets_render_the_same_figures_as_the_app(standin):
+    from workbench.apps import moby as app
     from workbench.widgets import moby as wm
-    fig_w, text_w = wm.render_embeddings("shapes", "pca", 2, 8)
-    fig_a, text_a = app.draw_map("shapes", "pca", 2)
-    assert fig_w.to_json() == fig_a.to_json() and text_w == text_a
+
+    fig_w, text_w = wm.render_map("shapes", "pca", 2, 8)
+    fig_a, _, text_a = app.show("shapes", "pca", 2, 8)
+    assert fig_w.to_json() == fig_a.to_json() and text_w.startswith("nearest: ")
+    nn_w, _ = wm.render_neighbours("shapes", 2, 8)
+    assert nn_w.to_json() == app.show("shapes", "pca", 2, 8)[1].to_json()
     ex = wm.views_explorer()
     assert len(ex.figure.data) == 3 and ex.calls == 1
     ex.controls["seed"].value = 3
     assert ex.calls == 2
+
+
+def test_missing_demo_checkpoint_names_the_command(monkeypatch, tmp_path):
+    from workbench import checkpoints
+    from workbench.demos import moby as demo
+
+    _drop_demo_cache()
+    monkeypatch.setattr(checkpoints, "DEMO_DIR", tmp_path)
+    try:
+        with pytest.raises(checkpoints.CheckpointError, match="workbench train moby-demo"):
+            demo.index("shapes")
+    finally:
+        _drop_demo_cache()
+
+
+def test_demo_checkpoint_is_small_loads_strictly_and_reproduces_its_knn():
+    """The committed encoder (moby_swinv2_shapes.pt) loads strictly, embeds the gallery on the unit sphere, and its
+    kNN top-1 on unseen shapes — recomputed here — is the number the tab quotes and beats a random encoder."""
+    from workbench.checkpoints import demo_path, load_checkpoint
+    from workbench.demos import moby as demo
+    from workbench.studies import moby as study
+
+    path = demo_path(demo.CHECKPOINT)
+    assert path.exists(), f"demo checkpoint missing: run `{demo.COMMAND}`"
+    assert path.stat().st_size < 8e6
+    assert load_checkpoint(path).meta["command"].startswith("workbench train moby-demo")
+    enc, info = demo.encoder()
+    idx = demo.index("shapes")
+    assert not enc.training and enc.num_features == idx["emb"].shape[1]
+    torch.testing.assert_close(idx["emb"].norm(dim=1), torch.ones(len(idx["labels"])))
+    knn = study.knn_top1(enc, study.knn_sets(demo.image_size()))
+    assert knn == pytest.approx(info["knn"], abs=1.0)
+    assert info["knn"] > info["knn_random_init"] + 10          # percent points: the training did something
+    assert f"{info['knn']:.1f}%" in demo.summary()
+
+
+def test_demo_neighbours_mostly_share_the_class():
+    """On the trained encoder a gallery point's nearest neighbours are mostly of its class (chance 10%)."""
+    from workbench.demos import moby as demo
+
+    idx = demo.index("shapes")
+    same = 0
+    for p in range(0, 100):
+        res = demo.neighbours("shapes", point=p, k=5)
+        same += sum(int(lab == idx["labels"][p]) for lab in res["labels"])
+    assert same / 500 > 0.5
 
 
 # ---------------------------------------------------------------------------------------------- DDP queue
@@ -592,41 +695,6 @@ def test_queue_under_ddp_rejects_a_global_batch_that_does_not_divide_it():
     out = _run_ddp(batch=3)  # global batch 6 does not divide 8
     for *_, err in out:
         assert err is not None and "multiple of the global batch size (6" in err
-
-
-# ---------------------------------------------------------------------------------------------- study records
-def test_committed_study_table_is_generated_from_its_records():
-    import json
-
-    from workbench.studies import moby as study
-    folder = study.OUT_DIR
-    rows = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines() if line.strip()]
-    meta = json.loads((folder / "meta.json").read_text())
-    assert (folder / "table.md").read_text() == study.markdown_table(rows, meta)
-    runs = {r["run"] for r in rows}
-    assert {s.name for s in study.study_plan()} <= runs
-    assert {"swinv2_lite_window4_64-random", "vit_lite_patch8_64-random", "simmim"} <= runs
-    for r in rows:
-        for k, v in r.items():
-            if k.startswith(("knn_", "linear_", "finetune_")):
-                assert 0.0 <= v <= 100.0
-    assert not meta["quick"] and meta["threads"] == 1 and meta["cpu_seconds"] < 15 * 60
-    curves = [json.loads(line) for line in (folder / "curves.jsonl").read_text().splitlines() if line.strip()]
-    for name in (s.name for s in study.study_plan()):
-        mom = [c["train_momentum"] for c in curves if c["run"] == name]
-        assert mom == sorted(mom) and 0.99 <= mom[0] and mom[-1] <= 1.0  # the cosine schedule, logged
-
-
-def test_shape_probe_labels_agree_with_the_captions():
-    from workbench.data import shapes
-    from workbench.studies import moby as study
-    x, labels = study.shape_attributes(40, 32, 5)
-    d = shapes.load(shapes.ShapesConfig(n=40, size=32, seed=5))
-    colours = list(shapes.COLORS)
-    for i, cap in enumerate(d.captions):
-        assert cap.endswith(f"on a {shapes.BACKGROUNDS[int(labels['background'][i])]} background")
-        assert f" {colours[int(labels['colour'][i])]} {shapes.CLASSES[int(labels['shapes'][i])]}" in cap
-    assert x.shape == (40, 3, 32, 32)
 
 
 # ---------------------------------------------------------------------------------------------- real backbones

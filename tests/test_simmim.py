@@ -156,6 +156,68 @@ def test_blockwise_mask_structure():
     assert reached >= 15  # BEiT's procedure reaches the target almost always on a 12x12 grid
 
 
+class _NumpyAsPythonRandom:
+    """Python ``random``'s two calls used by BEiT, drawn from a numpy Generator (same stream as ours)."""
+
+    def __init__(self, seed):
+        self.g = np.random.default_rng(seed)
+
+    def uniform(self, a, b):  # random.uniform: a + (b - a) * random(), valid for b < a too
+        return a + (b - a) * self.g.random()
+
+    def randint(self, a, b):  # inclusive, like random.randint
+        return int(self.g.integers(a, b + 1))
+
+
+def _beit_masking_generator(height, num_masking_patches, min_num_patches, rnd, min_aspect=0.3):
+    """BEiT's MaskingGenerator (beit/masking_generator.py) restated with a cell-by-cell loop."""
+    width = height
+    max_num_patches = num_masking_patches
+    log_aspect_ratio = (math.log(min_aspect), math.log(1 / min_aspect))
+    mask = np.zeros((height, width), dtype=np.int64)
+
+    def _mask(max_mask_patches):
+        delta = 0
+        for _attempt in range(10):
+            target_area = rnd.uniform(min_num_patches, max_mask_patches)
+            aspect_ratio = math.exp(rnd.uniform(*log_aspect_ratio))
+            h = int(round(math.sqrt(target_area * aspect_ratio)))
+            w = int(round(math.sqrt(target_area / aspect_ratio)))
+            if w < width and h < height:
+                top = rnd.randint(0, height - h)
+                left = rnd.randint(0, width - w)
+                num_masked = mask[top: top + h, left: left + w].sum()
+                if 0 < h * w - num_masked <= max_mask_patches:
+                    for i in range(top, top + h):
+                        for j in range(left, left + w):
+                            if mask[i, j] == 0:
+                                mask[i, j] = 1
+                                delta += 1
+                if delta > 0:
+                    break
+        return delta
+
+    mask_count = 0
+    while mask_count < num_masking_patches:
+        max_mask_patches = min(num_masking_patches - mask_count, max_num_patches)
+        delta = _mask(max_mask_patches)
+        if delta == 0:
+            break
+        mask_count += delta
+    return mask
+
+
+@pytest.mark.parametrize("input_size,mask_patch,ratio", [(192, 16, 0.4), (224, 16, 0.4), (64, 8, 0.6)])
+def test_blockwise_mask_matches_beit_procedure(input_size, mask_patch, ratio):
+    n = input_size // mask_patch
+    target = math.ceil(n * n * ratio)
+    min_patches = max(1, round(16 / 196 * n * n))
+    for seed in range(25):
+        ours = sm.blockwise_mask(input_size, mask_patch, mask_patch, ratio, seed=seed)
+        ref = _beit_masking_generator(n, target, min_patches, _NumpyAsPythonRandom(seed))
+        assert np.array_equal(ours, ref), seed
+
+
 # ----------------------------------------------------------------------------------------------------------
 # AvgDist
 # ----------------------------------------------------------------------------------------------------------
@@ -484,7 +546,9 @@ def test_real_backbone_official_round_trip_and_finetune_load(name):
     model.eval(), fresh.eval()
     with torch.no_grad():
         assert torch.equal(model(x, mask), fresh(x, mask))
-    clf = sm.create_encoder(name, num_classes=10)
+    from workbench.models import create_model
+
+    clf = create_model(name, num_classes=10)   # the registry builds the fine-tuning classifier
     missing = sm.load_encoder_for_finetune(clf, off)
     clf.eval()
     assert missing and all(k.startswith("head") for k in missing)
@@ -497,16 +561,26 @@ def test_real_backbone_official_round_trip_and_finetune_load(name):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# demo helpers, figures and the app tab's functions (random-init models stand in for the checkpoints)
+# the demo layer, figures and the app tab (random-init models stand in for the checkpoints, except in the
+# checkpoint tests at the end)
 # ----------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def random_demo_models(monkeypatch):
+    from workbench.demos import common
+    from workbench.demos import simmim as demo
+
+    def drop():
+        for k in [k for k in common._CACHE if k[0] == demo.__name__]:
+            common._CACHE.pop(k, None)
+
+    drop()
     cache = {}
-    for label, (_, backbone) in sm.DEMO_MODELS.items():
+    for label, (_, backbone, _) in demo.MODELS.items():
         torch.manual_seed(0)
         cache[label] = sm.build_simmim(backbone).eval()
-    monkeypatch.setattr(sm, "_MODEL_CACHE", cache)
-    return cache
+    monkeypatch.setattr(demo, "model", lambda label="Swin V2 lite (SimMIM)": (cache[label], {}))
+    yield cache
+    drop()
 
 
 def _png(path, array):
@@ -516,47 +590,56 @@ def _png(path, array):
     return str(path)
 
 
-def test_explore_matches_reconstruct_and_avg_dist(random_demo_models):
-    img = sm.demo_image("photo: astronaut")
-    assert img.shape == (64, 64, 3) and img.dtype == np.uint8
-    r = sm.explore(img, "random", 0.6, 16, 3, "Swin V2 lite (SimMIM)")
+def test_demo_reconstruct_matches_reconstruct_and_avg_dist(random_demo_models):
+    from workbench.demos import simmim as demo
+
+    img, notices = demo.image("photo: astronaut")
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and notices == []
+    r = demo.reconstruct(img, "random", 0.6, 16, 3, "Swin V2 lite (SimMIM)")
     mask = sm.MaskGenerator(64, 16, 4, 0.6)(seed=3)
     want = sm.reconstruct(random_demo_models["Swin V2 lite (SimMIM)"], img, mask)
     assert np.array_equal(r.token_mask, mask) and r.loss == pytest.approx(want.loss)
+    np.testing.assert_array_equal(r.reconstruction, want.reconstruction)
     assert r.avg_dist == pytest.approx(sm.avg_dist(sm.upsample_mask(mask, 4)))
-    v = sm.explore(img, "square", 0.5, 16, 0, "ViT lite (SimMIM)")
-    assert v.token_mask.shape == (8, 8)
-    with pytest.raises(ValueError, match="multiple of the model patch size"):
-        sm.explore(img, "random", 0.5, 4, 0, "ViT lite (SimMIM)")
-    for bad in (dict(mask_ratio=0.0), dict(mask_ratio=1.2), dict(seed=-1), dict(seed=1.5), dict(model="ResNet"),
-                dict(strategy="zigzag"), dict(mask_patch_size=1000)):
-        with pytest.raises(ValueError):
-            sm.explore(img, **{**dict(strategy="random", mask_ratio=0.6, mask_patch_size=16, seed=0), **bad})
+    v = demo.reconstruct(img, "square", 0.5, 16, 0, "ViT lite (SimMIM)")
+    assert v.token_mask.shape == (8, 8) and np.array_equal(v.token_mask, sm.square_mask(64, 8, 0.5))
+    b = demo.reconstruct(img, "blockwise", 0.4, 16, 5)
+    assert np.array_equal(b.token_mask, sm.blockwise_mask(64, 16, 4, 0.4, seed=5))
 
 
-def test_prepare_input_handles_grey_rgba_tiny_huge_and_non_images(tmp_path):
-    rng = np.random.default_rng(0)
-    grey = _png(tmp_path / "g.png", rng.integers(0, 256, size=(80, 120), dtype=np.uint8))
-    rgba = _png(tmp_path / "a.png", rng.integers(0, 256, size=(70, 70, 4), dtype=np.uint8))
+def test_demo_images_of_every_source(random_demo_models, tmp_path):
+    from workbench.data import natural, shapes
+    from workbench.demos import simmim as demo
+
+    srcs = demo.sources()
+    assert srcs[0] == "shapes scene" and f"photo: {natural.photo_names()[0]}" in srcs
+    assert all(f"shapes: {c}" in srcs for c in shapes.CLASSES)
+    scene, _ = demo.image("shapes scene", 4)
+    ref = shapes.generate(n=1, size=64, seed=10_004, min_objects=1, max_objects=2).images[0]
+    np.testing.assert_array_equal(scene, ref)
+    star, _ = demo.image("shapes: star", 2)
+    np.testing.assert_array_equal(star, shapes.render("star", color="red", size="large", background="striped",
+                                                      seed=2, image_size=64)["image"])
+    grey = _png(tmp_path / "g.png", np.random.default_rng(0).integers(0, 256, size=(80, 120), dtype=np.uint8))
+    rgba = _png(tmp_path / "a.png", np.random.default_rng(0).integers(0, 256, size=(70, 70, 4), dtype=np.uint8))
     for p in (grey, rgba):
-        arr, _ = sm.prepare_input(p)
-        assert arr.shape == (64, 64, 3) and arr.dtype == np.uint8
-    big, notices = sm.prepare_input(np.zeros((3000, 2000, 3), dtype=np.uint8))
-    assert big.shape == (64, 64, 3) and any("resized" in n for n in notices)
-    with pytest.raises(ValueError, match="too small"):
-        sm.prepare_input(np.zeros((8, 40, 3), dtype=np.uint8))
+        arr, notes = demo.image(demo.UPLOAD, upload=p)
+        assert arr.shape == (64, 64, 3) and arr.dtype == np.uint8 and notes
+    big, notes = demo.image(demo.UPLOAD, upload=np.zeros((3000, 2000, 3), dtype=np.uint8))
+    assert big.shape == (64, 64, 3) and any("resized" in n for n in notes)
     (tmp_path / "x.png").write_bytes(b"this is not an image")
+    with pytest.raises(ValueError, match="^could not read the image"):
+        demo.image(demo.UPLOAD, upload=str(tmp_path / "x.png"))
     with pytest.raises(ValueError):
-        sm.prepare_input(str(tmp_path / "x.png"))
-    with pytest.raises(ValueError):
-        sm.demo_image("video: cat")
+        demo.image("video: cat")
 
 
 def test_figures_show_the_reconstruction(random_demo_models):
+    from workbench.demos import simmim as demo
     from workbench.viz import core
     from workbench.viz import simmim as vz
 
-    r = sm.explore(sm.demo_image("shapes: star"), "random", 0.5, 16, 0)
+    r = demo.reconstruct(demo.image("shapes: star")[0], "random", 0.5, 16, 0)
     fig = vz.reconstruction_figure(r)
     assert len(fig.data) == 1 and fig.data[0].type == "image"
     # the strip decodes back to the five panels (PNG round trip of uint8), composite and error included
@@ -586,49 +669,197 @@ def test_figures_show_the_reconstruction(random_demo_models):
     assert len(mf.data) == 3
 
 
-def test_app_compute_and_guard(random_demo_models, tmp_path):
-    import gradio as gr
+def test_demo_panel_compares_with_classical_inpainting(random_demo_models):
+    """The panel's numbers: SimMIM's masked-pixel L1 on this image is recomputed from the reconstruction, the
+    biharmonic and mean-colour numbers from the study's inpainters on the same mask."""
+    from workbench.demos import simmim as demo
+    from workbench.studies.simmim import biharmonic_inpaint, masked_l1, mean_fill_inpaint
+
+    p = demo.panel("shapes scene", "random", 0.6, 16, 1)
+    rec = p.values["rec"]
+    pm = sm.upsample_mask(rec.token_mask, 4).astype(bool)
+    assert p.values["l1"] == pytest.approx(float(np.abs(rec.reconstruction - rec.original)[pm].mean()), rel=1e-6)
+    x = torch.from_numpy(rec.original).permute(2, 0, 1)[None]
+    t = torch.from_numpy(pm)[None]
+    assert p.values["biharmonic"] == pytest.approx(float(masked_l1(biharmonic_inpaint(x, t), x, t)[0]), rel=1e-5)
+    assert p.values["mean_fill"] == pytest.approx(float(masked_l1(mean_fill_inpaint(x, t), x, t)[0]), rel=1e-5)
+    assert f"SimMIM {p.values['l1']:.3f}" in p.text and f"biharmonic {p.values['biharmonic']:.3f}" in p.text
+    assert "160/256" in p.text
+    # every patch masked (ratio 0.95 of 16 mask patches rounds up to all 16): no visible pixel for the classical
+    # inpainters, the panel still answers
+    full = demo.panel("shapes scene", "random", 0.95, 16, 0)
+    assert int(full.values["rec"].token_mask.sum()) == 256 and "every pixel masked" in full.text
+    assert math.isnan(full.values["biharmonic"]) and "no visible pixel" in full.text and math.isfinite(full.values["l1"])
+
+
+def test_app_handler_and_guard(random_demo_models, tmp_path):
+    import gradio  # noqa: F401
 
     from workbench.apps import simmim as app
+    from workbench.apps.common import guard
 
-    fig, err, text, notices = app.compute("photo: coffee", None, "random", 0.6, 16, 0, "Swin V2 lite (SimMIM)")
-    fig2, _, text2, _ = app.compute("photo: coffee", None, "random", 0.3, 16, 0, "Swin V2 lite (SimMIM)")
+    fig, err, text = app.reconstruct("photo: coffee", None, "random", 0.6, 16, 0, "Swin V2 lite (SimMIM)")
+    fig2, _, text2 = app.reconstruct("photo: coffee", None, "random", 0.3, 16, 0, "Swin V2 lite (SimMIM)")
     assert "160/256" in text and "80/256" in text2  # ceil(16 * 0.6) = 10 and ceil(16 * 0.3) = 5 mask patches of 16 tokens
     assert text != text2 and fig.data[0].source != fig2.data[0].source
     up = _png(tmp_path / "u.png", np.random.default_rng(1).integers(0, 256, size=(50, 90, 4), dtype=np.uint8))
-    f3, _, _, _ = app.compute(app.UPLOAD, up, "blockwise", 0.4, 16, 2, "Swin V2 lite (SimMIM)")
-    assert len(f3.data) == 1
-    from workbench.apps.common import guard
+    f3, _, text3 = app.reconstruct("upload", up, "blockwise", 0.4, 16, 2, "Swin V2 lite (SimMIM)")
+    assert len(f3.data) == 1 and "centre square" in text3          # the notices are shown under the summary
+    handler = guard(app.reconstruct, 3)
+    for args, msg in [(("photo: coffee", None, "random", 1.0, 16, 0, "Swin V2 lite (SimMIM)"), "mask ratio"),
+                      (("upload", None, "random", 0.5, 16, 0, "Swin V2 lite (SimMIM)"), "upload"),
+                      (("upload", str(tmp_path / "missing.png"), "random", 0.5, 16, 0, "Swin V2 lite (SimMIM)"),
+                       "could not read the image"),
+                      (("photo: coffee", None, "random", 0.5, 4, 0, "ViT lite (SimMIM)"), "mask patch")]:
+        out = handler(*args)
+        assert out[:2] == (None, None) and out[2].startswith("⚠️ ") and msg in out[2] and "/" not in out[2], out
 
-    handler = guard(app.reconstruct)
-    for args in [("photo: coffee", None, "random", 1.0, 16, 0, "Swin V2 lite (SimMIM)"),
-                 (app.UPLOAD, None, "random", 0.5, 16, 0, "Swin V2 lite (SimMIM)"),
-                 (app.UPLOAD, str(tmp_path / "missing.png"), "random", 0.5, 16, 0, "Swin V2 lite (SimMIM)")]:
-        with pytest.raises(gr.Error):
-            handler(*args)
+
+def test_app_mask_patch_choices_follow_the_model(random_demo_models):
+    import gradio  # noqa: F401
+
+    from workbench.apps import simmim as app
+    from workbench.demos import simmim as demo
+
+    upd = app.patch_choices("ViT lite (SimMIM)", 4)
+    assert [v for _, v in upd["choices"]] == demo.mask_patches("ViT lite (SimMIM)") == [8, 16, 32]
+    assert upd["value"] == 32                      # 4 is not allowed with 8 px patches: the largest is chosen
+    upd = app.patch_choices("Swin V2 lite (SimMIM)", 8)
+    assert [v for _, v in upd["choices"]] == [4, 8, 16, 32] and upd["value"] == 8
 
 
-@pytest.mark.parametrize("label", list(sm.DEMO_MODELS))
+def test_explorer_mirrors_the_app(random_demo_models):
+    import ipywidgets  # noqa: F401
+
+    from workbench.apps import simmim as app
+    from workbench.widgets import simmim as ws
+
+    ex = ws.simmim_explorer()
+    fig, _, text = app.reconstruct("shapes scene", None, "random", 0.6, 16, 0, "Swin V2 lite (SimMIM)")
+    assert ex.figure.data[0].source == fig.data[0].source and "160/256" in ex.message.value
+    ex.controls["label"].value = "ViT lite (SimMIM)"       # mask-patch options follow the model
+    assert list(ex.controls["mask_patch_size"].options) == [8, 16, 32]
+    ex.controls["mask_ratio"].value = 0.95
+    assert "AvgDist" in ex.message.value
+
+
+@pytest.mark.parametrize("label", ["Swin V2 lite (SimMIM)", "ViT lite (SimMIM)"])
 def test_committed_demo_checkpoint_reconstructs_better_than_baselines(label):
     """The committed demo model beats a random-init model and the 'predict the mean colour' baseline on
-    masked L1 over unseen photo crops and shapes (fixed masks)."""
+    masked L1 over unseen photo crops and shapes scenes (fixed masks)."""
     from workbench.checkpoints import demo_path, load_checkpoint
-    from workbench.studies.simmim import pretrain_images
+    from workbench.demos import simmim as demo
+    from workbench.studies.simmim import photo_test_images, test_scenes
 
-    name, backbone = sm.DEMO_MODELS[label]
-    ck = load_checkpoint(demo_path(name))
-    assert ck.meta["command"].startswith("workbench train simmim")
-    model = sm.build_simmim(backbone)
-    from workbench.checkpoints import load_into
-
-    load_into(model, ck)
-    model.eval()
+    name, backbone, command = demo.MODELS[label]
+    assert demo_path(name).exists(), f"demo checkpoint missing: run `{command}`"
+    assert load_checkpoint(demo_path(name)).meta["command"].startswith("workbench train simmim")
+    model, _ = demo.model(label)
     torch.manual_seed(0)
     random_model = sm.build_simmim(backbone).eval()
-    imgs = pretrain_images(24, 8, 64, seed=99)  # a seed the demo never used
-    x = sm.normalize(imgs.float() / 255)
+    imgs = torch.cat([test_scenes(16, seed=99), photo_test_images(n=8, seed=9)])  # sets the demo never used
+    x = sm.normalize(imgs)
     mask = sm.MaskGenerator(64, 16, model.patch_size, 0.6).batch(len(x), seed=5).float()
     with torch.no_grad():
         trained, rand = float(model(x, mask)), float(random_model(x, mask))
         mean_pred = float(sm.masked_loss(x, torch.zeros_like(x), sm.upsample_mask(mask, model.patch_size)))
     assert trained < 0.9 * rand and trained < 0.9 * mean_pred
+
+
+def test_committed_demo_checkpoint_reproduces_its_recorded_inpainting():
+    """The numbers the app quotes (SimMIM vs biharmonic on 200 unseen shapes scenes, ratio 0.6, 16 px mask patches,
+    mask seed 99) are recomputed from the committed model; the pre-trained model fills masked pixels better than the
+    mean visible colour."""
+    from workbench.demos import simmim as demo
+    from workbench.studies.simmim import inpainting_scores, test_scenes
+
+    model, info = demo.model("Swin V2 lite (SimMIM)")
+    rec = (info.get("inpainting") or {}).get("shapes")
+    assert rec, "the committed checkpoint records no inpainting numbers: run `workbench train simmim-demo --save-demo`"
+    got = inpainting_scores(model, test_scenes())
+    for k in ("simmim", "biharmonic", "mean_fill"):
+        assert got[k] == pytest.approx(rec[k], rel=0.02, abs=1e-3), k
+    assert got["simmim"] < got["mean_fill"]
+    p = demo.panel()
+    assert f"**{rec['ratio_to_biharmonic']:.2f}×**" in p.text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fine-tuning remap (official remap_pretrained_keys_swin / _vit)
+# ----------------------------------------------------------------------------------------------------------
+def test_geometric_positions_official_recipe_window6_to_7():
+    # Swin-B: pre-trained window 6 (11 offsets per axis), fine-tuned window 7 (13 offsets)
+    x, dx = sm.geometric_positions(11, 13)
+    assert np.array_equal(dx, np.arange(-6.0, 7.0))
+    assert len(x) == 11 and np.allclose(x, -x[::-1]) and x[5] == 0 and x[6] == 1
+    steps = np.diff(x[5:])
+    q = steps[2] / steps[1]
+    assert np.allclose(steps[1:] / steps[:-1], q) and 1.01 < q < 1.5       # a geometric progression
+    assert abs(x[-1] - 6) < 1e-4                                             # reaching dst // 2
+
+
+def test_resize_table_is_a_not_a_knot_bicubic_interpolant():
+    """Independent route: a not-a-knot cubic interpolating spline along one axis then the other (what
+    interp2d(kind='cubic') with s=0 computes on a grid)."""
+    from scipy.interpolate import make_interp_spline
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(11 * 11, 3, generator=g, dtype=torch.float64)
+    new = sm.resize_relative_position_table(table, 13 * 13)
+    x, dx = sm.geometric_positions(11, 13)
+    dxc = np.clip(dx, x[0], x[-1])
+    for h in range(3):
+        z = table[:, h].reshape(11, 11).numpy()
+        rows = make_interp_spline(x, z, k=3, axis=0)(dxc)           # (13, 11)
+        ref = make_interp_spline(x, rows, k=3, axis=1)(dxc)          # (13, 13)
+        assert np.allclose(new[:, h].reshape(13, 13).numpy(), ref, atol=1e-9)
+    # values at the source's own offsets 0 and +-1 are kept (they are nodes of both grids)
+    t = table.reshape(11, 11, 3)
+    n = new.reshape(13, 13, 3)
+    assert torch.allclose(n[6, 6], t[5, 5]) and torch.allclose(n[7, 5], t[6, 4])
+    # ViT tables keep their three class-token rows
+    vt = torch.randn(11 * 11 + 3, 2, generator=g)
+    nv = sm.resize_relative_position_table(vt, 13 * 13 + 3, extra_tokens=3)
+    assert nv.shape == (172, 2) and torch.equal(nv[-3:], vt[-3:])
+    with pytest.raises(ValueError, match="not square"):
+        sm.resize_relative_position_table(table, 150)
+
+
+def test_swin_v1_pretrained_at_window4_finetunes_at_window8():
+    """SimMIM's own recipe pre-trains at one window and fine-tunes at another; the loader resizes."""
+    from workbench.models import create_model
+    torch.manual_seed(0)
+    pre = sm.SimMIM(create_model("swin_lite_window4_64", mask_token=True, num_classes=0), sm.SimMIMConfig())
+    clf = create_model("swin_lite_window4_64", window_size=8, num_classes=5)
+    missing = sm.load_encoder_for_finetune(clf, sm.to_official_state_dict(pre))
+    assert missing == ["head.bias", "head.weight"]
+    key = "layers.0.blocks.0.attn.relative_position_bias_table"
+    src = pre.encoder.state_dict()[key]
+    assert clf.state_dict()[key].shape == (15 * 15, src.shape[1])
+    assert torch.allclose(clf.state_dict()[key].reshape(15, 15, -1)[7, 7], src.reshape(7, 7, -1)[3, 3])
+
+
+def test_vit_shared_bias_is_copied_into_every_block():
+    from workbench.models import create_model
+    torch.manual_seed(0)
+    enc = create_model("vit_lite_patch8_64", mask_token=True, num_classes=0, use_abs_pos_emb=False,
+                       use_shared_rel_pos_bias=True, use_mean_pooling=False)
+    with torch.no_grad():
+        enc.rel_pos_bias.relative_position_bias_table.normal_()
+    pre = sm.SimMIM(enc, sm.SimMIMConfig())
+    clf = create_model("vit_lite_patch8_64", use_abs_pos_emb=False, use_rel_pos_bias=True,
+                       use_mean_pooling=True, num_classes=5)
+    missing = sm.load_encoder_for_finetune(clf, sm.to_official_state_dict(pre))
+    assert set(missing) == {"head.bias", "head.weight", "fc_norm.bias", "fc_norm.weight"}
+    shared = enc.rel_pos_bias.relative_position_bias_table
+    for blk in clf.blocks:
+        assert torch.equal(blk.attn.relative_position_bias_table, shared)
+    assert blk.attn.relative_position_bias_table.data_ptr() != shared.data_ptr()
+
+
+def test_local_norm_display_uses_the_targets_statistics():
+    """Feeding the exact target as the prediction must give back the original image exactly."""
+    model = tiny_simmim(norm_target_window=5)
+    model.predict = lambda x, m: model.target(x)
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    r = sm.reconstruct(model, img, np.ones((8, 8), dtype=np.int64))
+    assert np.abs(r.reconstruction - img / 255.0).max() < 1e-4

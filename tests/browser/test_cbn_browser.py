@@ -2,7 +2,6 @@
 and the message for a channel the layer does not have."""
 from __future__ import annotations
 
-
 import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
@@ -22,11 +21,14 @@ def _set_number(page, elem_id, value):
 
 
 def test_replay_shows_the_recorded_run(page, hub_url):
+    from workbench.demos import cbn as demo
+
+    layer = demo.recorded()["config"]["layer"]
     _open_tab(page, hub_url)
     page.locator("#cbn-replay").click()
     summary = page.locator("#cbn-summary")
     expect(summary).to_contain_text("compensated", timeout=TIMEOUT)
-    expect(summary).to_contain_text("blocks.0.conv1", timeout=TIMEOUT)
+    expect(summary).to_contain_text(layer, timeout=TIMEOUT)
     # two panels (μ, σ²) × (4 lines + 2 error bands)
     expect(page.locator("#cbn-traj .js-plotly-plot .scatterlayer .trace")).to_have_count(12, timeout=TIMEOUT)
     expect(page.locator("#cbn-error .js-plotly-plot .scatterlayer .trace")).to_have_count(4, timeout=TIMEOUT)
@@ -47,9 +49,15 @@ def test_live_run_streams_updates(page, hub_url):
     expect(page.locator("#cbn-traj .js-plotly-plot .scatterlayer .trace")).to_have_count(12, timeout=TIMEOUT)
 
 
-def test_absurd_channel_gives_a_message(page, hub_url):
+def test_channel_slider_follows_the_layer(page, hub_url):
+    from workbench.demos import cbn as demo
+
     _open_tab(page, hub_url)
-    page.locator("#cbn-replay").click()
-    expect(page.locator("#cbn-summary")).to_contain_text("compensated", timeout=TIMEOUT)
-    _set_number(page, "cbn-channel", 30)
-    expect(page.get_by_text("has 16 channels").first).to_be_visible(timeout=TIMEOUT)
+    channel = page.locator("#cbn-channel input[type='number']")
+    expect(channel).to_have_attribute("max", str(demo.channels("blocks.1.conv1") - 1), timeout=TIMEOUT)
+    page.locator("#cbn-layer input").fill("blocks.2.conv1")
+    page.locator("#cbn-layer input").press("Enter")
+    expect(channel).to_have_attribute("max", str(demo.channels("blocks.2.conv1") - 1), timeout=TIMEOUT)
+    page.locator("#cbn-layer input").fill("stem")
+    page.locator("#cbn-layer input").press("Enter")
+    expect(channel).to_have_attribute("max", str(demo.channels("stem") - 1), timeout=TIMEOUT)

@@ -37,7 +37,9 @@ def test_click_moves_the_query_and_changes_the_maps(hub_url, page):
     assert after[0] != before[0] and after[1] != before[1]  # both pairwise maps follow the query
     assert after[2] == before[2]  # the DNL unary map does not depend on the query
 
-    # asking for an upload without a file shows a message, not a traceback
+    # asking for an upload without a file shows a message on the summary line, not a traceback
     page.locator("#dnl-source input").fill("upload")
     page.keyboard.press("Enter")
-    expect(page.get_by_text("Please upload an image").first).to_be_visible(timeout=30_000)
+    expect(summary).to_contain_text("Choose an image file to upload", timeout=30_000)
+    expect(page.locator("#dnl-attention .js-plotly-plot")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_text("Error", exact=True).filter(visible=True)).to_have_count(0)

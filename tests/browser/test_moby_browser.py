@@ -11,17 +11,17 @@ TIMEOUT = 120_000  # ms: first use loads the demo encoder and embeds the gallery
 def _open_tab(page, hub_url):
     page.goto(hub_url)
     page.get_by_role("tab", name="MoBY embeddings").click()
-    expect(page.locator("#moby-neighbours-btn")).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#moby-map .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)   # content on load
 
 
 def test_pick_a_point_and_see_its_neighbours(page, hub_url):
     _open_tab(page, hub_url)
-    point = page.locator("#moby-point input")
+    point = page.locator("#moby-point input[type='number']")
     point.fill("5")
-    point.press("Enter")
-    page.locator("#moby-neighbours-btn").click()
+    point.blur()                          # the slider's release event shows the neighbours
     text = page.locator("#moby-neighbours-text")
     expect(text).to_contain_text("nearest: #", timeout=TIMEOUT)
+    expect(page.locator("#moby-neighbours .js-plotly-plot").get_by_text("#5 ·")).to_be_visible(timeout=TIMEOUT)
     # eight neighbours (default k), each with a cosine similarity, the query itself excluded
     sims = re.findall(r"#(\d+) \w+ \((-?\d\.\d\d)\)", text.inner_text())
     assert len(sims) == 8 and all(i != "5" for i, _ in sims)
@@ -32,15 +32,14 @@ def test_pick_a_point_and_see_its_neighbours(page, hub_url):
     expect(page.locator("#moby-neighbours .js-plotly-plot .imagelayer image")).to_have_count(9, timeout=TIMEOUT)
     expect(page.locator("#moby-map .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
     assert page.locator("#moby-map .js-plotly-plot .legendtext", has_text="selected").count() == 1
+    expect(page.get_by_text("Error", exact=True).filter(visible=True)).to_have_count(0)
 
 
-def test_bad_point_shows_a_message(page, hub_url):
+def test_point_slider_follows_the_gallery(page, hub_url):
+    from workbench.demos import moby as demo
+
     _open_tab(page, hub_url)
-    point = page.locator("#moby-point input")
-    point.fill("100000")
-    point.press("Enter")
-    page.locator("#moby-neighbours-btn").click()
-    expect(page.get_by_text(re.compile("point index must be between 0 and"))).to_be_visible(timeout=TIMEOUT)
+    expect(page.locator("#moby-point input[type='number']")).to_have_attribute("max", str(demo.N - 1), timeout=TIMEOUT)
 
 
 def test_reroll_changes_the_views(page, hub_url):

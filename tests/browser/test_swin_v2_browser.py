@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
@@ -26,8 +25,8 @@ def test_bias_maps_follow_the_window(page, hub_url):
     window.press("Enter")
     page.locator("#swin_v2-bias-button").click()
     text = page.locator("#swin_v2-bias-text")
-    expect(text).to_contain_text("CPB bias range", timeout=TIMEOUT)
-    lo, hi = (float(v) for v in re.findall(r"range (-?\d+\.\d+) \.\. (-?\d+\.\d+)", text.inner_text())[0])
+    expect(text).to_contain_text("at window 12", timeout=TIMEOUT)
+    lo, hi = (float(v) for v in re.findall(r"CPB bias from (-?\d+\.\d+) to (-?\d+\.\d+)", text.inner_text())[0])
     assert 0.0 <= lo <= hi <= 16.0          # 16·sigmoid(.) lies in (0, 16)
     for plot in ("#swin_v2-bias-plot", "#swin_v2-query-plot", "#swin_v2-v1-plot"):
         expect(page.locator(f"{plot} .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
@@ -46,7 +45,12 @@ def test_classify_a_shapes_sample(page, hub_url):
     expect(page.locator("#swin_v2-top5 .js-plotly-plot .barlayer .point")).to_have_count(5, timeout=TIMEOUT)
 
 
-def test_missing_image_shows_a_message(page, hub_url):
+def test_missing_image_shows_a_message_and_clears_the_result(page, hub_url):
     _open_tab(page, hub_url)
+    expect(page.locator("#swin_v2-top5 .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)   # content on load
+    page.locator("#swin_v2-image").get_by_role("button", name=re.compile("Remove Image|Clear")).first.click()
     page.locator("#swin_v2-classify").click()
-    expect(page.get_by_text("Please choose or upload an image first.").first).to_be_visible(timeout=TIMEOUT)
+    verdict = page.locator("#swin_v2-verdict")
+    expect(verdict).to_contain_text("Please choose or upload an image first.", timeout=TIMEOUT)
+    expect(page.locator("#swin_v2-top5 .js-plotly-plot")).to_have_count(0, timeout=TIMEOUT)
+    expect(page.get_by_text("Error", exact=True).filter(visible=True)).to_have_count(0)

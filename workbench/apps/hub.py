@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import traceback
 
-from workbench.apps.common import configure, guard, launch_kwargs
+from workbench.apps.common import configure, guard, launch_kwargs, log, user_message
 from workbench.apps.registry import TABS
 
 INTRO = """# Vision Workbench
@@ -29,6 +29,21 @@ def load_tab_module(module: str):
         return None, traceback.format_exc(limit=3)
     except Exception:
         return None, traceback.format_exc(limit=3)
+
+
+def build_tab(mod, module: str) -> str | None:
+    """Build one tab's content; a tab whose build fails (e.g. a demo checkpoint that is missing or no longer fits)
+    is hidden and its error returned, so the other tabs still work. The server log gets the traceback."""
+    import gradio as gr
+
+    with gr.Column() as body:
+        try:
+            mod.build()
+        except Exception as e:
+            log.exception("the %s tab failed to build", module)
+            body.visible = False
+            return f"{type(e).__name__}: {user_message(e)}"
+    return None
 
 
 def _welcome():
@@ -76,11 +91,11 @@ def build_hub(only: str | None = None):
                     gr.Markdown(f"*{t.blurb}*")
                     mod, problem = load_tab_module(t.module)
                     if mod is not None:
-                        mod.build()
-                    elif problem == "coming":
+                        problem = build_tab(mod, t.module)
+                    if problem == "coming":
                         gr.Markdown(f"**Coming soon.** The `{t.module}` app has not landed yet; "
                                     "nothing in this tab runs.", elem_id=f"hub-{t.module}-coming")
-                    else:
+                    elif problem is not None:
                         gr.Markdown(f"**This tab failed to load.**\n```\n{problem}\n```",
                                     elem_id=f"hub-{t.module}-load-error")
     return configure(demo)

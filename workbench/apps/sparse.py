@@ -25,7 +25,8 @@ def measure(size, batch, sparsity, bank, methods, progress=None):
 def records(x, value):
     from workbench.demos import sparse as demo
 
-    return demo.records(x, value).figures["records"]
+    p = demo.records(x, value)
+    return p.figures["records"], p.text
 
 
 def crossover():
@@ -38,7 +39,8 @@ def crossover():
 def accuracy(task):
     from workbench.demos import sparse as demo
 
-    return demo.accuracy(task).figures["accuracy"]
+    p = demo.accuracy(task)
+    return p.figures["accuracy"], p.text
 
 
 def build():
@@ -70,11 +72,13 @@ def build():
                           elem_id="sparse-rec-x")
             rv = gr.Radio(["speedup_vs_dense", "median_ms", "gbps", "pct_bw"], value="speedup_vs_dense", label="value",
                           elem_id="sparse-rec-value")
+        rec_txt = gr.Markdown(elem_id="sparse-records-text")   # status line: missing records are said here
         rec = gr.Plot(label="committed CPU benchmark", elem_id="sparse-records-plot")
         cross_txt = gr.Markdown(elem_id="sparse-crossover-text")
         cross = gr.Plot(label="the dispatcher's crossover map", elem_id="sparse-crossover-plot")
     with gr.Tab("Accuracy"):
         task = gr.Dropdown(list(demo.TASKS), value="MLP on digits", label="task", elem_id="sparse-task")
+        acc_txt = gr.Markdown(elem_id="sparse-accuracy-text")
         acc = gr.Plot(label="accuracy vs sparsity", elem_id="sparse-accuracy-plot")
 
     def _measure(size, batch, sparsity, bank, methods, progress=gr.Progress()):
@@ -84,12 +88,14 @@ def build():
     for ctl in (sparsity, bank):
         ctl.change(guard(patterns, 4), [sparsity, bank], pat_out, api_name=False)
     run.click(guard(_measure, 2), [size, batch, sparsity, bank, methods], [speed, speed_txt], api_name="sparse_measure")
-    task.change(guard(accuracy), [task], [acc], api_name=False)
+    # load events run on every page of the hub: a missing record set goes to the tab's status lines, never to a
+    # page-wide error toast
+    task.change(guard(accuracy, 2), [task], [acc, acc_txt], api_name=False)
     for ctl in (rx, rv):
-        ctl.change(guard(records), [rx, rv], [rec], api_name=False)
+        ctl.change(guard(records, 2), [rx, rv], [rec, rec_txt], api_name=False)
     on_load(guard(patterns, 4), [sparsity, bank], pat_out, api_name="sparse_patterns")
-    on_load(guard(accuracy), [task], [acc])
-    on_load(guard(records), [rx, rv], [rec])
+    on_load(guard(accuracy, 2), [task], [acc, acc_txt])
+    on_load(guard(records, 2), [rx, rv], [rec, rec_txt])
     on_load(guard(crossover, 2), None, [cross, cross_txt])
 
 

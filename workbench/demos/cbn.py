@@ -8,6 +8,7 @@ window, ρ and burn-in.
 """
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -78,16 +79,33 @@ def diagnostic_run(cfg: DiagnosticConfig, dataset=None) -> Iterator[dict]:
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
     model.train()
     losses: list[float] = []
-    with inspect.capture(model, f"{cfg.layer}.stats", keep="all") as cap:
-        for step in range(cfg.steps):
+    key = f"{cfg.layer}.stats"
+
+    def train(first: int, last: int) -> None:
+        for _ in range(first, last):
             idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=g)
             loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-            if (step + 1) % cfg.every == 0 or step + 1 == cfg.steps:
-                yield {"step": step + 1, "loss": list(losses), "records": cap.all(f"{cfg.layer}.stats")}
+
+    # The capture lives in a context of its own: a streaming consumer (gradio, asyncio) may resume this generator
+    # in another thread / context after each yield, where a capture opened here would be invisible and could not
+    # be closed. Every chunk of training runs inside that one context, so the capture (and the past inputs it
+    # keeps for the true window statistics) spans the whole run.
+    ctx = contextvars.copy_context()
+    cm = inspect.capture(model, key, keep="all")
+    cap = ctx.run(cm.__enter__)
+    try:
+        done = 0
+        while done < cfg.steps:
+            nxt = min(cfg.steps, (done // cfg.every + 1) * cfg.every)
+            ctx.run(train, done, nxt)
+            done = nxt
+            yield {"step": done, "loss": list(losses), "records": cap.all(key)}
+    finally:
+        ctx.run(cm.__exit__, None, None, None)
 
 
 def diagnostic_series(result: dict, cfg: DiagnosticConfig, digits: int = 5) -> dict:

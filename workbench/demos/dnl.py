@@ -67,7 +67,10 @@ def image(source: str, seed: int = 0, upload=None) -> tuple[np.ndarray, np.ndarr
         d = shapes.generate(n=1, size=SIZE, seed=seed, min_objects=3, max_objects=4)
         return np.ascontiguousarray(d.images[0]), d.masks[0].astype(np.int64), []
     if source.startswith("photo: "):
-        arr, _ = read_image(np.array(natural.load_photo(source[len("photo: "):])), size=SIZE)
+        name = source[len("photo: "):]
+        if name not in natural.photo_names():
+            raise ValueError(f"unknown photo {name!r}; pick one of the listed photos or {UPLOAD!r}")
+        arr, _ = read_image(np.array(natural.load_photo(name)), size=SIZE)
         return arr, None, []
     raise ValueError(f"unknown image source {source!r}; choose a shapes scene, a bundled photo or {UPLOAD!r}")
 

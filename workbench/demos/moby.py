@@ -185,6 +185,8 @@ def map_panel(dataset: str = "shapes", method: str = "pca", point: int = 0, k: i
 def upload_panel(dataset: str, image, k: int = 8) -> Panel:
     from workbench.viz import moby as vm
 
+    if image is None or (isinstance(image, str) and image == ""):
+        raise ValueError("Please choose or upload an image first.")
     idx = index(dataset)
     res = neighbours(dataset, image=image, k=k)
     fig = vm.neighbours_figure(res["query"], [idx["images"][j] for j in res["indices"]], res["sims"], res["labels"],

@@ -75,12 +75,15 @@ def image(source: str, seed: int = 0, upload=None) -> tuple[np.ndarray, list[str
     kind, _, name = str(source).partition(":")
     name = name.strip()
     if kind == "photo":
-        from workbench.data.natural import load_photo
+        from workbench.data.natural import load_photo, photo_names
 
+        if name not in photo_names():
+            raise ValueError(f"unknown photo {name!r}; pick one of the listed photos or {UPLOAD!r}")
         return read_image(np.array(load_photo(name)), size=SIZE)[0], []
     if kind == "shapes":
-        from workbench.data.shapes import render
+        from workbench.data.shapes import CLASSES, render
 
+        check_choice("shape", name, CLASSES)
         return render(name, color="red", size="large", background="striped", seed=seed, image_size=SIZE)["image"], []
     raise ValueError(f"unknown image source {source!r}; choose one of {sources()[:4]} ... or {UPLOAD!r}")
 
@@ -121,11 +124,16 @@ def panel(source: str = "shapes scene", strategy: str = "random", mask_ratio: fl
     net, info = model(label)
     pm = sm.upsample_mask(torch.as_tensor(rec.token_mask)[None].float(), net.patch_size)[0].numpy().astype(bool)
     l1 = float(np.abs(rec.reconstruction - rec.original)[pm].mean()) if pm.any() else float("nan")
-    cl = classical(img, rec.token_mask, net.patch_size) if pm.any() else {"biharmonic": float("nan"), "mean_fill": float("nan")}
+    # the classical inpainters start from visible pixels: with none (every patch masked) they have no answer
+    nan = {"biharmonic": float("nan"), "mean_fill": float("nan")}
+    cl = classical(img, rec.token_mask, net.patch_size) if pm.any() and not pm.all() else nan
     d = "∞ (every pixel masked)" if math.isinf(rec.avg_dist) else f"{rec.avg_dist:.1f} px"
+    if pm.all():
+        classic = "biharmonic and mean colour have no visible pixel to start from"
+    else:
+        classic = f"biharmonic {cl['biharmonic']:.3f}, mean colour {cl['mean_fill']:.3f}"
     text = (f"**{label}** · masked {int(rec.token_mask.sum())}/{rec.token_mask.size} tokens · **AvgDist** {d} · "
-            f"masked-pixel error (L1, 0–1 pixel units): **SimMIM {l1:.3f}**, biharmonic {cl['biharmonic']:.3f}, "
-            f"mean colour {cl['mean_fill']:.3f}.")
+            f"masked-pixel error (L1, 0–1 pixel units): **SimMIM {l1:.3f}**, {classic}.")
     test = (info.get("inpainting") or {}).get("shapes")
     if test:
         text += (f" On 200 unseen shapes scenes (ratio 0.6, 16 px patches) the model's error is "
