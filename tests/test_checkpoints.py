@@ -117,3 +117,29 @@ def test_committed_demo_checkpoints_are_small_safe_and_documented():
         assert r["megabytes"] < 10, f"{r['file']} is {r['megabytes']} MB; demo checkpoints stay a few MB"
         assert f"`{r['file']}`" in readme, f"{r['file']} is missing from {DEMO_DIR}/README.md " \
                                            "(run `workbench checkpoints --write-readme`)"
+
+
+def test_load_into_runs_module_load_hooks_before_judging_keys(tmp_path):
+    """A CBN checkpoint from before the separate burn-in counter (no `iteration` buffers) loads: the layer's own
+    load hook fills the counter, so it is not a missing key."""
+    from workbench import cbn
+
+    m = cbn.make_model("cbn", window=4, widths=(8, 16), in_chans=3, seed=0)
+    sd = {k: v for k, v in m.state_dict().items() if not k.endswith(".iteration")}
+    assert len(sd) < len(m.state_dict())
+    save_checkpoint(tmp_path / "old.pt", sd)
+    fresh = cbn.make_model("cbn", window=4, widths=(8, 16), in_chans=3, seed=1)
+    load_into(fresh, tmp_path / "old.pt")
+    for k, v in sd.items():
+        assert torch.equal(fresh.state_dict()[k], v)
+
+
+def test_failed_load_leaves_the_model_unchanged(tmp_path):
+    m = _model()
+    sd = {k: v + 1 for k, v in m.state_dict().items() if k != "2.bias"}
+    save_checkpoint(tmp_path / "partial.pt", sd)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_into(m, tmp_path / "partial.pt")
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k])

@@ -126,22 +126,27 @@ def load_into(model: torch.nn.Module, source, strict: bool = True) -> Checkpoint
         if k in own and v.is_floating_point() and own[k].is_floating_point():
             v = v.to(own[k].dtype)
         sd[k] = v
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in sd and sd[k].shape != own[k].shape]
+    name = ckpt.path.name if ckpt.path else "checkpoint"
+    if shapes:
+        missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    else:
+        # missing / unexpected keys are those left after the modules' own load hooks (e.g. CBN fills the
+        # `iteration` counter that older checkpoints lack); on a mismatch the model is restored unchanged
+        backup = {k: v.detach().clone() for k, v in own.items()}
+        result = model.load_state_dict(sd, strict=False)
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        if strict and (missing or unexpected):
+            model.load_state_dict(backup, strict=False)
     if shapes or (strict and (missing or unexpected)):
-        parts = []
-        if shapes:
-            parts.append("shape mismatch: " + "; ".join(shapes[:8]) + (" ..." if len(shapes) > 8 else ""))
+        parts = ["shape mismatch: " + "; ".join(shapes[:8]) + (" ..." if len(shapes) > 8 else "")] if shapes else []
         if strict and missing:
             parts.append(f"missing keys ({len(missing)}): " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
         if strict and unexpected:
             parts.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:8])
                          + (" ..." if len(unexpected) > 8 else ""))
-        name = ckpt.path.name if ckpt.path else "checkpoint"
         raise CheckpointError(f"{name} does not fit {type(model).__name__}: " + " | ".join(parts))
-    model.load_state_dict(sd, strict=strict)
     return ckpt
 
 

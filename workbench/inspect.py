@@ -15,6 +15,12 @@ Nothing is stored on the model: the active captures live in a :class:`contextvar
 private to the thread (and asyncio task) that opened them. Several requests can therefore run one cached
 model at once — each sees only what its own ``with`` block captured — and outside a ``with`` block
 ``emit``/``wants`` cost one context-variable lookup.
+
+One limit follows from the context variable: a ``with capture(...)`` block must open and close in the same
+context. A generator that yields from inside the block and is resumed by another thread (Gradio streams a
+generator's updates this way) closes it in a different context, which ``contextvars`` refuses. Run each
+chunk of work with its own ``with`` block (or inside one ``contextvars.copy_context().run``), as
+``workbench.demos.cbn`` does for its live training.
 """
 from __future__ import annotations
 

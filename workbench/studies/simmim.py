@@ -310,7 +310,7 @@ def main_study(argv: list[str]) -> None:
     p.add_argument("--ft-steps", type=int, default=fd.steps, help="Fine-tuning steps of every arm.")
     p.add_argument("--mask-steps", type=int, default=800, help="Pre-training steps of each masking arm.")
     p.add_argument("--labels", type=int, nargs="+", default=[200, 2000],
-                   help="Labelled images of the 'labels' part (1% and 10% of a 20,000-image set).")
+                   help="Labelled images of the 'labels' part (1%% and 10%% of a 20,000-image set).")
     a = p.parse_args(argv)
     study = protocol.open_study(a, PAPER)
     command = protocol.command_line("workbench train simmim-study", argv)
