@@ -64,14 +64,12 @@ def test_figures_hold_the_data():
 
 
 def test_accuracy_figure_means_over_seeds():
-    recs = [dict(task="t", method=m, sparsity=s, seed=sd, metric="acc", value=v)
-            for (m, s, sd, v) in [("dense", 0.0, 0, 0.9), ("dense", 0.0, 1, 0.8), ("balanced", 0.5, 0, 0.7),
-                                  ("balanced", 0.5, 1, 0.5)]]
-    fig = vz.accuracy_figure(recs, "t")
+    curves = {"balanced": {0.5: [0.7, 0.5], 0.9: [0.4, 0.2]}}
+    fig = vz.accuracy_figure(curves, [0.9, 0.8])
     line = [t for t in fig.data if t.name == "balanced"][0]
-    assert list(line.y) == [pytest.approx(0.6)]
-    with pytest.raises(ValueError, match="no study records"):
-        vz.accuracy_figure(recs, "other")
+    assert list(line.x) == [0.5, 0.9] and list(line.y) == [pytest.approx(0.6), pytest.approx(0.3)]
+    dense = [s for s in fig.layout.shapes if s.line.dash == "dash"]
+    assert len(dense) == 1 and dense[0].y0 == pytest.approx(0.85)
 
 
 def test_records_speed_figure_selects_rows():
@@ -87,17 +85,17 @@ def test_app_handlers(monkeypatch):
     import workbench.apps.sparse as sparse_app
     W = torch.randn(64, 128, generator=torch.Generator().manual_seed(2))
     monkeypatch.setattr(measure, "example_weight", lambda name=None: ("w", W))
-    pat, hist, rowhist, txt = sparse_app.pattern_view(0.75, 32)
-    assert "| balanced | 25.00% | 1.00 |" in txt
-    assert len(pat.data) == 1 + len(measure.PATTERN_METHODS)
+    pat, per_bank, per_row, txt = sparse_app.patterns(0.75, 32)
+    assert "| balanced | 25.00% | 1.00 |" in txt           # exactly 8 of every 32 kept: perfectly balanced rows
+    assert len(pat.data) == 1 + len(measure.masks_for(W, 0.75, 32))
     with pytest.raises(ValueError, match="sparsity"):
-        sparse_app.pattern_view(1.5, 32)
-    fig, table = sparse_app.measure_view(256, 2, 0.8, 32, ["dense", "balanced"])
+        sparse_app.patterns(1.5, 32)
+    fig, table = sparse_app.measure(256, 2, 0.8, 32, ["dense", "balanced"])
     assert "| 0.800 |" in table and "balanced" in table
-    with pytest.raises(ValueError, match="too large"):
-        sparse_app.measure_view(4096, 1, 0.9, 32, ["dense"])
-    with pytest.raises(ValueError, match="unknown task"):
-        sparse_app.accuracy_view("nope")
+    with pytest.raises(ValueError, match="matrix size"):
+        sparse_app.measure(4096, 1, 0.9, 32, ["dense"])
+    with pytest.raises(ValueError, match="task"):
+        sparse_app.accuracy("nope")
 
 
 def test_demo_checkpoint_and_sparse_swin_match_dense():
