@@ -12,12 +12,15 @@ Jobs (``workbench train <job> --help`` lists every option):
 
 What had to change from the paper's ImageNet recipe, and why (see notebook 03 for the curves): with the
 BYOL augmentations alone, the two views of a shapes image share their *background* (texture, period,
-colours) far more reliably than the small object, so instance discrimination is solved by the background
-and kNN on the shape class falls below a random encoder. Background swap — each view's object pasted on an
-independently drawn background (Ryali et al., "Characterizing and Improving the Robustness of Self-Supervised
-Learning through Background Augmentations", 2021) — leaves the object as the only shared content. Blur and
-solarisation are off at this resolution (a 0.1-2 px blur erases 64 px shapes), and crops keep >= 30% of the
-image so the object stays in view.
+colours) and the object's colour far more reliably than its shape, so instance discrimination is solved by
+those cues and kNN on the shape class stays at a random encoder's level (we measured 19-20% against 18% for
+500-1200 steps). Background swap — each view's object pasted on an independently drawn background (Ryali et
+al., "Characterizing and Improving the Robustness of Self-Supervised Learning through Background
+Augmentations", 2021) — and recolouring — each view's object painted an independently drawn colour — leave
+the object's geometry as the only content the views share. Learning is then slow to start (the loss sits
+near chance for the first few hundred steps) and kNN rises by a few points per epoch. Blur and solarisation
+are off at this resolution (a 0.1-2 px blur erases 64 px shapes), and crops keep >= 30% of the image so the
+object stays in view. The peak learning rate is 1e-3 (AdamW, batch 64, warm-up + cosine).
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ class PretrainConfig:
     n_images: int = 20000
     steps: int = 8000
     batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 1e-3
     min_lr: float = 1e-6
     warmup_frac: float = 0.05
     weight_decay: float = 0.05
