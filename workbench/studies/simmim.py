@@ -45,6 +45,7 @@ from workbench.train import TrainConfig, evaluate_accuracy, fit, param_groups_we
 
 PAPER = "simmim"
 DEMO_NAME = "simmim_swinv2_lite"
+VIT_DEMO_NAME = "simmim_vit_lite"
 DEMO_COMMAND = "workbench train simmim-demo --save-demo"
 STUDY_COMMAND = "workbench train simmim-study --commit"
 
@@ -62,7 +63,7 @@ class PretrainConfig:
     n_photos: int = 5000
     min_objects: int = 1
     max_objects: int = 2
-    steps: int = 24000
+    steps: int = 9000
     batch_size: int = 32
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -193,8 +194,10 @@ def main_demo(argv: list[str]) -> None:
     p.add_argument("--work-dir", default=f"runs/{PAPER}/demo", help="Folder for last.pt and metrics.jsonl.")
     p.add_argument("--resume", action="store_true", help="Continue from work-dir/last.pt.")
     p.add_argument("--save-demo", action="store_true",
-                   help=f"Overwrite the committed demo checkpoint workbench/assets/checkpoints/{DEMO_NAME}.pt.")
-    p.add_argument("--out", default=f"runs/{PAPER}/{DEMO_NAME}.pt", help="Checkpoint path without --save-demo.")
+                   help=f"Overwrite the committed demo checkpoint workbench/assets/checkpoints/{DEMO_NAME}.pt "
+                        f"({VIT_DEMO_NAME}.pt for a ViT).")
+    p.add_argument("--out", default=None, help="Checkpoint path without --save-demo (default: runs/simmim/<demo "
+                                               "name>.pt).")
     p.add_argument("--threads", type=int, default=1, help="Torch threads.")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -213,7 +216,8 @@ def main_demo(argv: list[str]) -> None:
     metrics = Path(a.work_dir) / "metrics.jsonl"
     curve = [(r["step"], r["loss"]) for r in read_jsonl(metrics) if r.get("kind") == "step"] if metrics.exists() else []
 
-    path = demo_path(DEMO_NAME) if a.save_demo else a.out
+    name = VIT_DEMO_NAME if cfg.model.startswith("vit") else DEMO_NAME
+    path = demo_path(name) if a.save_demo else (a.out or f"runs/{PAPER}/{name}.pt")
     save_checkpoint(path, model, config=asdict(cfg), half=True, data_seed=cfg.data_seed,
                     command=protocol.command_line("workbench train simmim-demo", argv),
                     extra={"inpainting": scores, "curve": curve,
