@@ -125,3 +125,18 @@ def test_plan_steps_fits_the_budget():
 def test_command_line_drops_output_options():
     cmd = protocol.command_line("workbench train x", ["--out", "/tmp/y", "--seeds", "0", "1", "2", "--resume"])
     assert cmd == "workbench train x --seeds 0 1 2"
+
+
+def test_records_of_another_format_are_not_protocol_runs(tmp_path):
+    """A records file that also holds lines of an older format (same part names, no arm/seed/config hash) is
+    read without error, and only the protocol's own runs count."""
+    import json
+
+    from workbench.studies.protocol import Study
+
+    f = tmp_path / "records.jsonl"
+    f.write_text(json.dumps({"part": "masking", "name": "old", "acc": 0.5}) + "\n")
+    st = Study("x", tmp_path, seeds=(0, 1, 2), progress=False, log=lambda *_: None)
+    st.run("masking", {"a": lambda s: {"acc": 0.1 * s}}, {"k": 1})
+    assert st.values("masking", "acc") == {"a": {0: 0.0, 1: 0.1, 2: 0.2}}
+    assert len(Study("x", tmp_path, progress=False).records("masking")) == 3

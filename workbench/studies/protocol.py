@@ -255,9 +255,11 @@ class Study:
         for line in self.path.read_text().splitlines():
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    rec = json.loads(line)
                 except json.JSONDecodeError:  # a line cut off by a kill: ignored, the run is redone
                     continue
+                if isinstance(rec, dict) and {"part", "arm", "seed", "config_hash", "metrics"} <= rec.keys():
+                    out.append(rec)           # anything else (e.g. an older record format) is not a protocol run
         return out
 
     def find(self, part: str, arm: str, seed: int, chash: str | None = None) -> dict | None:

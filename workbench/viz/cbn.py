@@ -1,6 +1,6 @@
 """Figures for Cross-Iteration BN: statistics trajectories of one layer (current batch, naive window,
 compensated window, true window), compensation errors, the loss, and the study's batch-size and ablation
-plots. Inputs are the JSON forms written by ``workbench.studies.cbn`` (``diagnostic.json``, ``runs.jsonl``)."""
+plots. Inputs are the JSON forms written by ``workbench.studies.cbn`` (``diagnostic.json``, ``records.jsonl``)."""
 from __future__ import annotations
 
 import statistics
