@@ -2,7 +2,8 @@
 
 Adding a paper never edits this file: its module ``apps/<module>.py`` exposes ``build()`` and the
 registry names it. A registered module that does not exist yet shows what is coming; a module that fails
-to import shows the error in its tab instead of taking the hub down.
+to import, or whose ``build()`` fails (e.g. a demo checkpoint is missing), shows the error in its tab instead of
+taking the hub down.
 """
 from __future__ import annotations
 
@@ -58,6 +59,21 @@ def _welcome():
     return (show, inputs, [plot, caption])
 
 
+def _build_tab(mod) -> str | None:
+    """``mod.build()`` inside a column; if it raises, the column (whatever it had built) is hidden and the error is
+    returned for the tab to show."""
+    import gradio as gr
+
+    with gr.Column() as col:
+        try:
+            mod.build()
+            return None
+        except Exception:
+            problem = traceback.format_exc(limit=-3)
+    col.visible = False
+    return problem
+
+
 def build_hub(only: str | None = None):
     import gradio as gr
 
@@ -76,11 +92,11 @@ def build_hub(only: str | None = None):
                     gr.Markdown(f"*{t.blurb}*")
                     mod, problem = load_tab_module(t.module)
                     if mod is not None:
-                        mod.build()
-                    elif problem == "coming":
+                        problem = _build_tab(mod)
+                    if problem == "coming":
                         gr.Markdown(f"**Coming soon.** The `{t.module}` app has not landed yet; "
                                     "nothing in this tab runs.", elem_id=f"hub-{t.module}-coming")
-                    else:
+                    elif problem is not None:
                         gr.Markdown(f"**This tab failed to load.**\n```\n{problem}\n```",
                                     elem_id=f"hub-{t.module}-load-error")
     return configure(demo)
