@@ -334,6 +334,25 @@ def run_gpu(args, log=print) -> list[dict]:
     return rows
 
 
+def ratio_table(rows: list[dict]) -> str:
+    """Markdown table of ``speedup_vs_dense`` side by side: one row per (size, batch, target sparsity), one column per
+    method (in the order measured; "-" where a method was not run at that point)."""
+    from workbench.records import markdown_table
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    points: dict[tuple, dict] = {}
+    for r in rows:
+        points.setdefault((r["size"], r["batch"], r["target"]), {})[r["method"]] = r["speedup_vs_dense"]
+    body = [[size, batch, target] + [f"{v[m]:.2f}x" if m in v else "-" for m in methods]
+            for (size, batch, target), v in points.items()]
+    return markdown_table(["size", "batch", "sparsity"] + methods, body)
+
+
+def _report(title: str, reference: str, rows: list[dict], paths) -> None:
+    print(f"\n{title}: speedup over {reference} (> 1 is faster)\n{ratio_table(rows)}")
+    print("wrote " + " and ".join(str(p) for p in paths), flush=True)
+
+
 def gpu_notes(rows: list[dict]) -> str:
     def pick(size, batch, method):
         return next((r for r in rows if r["size"] == size and r["batch"] == batch and r["target"] == 0.9
@@ -386,8 +405,9 @@ def main(argv: list[str] | None = None) -> None:
                     cpu_kernels=status.get("backend"), avx2=status.get("avx2"), avx512=status.get("avx512"))
         name = "sparse" + ("_quick" if args.quick else "") + ("_goal" if args.points else "") \
             + ("" if args.threads == 2 else f"_{args.threads}thread")
-        bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,
-                            notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
+        paths = bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,
+                                    notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
+        _report("CPU", "the fastest dense product (torch or numpy; the dense model for model_* rows)", rows, paths)
         if args.crossover:
             run_crossover(args)
     if args.device in ("cuda", "all"):
@@ -396,9 +416,10 @@ def main(argv: list[str] | None = None) -> None:
             print("no CUDA device visible to CuPy: GPU benchmark skipped")
             return
         rows = run_gpu(args)
-        bench.write_results("sparse_gpu" if not args.quick else "sparse_gpu_quick", rows,
-                            title="Balanced sparsity: GPU SpMV / SpMM", columns=GPU_COLUMNS,
-                            notes=gpu_notes(rows), out_dir=bench.output_dir(args))
+        paths = bench.write_results("sparse_gpu" if not args.quick else "sparse_gpu_quick", rows,
+                                    title="Balanced sparsity: GPU SpMV / SpMM", columns=GPU_COLUMNS,
+                                    notes=gpu_notes(rows), out_dir=bench.output_dir(args))
+        _report("GPU", "cuBLAS fp32", rows, paths)
 
 
 if __name__ == "__main__":
