@@ -387,6 +387,7 @@ def test_rows_from_lines():
 def test_app_predict_and_bad_inputs(demo):
     import gradio  # noqa: F401  (a dependency: fail loudly if missing)
     import pandas as pd
+
     from workbench.apps import icar as app
 
     rows = app.default_rows()
@@ -433,6 +434,7 @@ def test_swin_v2_image_encoder_option(tok):
 
 def test_explorer_mirrors_the_app(demo):
     import ipywidgets  # noqa: F401  (a dependency: fail loudly if missing)
+
     from workbench.widgets.icar import icar_explorer, render_zero_shot
 
     model, tok, caps = demo

@@ -614,6 +614,7 @@ def test_demo_checkpoint_loads_and_classifies_shapes():
 
 def test_app_handlers_use_the_demo_model():
     import gradio  # noqa: F401  (a dependency: fail loudly if missing)
+
     from workbench.apps import swin_v2 as app
     from workbench.studies import swin_v2 as study
 
@@ -639,6 +640,7 @@ def test_app_handlers_use_the_demo_model():
 
 def test_bias_explorer_updates_and_reports_errors():
     import ipywidgets  # noqa: F401  (a dependency: fail loudly if missing)
+
     from workbench.widgets.swin_v2 import bias_explorer
 
     ex = bias_explorer()

@@ -2,7 +2,6 @@
 and a live measurement draws the speed chart."""
 from __future__ import annotations
 
-
 import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 

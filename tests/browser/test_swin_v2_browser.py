@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-
 import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
