@@ -4,7 +4,7 @@
    (``swinv2_lite_window4_64``) and the tiny ViT (``vit_lite_patch8_64``) at the laptop size (64 px) and
    at the paper's 192 px (Swin: window 6 so the 48/24/12/6 stage maps tile; ViT: 24x24 tokens),
    interleaved with workbench.bench.
-2. The app tab's latency for a slider change: ``apps.simmim.compute`` (mask, reconstruction, AvgDist, both
+2. The app tab's latency for a slider change: ``demos.simmim.panel`` (mask, reconstruction, AvgDist, both
    figures) with a different mask ratio each call, median and p95 — the target is < 0.3 s median on CPU.
 
     workbench bench simmim                  # CPU, 1 thread
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {batch / s['median']:.1f} images/s wall, {batch / c:.1f} images per CPU-second", flush=True)
 
     if not gpu:  # the app runs on CPU
-        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-        from workbench.apps import simmim as app
+        from workbench.demos import simmim as demo
 
         ratios = np.round(np.linspace(0.1, 0.9, 17), 2)
         for model in ("Swin V2 lite (SimMIM)", "ViT lite (SimMIM)"):
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             def change(model=model, state=state):
                 r = float(ratios[state["i"] % len(ratios)])
                 state["i"] += 1
-                app.compute("photo: astronaut", None, "random", r, 16, 0, model)
+                demo.panel("photo: astronaut", "random", r, 16, 0, model)  # what the app tab's handler runs
 
             sink: list = []
             t = bench.interleaved({model: _with_cpu_time(change, sink)}, repeats=args.latency_repeats, warmup=2)[model]
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     notes = ("Pre-training step = forward + masked L1 + backward + clip + AdamW on random inputs with SimMIM random "
              "masks (ratio 0.6; mask patch 16 px at 64 px, 32 px at 192 px). App slider change = "
-             "`apps.simmim.compute` (demo image, mask, reconstruction, AvgDist, both plotly figures) with a new "
+             "`demos.simmim.panel`, what the app tab runs (demo image, mask, reconstruction, AvgDist, both plotly figures) with a new "
              f"mask ratio each call; target < 0.3 s median on CPU. Threads: {args.threads}. The machine is shared "
              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end of this run), so wall "
              "times include waiting for a core; 'CPU s/call' is the process CPU time of one call, what a call "
