@@ -18,7 +18,7 @@ def test_registry_is_consistent():
 def test_every_landed_tab_module_imports_and_builds():
     import gradio as gr
 
-    root = Path(__file__).resolve().parents[1] / "apps"
+    root = Path(__file__).resolve().parents[1] / "workbench" / "apps"
     for t in TABS:
         mod, problem = load_tab_module(t.module)
         if (root / f"{t.module}.py").exists():
@@ -37,6 +37,34 @@ def test_hub_builds_with_one_tab_per_paper():
     assert [lbl for lbl in labels if lbl in titles] == titles and labels[0] == "Welcome"
     with pytest.raises(ValueError, match="unknown tab"):
         build_hub(only="nope")
+
+
+def test_a_tab_whose_build_fails_shows_the_error_and_the_rest_of_the_hub_builds(monkeypatch):
+    import types
+
+    import gradio as gr
+
+    from workbench.apps import hub
+    from workbench.checkpoints import CheckpointError
+
+    def broken_build():
+        with gr.Row():
+            gr.Markdown("half built", elem_id="half-built")
+            raise CheckpointError("demo checkpoint 'nope' is missing")
+
+    fine = types.SimpleNamespace(build=lambda: gr.Markdown("fine", elem_id="fine-tab"))
+    fakes = {"swin_v2": (types.SimpleNamespace(build=broken_build), None), "simmim": (fine, None)}
+    monkeypatch.setattr(hub, "load_tab_module", lambda m: fakes.get(m, (None, "coming")))
+    demo = hub.build_hub()
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert "demo checkpoint 'nope' is missing" in blocks["hub-swin_v2-load-error"].value
+    assert "fine-tab" in blocks and "hub-simmim-load-error" not in blocks
+    half = blocks["half-built"]
+    parents = []
+    while half is not None:  # what the failed build() had made is hidden with its column
+        parents.append(half)
+        half = getattr(half, "parent", None)
+    assert any(isinstance(b, gr.Column) and b.visible is False for b in parents)
 
 
 def test_guard_turns_user_errors_into_messages():
