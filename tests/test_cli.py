@@ -181,7 +181,7 @@ def test_simmim_study_out_dir_without_commit_is_under_runs(monkeypatch):
     _, args = capture_parser(study.main_study)
     assert protocol.out_dir(args, study.PAPER) == Path("runs") / "simmim"
     _, args = capture_parser(study.main_study, ["--commit"])
-    assert protocol.out_dir(args, study.PAPER) == REPO / "studies" / "simmim"
+    assert protocol.out_dir(args, study.PAPER).resolve() == (REPO / "studies" / "simmim").resolve()
     _, args = capture_parser(study.main_study, ["--commit", "--out", "x"])
     with pytest.raises(SystemExit):
         protocol.out_dir(args, study.PAPER)

@@ -28,3 +28,15 @@ def test_notebook_is_executed_light_and_ends_with_explore(path):
     headings = [line for c in nb["cells"] if c["cell_type"] == "markdown"
                 for line in "".join(c["source"]).splitlines() if line.startswith("#")]
     assert any("Explore" in h for h in headings), "every notebook ends with an Explore section"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_and_its_jupytext_source_are_in_sync(path):
+    """``notebooks/<name>.py`` (percent format) is the source: every cell of the executed ``.ipynb`` has the same
+    type and text (``make sync`` / ``jupytext --sync`` brings them back together)."""
+    import jupytext
+
+    src = path.with_suffix(".py")
+    assert src.exists(), f"{src.name} is missing: pair it with `jupytext --set-formats ipynb,py:percent {path.name}`"
+    cells = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
+    assert cells(jupytext.read(src)) == cells(jupytext.read(path))

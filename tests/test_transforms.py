@@ -100,3 +100,37 @@ def test_bad_inputs():
         T.RandomApply(T.Solarize(), p=1.5)
     with pytest.raises(ValueError):
         T.RandomResizedCrop(8, scale=(0.0, 1.0))
+
+
+def test_to_tensor_matches_the_hand_formula_for_every_byte_value():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    a[0, :, 0] = [0, 1, 127, 128, 254, 255, 3]
+    hand32 = torch.from_numpy(a.astype(np.float32) / 255.0).permute(2, 0, 1)
+    hand64 = torch.from_numpy(a / 255.0).permute(2, 0, 1).float()
+    t = T.to_tensor(a)
+    assert t.dtype == torch.float32 and t.shape == (3, 5, 7)
+    assert torch.equal(t, hand32) and torch.equal(t, hand64)
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    assert torch.equal(T.to_tensor(every)[0].flatten(), torch.tensor([v / 255.0 for v in range(256)], dtype=torch.float32))
+    assert torch.equal(T.images_to_tensor(np.stack([a, a[::-1]])), torch.stack([hand32, hand32.flip(1)]))
+
+
+def test_to_tensor_other_dtypes_views_and_grey():
+    f = np.random.default_rng(1).random((4, 6, 3))
+    assert torch.equal(T.to_tensor(f), torch.from_numpy(f.astype(np.float32)).permute(2, 0, 1))
+    a = np.random.default_rng(2).integers(0, 256, size=(4, 6, 3), dtype=np.uint8)
+    flipped = a[:, ::-1]                                   # negative strides
+    assert torch.equal(T.to_tensor(flipped), T.to_tensor(np.ascontiguousarray(flipped)))
+    ro = a.copy()
+    ro.flags.writeable = False
+    assert torch.equal(T.to_tensor(ro), T.to_tensor(a))
+    grey = a[..., 0]
+    g = T.to_tensor(grey)
+    assert g.shape == (3, 4, 6) and all(torch.equal(g[c], torch.from_numpy(grey / 255.0).float()) for c in range(3))
+    assert torch.equal(T.to_tensor(torch.from_numpy(a)), T.to_tensor(a))
+    before = a.copy()
+    T.to_tensor(a)
+    assert np.array_equal(a, before)
+    with pytest.raises(ValueError):
+        T.to_tensor(np.zeros((2, 3, 4, 3), dtype=np.uint8))

@@ -10,8 +10,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "checkpoints", "cli", "data", "layers", "records", "train", "viz", "widgets", "studies",
-    "swin_v2", "vit", "simmim", "moby", "cbn", "dnl", "icar", "sparse",
+    "bench", "checkpoints", "cli", "data", "inspect", "layers", "records", "train", "viz", "widgets", "studies",
+    "models", "demos", "report", "swin_v2", "vit", "simmim", "moby", "cbn", "dnl", "icar", "sparse",
 }
 
 

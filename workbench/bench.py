@@ -6,8 +6,8 @@
   left in the caches by the previous one) and ``sync`` after each call (e.g. ``torch.cuda.synchronize``);
 - medians (and p95) are reported, with the machine it ran on (:func:`machine_info`);
 - results go to ``runs/benchmarks/<name>.json`` and ``.md`` in the current folder (``--out`` elsewhere);
-  ``--commit`` writes the committed ``benchmarks/results/`` of the source checkout. Benchmarks never decide a
-  test's outcome.
+  ``--commit`` writes the committed tables of the source checkout (``workbench/assets/benchmarks/``, linked as
+  ``benchmarks/results/``), which ship with the package. Benchmarks never decide a test's outcome.
 
 A benchmark is a module ``workbench/benchmarks/<name>.py`` with ``main(argv)``, a docstring whose first line
 says what it measures, and ``DURATION`` (the expected wall time of a default run on 2 cores).
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import markdown_table, repo_root
+from .records import BENCHMARKS_DIR, PACKAGE_DIR, NotACheckout, markdown_table, repo_root
 
 _FLUSH = None
 
@@ -140,8 +140,9 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
 
 
 def committed_results_dir() -> Path:
-    """``benchmarks/results`` of the source checkout (the committed tables)."""
-    return repo_root() / "benchmarks" / "results"
+    """The committed tables, as shipped with the package (``workbench/assets/benchmarks``; ``benchmarks/results`` in
+    the checkout)."""
+    return BENCHMARKS_DIR
 
 
 def results_dir() -> Path:
@@ -156,7 +157,7 @@ def add_output_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="Folder for <name>.json and <name>.md (default: runs/benchmarks in the current folder).")
     p.add_argument("--commit", action="store_true",
-                   help="Overwrite the committed tables in the checkout's benchmarks/results/ instead.")
+                   help="Overwrite the committed tables of the checkout (benchmarks/results/) instead.")
     return p
 
 
@@ -164,11 +165,11 @@ def output_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "commit", False) and getattr(args, "out", None):
         raise SystemExit("give either --out or --commit, not both")
     if getattr(args, "commit", False):
-        root = repo_root()
-        if not (root / "pyproject.toml").exists():
-            raise SystemExit("--commit writes the committed results of a source checkout; run it inside the "
-                             "vision-workbench repository (or set WORKBENCH_ROOT)")
-        return committed_results_dir()
+        try:
+            root = repo_root()
+        except NotACheckout as e:
+            raise SystemExit(f"--commit writes the committed results: {e}") from None
+        return root / BENCHMARKS_DIR.relative_to(PACKAGE_DIR.parent)
     return Path(args.out) if getattr(args, "out", None) else results_dir()
 
 

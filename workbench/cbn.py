@@ -132,13 +132,6 @@ class ConvGeometry:
         return cls(tuple(conv.weight.shape), tuple(conv.stride), padding, tuple(conv.dilation), conv.groups)
 
 
-def _out_positions(inp: torch.Tensor, g: ConvGeometry) -> tuple[int, int]:
-    kh, kw = g.weight_shape[2:]
-    ho = (inp.shape[2] + 2 * g.padding[0] - g.dilation[0] * (kh - 1) - 1) // g.stride[0] + 1
-    wo = (inp.shape[3] + 2 * g.padding[1] - g.dilation[1] * (kw - 1) - 1) // g.stride[1] + 1
-    return ho, wo
-
-
 @functools.lru_cache(maxsize=64)
 def _tap_matrix(k: int, dil: int, stride: int, pad: int, n_out: int, n_in: int, device: torch.device,
                 dtype: torch.dtype) -> torch.Tensor:

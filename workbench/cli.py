@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .records import repo_root
+from .records import NotACheckout, repo_root
 
 
 def _offline_env() -> None:
@@ -44,10 +44,13 @@ def lab_settings_dir() -> Path:
 
 
 def cmd_lab(args) -> int:
-    nb = repo_root() / "notebooks"
+    try:
+        nb = repo_root() / "notebooks"
+    except NotACheckout as e:
+        print(f"workbench lab opens the notebooks of the source checkout: {e}", file=sys.stderr)
+        return 2
     if not nb.is_dir():
-        print("workbench lab opens the notebooks of the source checkout (notebooks/ was not found); run it inside "
-              "the vision-workbench repository", file=sys.stderr)
+        print(f"workbench lab opens the notebooks of the source checkout ({nb} was not found)", file=sys.stderr)
         return 2
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ip={args.host}", f"--port={args.port}",
            f"--notebook-dir={nb}", "--LabApp.news_url=None",
@@ -129,12 +132,12 @@ def cmd_train(args) -> int:
         for name, (_, help_text, mod) in sorted(jobs.items()):
             print(f"  {name:<24} {help_text}  [{mod}]")
         for mod, err in errors.items():
-            print(f"  (studies/{mod}.py failed to import: {err})")
+            print(f"  (workbench/studies/{mod}.py failed to import: {err})")
         return 0 if not args.job else 2
     if args.job not in jobs:
         print(f"unknown job {args.job!r}; known: {', '.join(sorted(jobs))}", file=sys.stderr)
         for mod, err in errors.items():
-            print(f"(studies/{mod}.py failed to import: {err})", file=sys.stderr)
+            print(f"(workbench/studies/{mod}.py failed to import: {err})", file=sys.stderr)
         return 2
     fn = jobs[args.job][0]
     rc = fn(list(args.rest))
@@ -164,7 +167,7 @@ def cmd_bench(args) -> int:
     names = bench_modules()
     if args.list or not args.name:
         print("benchmarks (workbench bench <name> --help for options; results go to runs/benchmarks/, "
-              "--commit writes the committed benchmarks/results/):")
+              "--commit writes the checkout's committed benchmarks/results/):")
         for n, modname in names.items():
             mod = importlib.import_module(modname)
             print(f"  {n:<8} {_first_sentence(mod.__doc__)} ({getattr(mod, 'DURATION', 'duration unknown')})")
@@ -180,7 +183,11 @@ def cmd_bench(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    path = write_report(args.out, studies=args.studies)
+    try:
+        path = write_report(args.out, studies=args.studies)
+    except FileNotFoundError as e:
+        print(f"workbench report: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path} (open it in a browser; it needs no network)")
     return 0
 

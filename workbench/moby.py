@@ -508,7 +508,7 @@ def supervised_train(encoder: nn.Module, images: torch.Tensor, labels: torch.Ten
     """Train ``encoder`` + a linear head end to end with cross-entropy through :func:`workbench.train.fit`
     (AdamW, 1 warm-up epoch, cosine). Supervised training from scratch and fine-tuning of a pre-trained
     encoder (same budget). Returns ``{"acc" (if test), "train_loss", "steps", "model"}``."""
-    from workbench.train import TrainConfig, fit
+    from workbench.train import TrainConfig, evaluate_accuracy, fit
     n_cls = int(labels.max()) + 1 if test is None else int(max(int(labels.max()), int(test[1].max()))) + 1
     torch.manual_seed(seed)
     model = Classifier(encoder, n_cls)
@@ -518,11 +518,6 @@ def supervised_train(encoder: nn.Module, images: torch.Tensor, labels: torch.Ten
     out = {"train_loss": res["history"][-1]["train_loss"] if res["history"] else float("nan"),
            "steps": res["steps"], "model": model}
     if test is not None:
-        feats_fn = lambda x: model(normalize_batch(x))  # noqa: E731
-        model.eval()
-        dev = next(model.parameters()).device
-        with torch.no_grad():
-            logits = torch.cat([feats_fn(test[0][i:i + 256].float().to(dev)).cpu()
-                                for i in range(0, test[0].shape[0], 256)])
-        out["acc"] = 100.0 * (logits.argmax(1) == test[1].long()).float().mean().item()
+        out["acc"] = 100.0 * evaluate_accuracy(model, test[0].float(), test[1].long(), batch_size=256,
+                                               preprocess=normalize_batch)
     return out

@@ -1,7 +1,11 @@
-"""Study records and tables: where they live and how they are written.
+"""Study records and benchmark tables: where they live and how they are written.
 
-Studies write JSON lines (one record per run) and a markdown table under ``studies/<paper>/`` at the
-repository root; benchmarks write under ``benchmarks/results/``. Notebooks and apps read them back.
+The committed records ship inside the package, so notebooks, apps and ``workbench report`` read them the same way
+from a source checkout and from an installed wheel: studies under ``workbench/assets/studies/<paper>/``
+(:data:`STUDIES_DIR`; the checkout's ``studies/`` is a link to it) and benchmark tables under
+``workbench/assets/benchmarks/`` (:data:`BENCHMARKS_DIR`; ``benchmarks/results/`` links to it). Runs write under
+``runs/`` in the current folder; only ``--commit`` writes the committed records, and only inside a source
+checkout (:func:`repo_root`).
 """
 from __future__ import annotations
 
@@ -11,19 +15,50 @@ from collections.abc import Sequence
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+STUDIES_DIR = ASSETS_DIR / "studies"
+BENCHMARKS_DIR = ASSETS_DIR / "benchmarks"
+PROJECT_NAME = "vision-workbench"
+
+
+class NotACheckout(RuntimeError):
+    """A command that writes the committed files (``--commit``) or opens the notebooks ran outside the source
+    checkout."""
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package was imported from (the folder holding this project's ``pyproject.toml`` next
+    to ``workbench/``), ``$WORKBENCH_ROOT`` if set, or ``None`` for an installed (non-editable) package."""
+    if os.environ.get("WORKBENCH_ROOT"):
+        return Path(os.environ["WORKBENCH_ROOT"])
+    root = PACKAGE_DIR.parent
+    try:
+        text = (root / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return root if f'name = "{PROJECT_NAME}"' in text else None
 
 
 def repo_root() -> Path:
-    """The source checkout (the folder holding ``pyproject.toml`` next to ``workbench/``), or the current
-    directory for a non-editable install. ``WORKBENCH_ROOT`` overrides."""
-    if "WORKBENCH_ROOT" in os.environ:
-        return Path(os.environ["WORKBENCH_ROOT"])
-    root = PACKAGE_DIR.parent
-    return root if (root / "pyproject.toml").exists() else Path.cwd()
+    """The source checkout (:func:`checkout_root`); raises :class:`NotACheckout` with a clear message for an
+    installed package. Only what edits the repository needs it; reading committed records does not."""
+    root = checkout_root()
+    if root is None:
+        raise NotACheckout(f"this needs the source checkout of {PROJECT_NAME} (the package in use is installed at "
+                           f"{PACKAGE_DIR}); run it inside the repository or set WORKBENCH_ROOT to it")
+    return root
+
+
+def studies_root() -> Path:
+    """The committed study folders shipped with the package (:data:`STUDIES_DIR`), or the folder named by the
+    ``WORKBENCH_STUDIES`` environment variable (to read studies run elsewhere, e.g. ``runs/``)."""
+    env = os.environ.get("WORKBENCH_STUDIES")
+    return Path(env) if env else STUDIES_DIR
 
 
 def studies_dir(paper: str) -> Path:
-    return repo_root() / "studies" / paper
+    """The committed records of ``paper``'s study, as shipped with the package (read-only use)."""
+    return studies_root() / paper
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence], floatfmt: str = ".3f") -> str:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from pathlib import Path
+
+from .records import studies_root
 
 PAPERS = {  # folder -> (title, venue)
     "swin_v2": ("Swin Transformer V2", "CVPR 2022"),
@@ -27,10 +28,8 @@ VERDICT_COLORS = {"reproduced": "#1a7f37", "partly": "#9a6700", "not reproduced"
 
 
 def packaged_studies() -> Path:
-    """The committed study folders shipped with the package (``workbench/assets/studies``), or the folder named
-    by the ``WORKBENCH_STUDIES`` environment variable (to read a study run elsewhere, e.g. ``runs/``)."""
-    env = os.environ.get("WORKBENCH_STUDIES")
-    return Path(env) if env else Path(__file__).resolve().parent / "assets" / "studies"
+    """The committed study folders shipped with the package, or ``$WORKBENCH_STUDIES`` (:func:`records.studies_root`)."""
+    return studies_root()
 
 
 def load_claims(studies: str | Path | None = None) -> dict[str, dict]:
@@ -121,6 +120,10 @@ def render(docs: dict[str, dict]) -> str:
                         f"<small>{html.escape(venue)}</small></h2>{''.join(claims)}</section>")
     counts = {v: sum(c["verdict"] == v for d in docs.values() for c in d["claims"]) for v in VERDICT_COLORS}
     head = ", ".join(f"{n} {v}" for v, n in counts.items())
+    pending = [title for paper, (title, _) in PAPERS.items() if paper not in docs]
+    if pending:
+        head += (". Not judged yet (no committed claims.json; each paper's study writes one: "
+                 "<code>workbench train --list</code>): " + ", ".join(html.escape(t) for t in pending))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Vision Workbench — claims and verdicts</title>
 <style>
@@ -145,9 +148,9 @@ the paper's scale. Totals: {head}.</p>
 
 
 def write_report(out: str | Path = "runs/report.html", studies: str | Path | None = None) -> Path:
+    """Write the page for every ``<paper>/claims.json`` under ``studies`` (default: the committed ones); papers
+    without one are named as not judged yet."""
     docs = load_claims(studies)
-    if not docs:
-        raise FileNotFoundError("no claims.json found; run a study (workbench train <paper>-study) first")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(docs))

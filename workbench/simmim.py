@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from workbench.data.transforms import denormalize, normalize
+from workbench.data.transforms import denormalize, normalize, to_tensor
 from workbench.models import create_model
 
 STRATEGIES = ("random", "square", "blockwise")
@@ -587,7 +587,7 @@ def image_to_tensor(image) -> torch.Tensor:
         a = np.asarray(image)
         if a.ndim != 3 or a.shape[-1] != 3:
             raise ValueError(f"expected an RGB image (H, W, 3), got shape {a.shape}")
-        t = torch.from_numpy(a.astype(np.float32) / (255.0 if a.dtype == np.uint8 else 1.0)).permute(2, 0, 1)
+        t = to_tensor(a)
     if not torch.isfinite(t).all():
         raise ValueError("the image contains NaN or infinite values")
     if t.min() < 0 or t.max() > 1:

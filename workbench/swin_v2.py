@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from workbench import inspect
+from workbench.data.transforms import to_tensor
 from workbench.layers import DropPath, Mlp
 
 __all__ = [
@@ -841,9 +842,7 @@ def predict_topk(model: nn.Module, image, class_names, k: int = 5) -> list[tuple
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-        if image.dtype == np.uint8:
-            x = x / 255.0
+        x = to_tensor(image)
     elif isinstance(image, torch.Tensor):
         x = image.float()
     else:

@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 
+from workbench.demos.common import user_message
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -21,13 +23,6 @@ QUEUE_SIZE = 64  # waiting requests beyond this are turned away with a message
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, IndexError)
 
 log = logging.getLogger("workbench.apps")
-
-
-def user_message(e: BaseException) -> str:
-    """A short message for the page: the exception's text without quotes or file-system paths."""
-    from workbench.demos.common import _strip_paths
-
-    return _strip_paths(str(e).strip("'\"")) or type(e).__name__
 
 
 def guard(fn, n_outputs: int | None = None):

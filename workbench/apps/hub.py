@@ -2,7 +2,8 @@
 
 Adding a paper never edits this file: its module ``apps/<module>.py`` exposes ``build()`` and the
 registry names it. A registered module that does not exist yet shows what is coming; a module that fails
-to import shows the error in its tab instead of taking the hub down.
+to import, or whose ``build()`` fails (e.g. a demo checkpoint is missing), shows the error in its tab instead of
+taking the hub down.
 """
 from __future__ import annotations
 

@@ -20,8 +20,12 @@ def head_range(layer, head):
     from workbench.demos import swin_v2 as demo
 
     n = demo.heads(layer)
-    # a gradio slider needs maximum > minimum: a one-head stage keeps the range 0..1 and freezes the slider at 0
-    return gr.update(maximum=max(n - 1, 1), value=min(int(head), n - 1), interactive=n > 1)
+    return gr.update(**head_slider(n), value=min(int(head), n - 1))
+
+
+def head_slider(n: int) -> dict:
+    """Slider range for ``n`` heads: gradio needs minimum < maximum, so a one-head stage gets a fixed slider at 0."""
+    return dict(maximum=max(n - 1, 1), interactive=n > 1)
 
 
 def pick_sample(shape, seed):
@@ -54,8 +58,7 @@ def build():
     with gr.Row():
         layer = gr.Slider(0, len(net.layers) - 1, value=0, step=1, label="stage", elem_id="swin_v2-layer")
         block = gr.Slider(0, 1, value=0, step=1, label="block")
-        head = gr.Slider(0, max(demo.heads(0) - 1, 1), value=0, step=1, label="head", elem_id="swin_v2-head",
-                         interactive=demo.heads(0) > 1)
+        head = gr.Slider(minimum=0, value=0, step=1, label="head", elem_id="swin_v2-head", **head_slider(demo.heads(0)))
     with gr.Row():
         window = gr.Slider(2, demo.MAX_WINDOW, value=8, step=1, label="window size", elem_id="swin_v2-window")
         pretrained = gr.Slider(0, demo.MAX_WINDOW, value=4, step=1, label="pretrained window (0 = the window)")

@@ -22,6 +22,6 @@ class UploadImage(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception as e:  # corrupt, truncated or not an image at all
-            from workbench.apps.common import user_message
+            from workbench.demos.common import user_message
 
             return BadUpload(f"{type(e).__name__}: {user_message(e)}")

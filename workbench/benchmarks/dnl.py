@@ -63,7 +63,9 @@ print(json.dumps({"peak_bytes": int(peak)}))
 
 def peak_memory_mb(kind: str, path: str, side: int, threads: int) -> float:
     """Peak memory growth (MiB) of one forward pass in a fresh process (after a tiny warm-up pass)."""
-    root = Path(__file__).resolve().parents[1]
+    # run from the folder that holds the ``workbench`` package (the checkout or site-packages), so the child imports
+    # the same code; not from inside the package, where workbench/inspect.py would shadow the standard library's
+    root = Path(__file__).resolve().parents[2]
     # glibc: serve every allocation above 64 KiB with mmap and return it on free, so the resident set
     # follows the live tensors instead of hiding them in memory freed earlier
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}

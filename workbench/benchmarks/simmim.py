@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             def change(model=model, state=state):
                 r = float(ratios[state["i"] % len(ratios)])
                 state["i"] += 1
-                demo.panel("photo: astronaut", "random", r, 16, 0, model)
+                demo.panel("photo: astronaut", "random", r, 16, 0, model)  # what the app tab's handler runs
 
             sink: list = []
             t = bench.interleaved({model: _with_cpu_time(change, sink)}, repeats=args.latency_repeats, warmup=2)[model]

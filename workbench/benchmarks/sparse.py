@@ -29,8 +29,6 @@ import os
 import time
 import warnings
 
-DURATION = "about 9 minutes (--quick: about 1 minute; --crossover adds 4)"
-
 import numpy as np
 import torch
 
@@ -38,6 +36,7 @@ from workbench import bench
 from workbench.sparse.formats import BalancedMatrix
 from workbench.sparse.prune import balanced_mask, block_mask
 
+DURATION = "about 9 minutes (--quick: about 1 minute; --crossover adds 4)"
 BANK = 64
 COLUMNS = ["size", "batch", "target", "method", "kernel", "sparsity", "median_ms", "p95_ms", "speedup_vs_dense",
            "gbps", "pct_bw", "load_avg_1m"]
@@ -100,6 +99,21 @@ def _rows(times, bytes_of, sparsity_of, size, batch, target, bw, kernel_of, load
     return out
 
 
+def _cpu_methods(W, Wn, csr, tcsr, bsr, bm, x, xn) -> dict:
+    """The timed CPU products of one point (each closure holds its own operands)."""
+    fns = {
+        "dense_torch": (lambda: torch.mv(W, x)) if x.ndim == 1 else (lambda: torch.mm(W, x)),
+        "dense_numpy": lambda: Wn @ xn,
+        "csr_scipy": lambda: csr @ xn,
+        "csr_torch": lambda: tcsr @ x,
+        "balanced": lambda: bm.matmul(x),
+        "balanced_numba": lambda: bm.matmul(x, kernel="numba"),
+    }
+    if bsr is not None:
+        fns["bsr_scipy"] = lambda: bsr @ xn
+    return fns
+
+
 def run_cpu(args, log=print) -> tuple[list[dict], dict]:
     import scipy.sparse as sp
     from threadpoolctl import threadpool_limits
@@ -137,16 +151,7 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
             kernel = cpu_kernels.kernel_for(batch, bm.dtype, BANK)
             if kernel == "tiles":
                 bm.cpu_tiles()  # built once, outside the timing (a module keeps it)
-            fns = {
-                "dense_torch": (lambda: torch.mv(W, x)) if batch == 1 else (lambda: torch.mm(W, x)),
-                "dense_numpy": lambda: Wn @ xn,
-                "csr_scipy": lambda: csr @ xn,
-                "csr_torch": lambda: tcsr @ x,
-                "balanced": lambda: bm.matmul(x),
-                "balanced_numba": lambda: bm.matmul(x, kernel="numba"),
-            }
-            if bsr is not None:
-                fns["bsr_scipy"] = lambda: bsr @ xn
+            fns = _cpu_methods(W, Wn, csr, tcsr, bsr, bm, x, xn)
             if size >= 16384:  # the slow baselines only where they finish in time
                 fns = {k: fns[k] for k in ("dense_numpy", "dense_torch", "csr_scipy", "balanced")}
             ref = Wm.double() @ x.double()
@@ -257,6 +262,17 @@ def cpu_notes(rows: list[dict], args, status: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------- GPU
+def _gpu_methods(dense: dict, bms: dict, xs: dict, csr, xcp) -> dict:
+    """The timed GPU products of one point, per precision (each closure holds its own operands)."""
+    fns = {}
+    for p in ("fp32", "fp16", "bf16"):
+        W, bm, x = dense[p], bms[p], xs[p]
+        fns[f"cublas_{p}"] = (lambda W=W, x=x: torch.mv(W, x)) if x.ndim == 1 else (lambda W=W, x=x: torch.mm(W, x))
+        fns[f"balanced_{p}"] = lambda bm=bm, x=x: bm.matmul(x)
+    fns["cusparse_csr"] = lambda: csr @ xcp
+    return fns
+
+
 def run_gpu(args, log=print) -> list[dict]:
     import cupy
     import cupyx.scipy.sparse as csp
@@ -292,12 +308,7 @@ def run_gpu(args, log=print) -> list[dict]:
         x = (torch.randn(size, generator=g) if batch == 1 else torch.randn(size, batch, generator=g)).to(dev)
         xs = {"fp32": x, "fp16": x.half(), "bf16": x.bfloat16()}
         xcp = cupy.from_dlpack(x)
-        fns = {}
-        for p in ("fp32", "fp16", "bf16"):
-            fns[f"cublas_{p}"] = ((lambda p=p: torch.mv(dense[p], xs[p])) if batch == 1
-                                  else (lambda p=p: torch.mm(dense[p], xs[p])))
-            fns[f"balanced_{p}"] = lambda p=p: bms[p].matmul(xs[p])
-        fns["cusparse_csr"] = lambda: csr @ xcp
+        fns = _gpu_methods(dense, bms, xs, csr, xcp)
         ref = Wm.to(dev).double() @ x.double()
         for p, tol in (("fp32", 1e-4), ("fp16", 2e-2), ("bf16", 5e-2)):
             err = float((bms[p].matmul(xs[p]).double() - ref).abs().max())
@@ -339,6 +350,25 @@ def run_gpu(args, log=print) -> list[dict]:
     for r in rows:
         r["bandwidth_gbps"] = bw
     return rows
+
+
+def ratio_table(rows: list[dict]) -> str:
+    """Markdown table of ``speedup_vs_dense`` side by side: one row per (size, batch, target sparsity), one column per
+    method (in the order measured; "-" where a method was not run at that point)."""
+    from workbench.records import markdown_table
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    points: dict[tuple, dict] = {}
+    for r in rows:
+        points.setdefault((r["size"], r["batch"], r["target"]), {})[r["method"]] = r["speedup_vs_dense"]
+    body = [[size, batch, target] + [f"{v[m]:.2f}x" if m in v else "-" for m in methods]
+            for (size, batch, target), v in points.items()]
+    return markdown_table(["size", "batch", "sparsity"] + methods, body)
+
+
+def _report(title: str, reference: str, rows: list[dict], paths) -> None:
+    print(f"\n{title}: speedup over {reference} (> 1 is faster)\n{ratio_table(rows)}")
+    print("wrote " + " and ".join(str(p) for p in paths), flush=True)
 
 
 def gpu_notes(rows: list[dict]) -> str:
@@ -393,8 +423,9 @@ def main(argv: list[str] | None = None) -> None:
                     cpu_kernels=status.get("backend"), avx2=status.get("avx2"), avx512=status.get("avx512"))
         name = "sparse" + ("_quick" if args.quick else "") + ("_goal" if args.points else "") \
             + ("" if args.threads == 2 else f"_{args.threads}thread")
-        bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,
-                            notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
+        paths = bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,
+                                    notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
+        _report("CPU", "the fastest dense product (torch or numpy; the dense model for model_* rows)", rows, paths)
         if args.crossover:
             run_crossover(args)
     if args.device in ("cuda", "all"):
@@ -403,9 +434,10 @@ def main(argv: list[str] | None = None) -> None:
             print("no CUDA device visible to CuPy: GPU benchmark skipped")
             return
         rows = run_gpu(args)
-        bench.write_results("sparse_gpu" if not args.quick else "sparse_gpu_quick", rows,
-                            title="Balanced sparsity: GPU SpMV / SpMM", columns=GPU_COLUMNS,
-                            notes=gpu_notes(rows), out_dir=bench.output_dir(args))
+        paths = bench.write_results("sparse_gpu" if not args.quick else "sparse_gpu_quick", rows,
+                                    title="Balanced sparsity: GPU SpMV / SpMM", columns=GPU_COLUMNS,
+                                    notes=gpu_notes(rows), out_dir=bench.output_dir(args))
+        _report("GPU", "cuBLAS fp32", rows, paths)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ build on these machines), so HF transformers is the reference implementation ins
 
     workbench bench swinv2                       # CPU: batches 1 and 4, 1 thread (32 takes minutes per call on a shared CPU)
     workbench bench swinv2 --batches 1,32        # on a GPU (the default there)
-    workbench bench swinv2 --out /tmp/x          # write the results elsewhere (default benchmarks/results)
+    workbench bench swinv2 --out /tmp/x          # write the results elsewhere (default runs/benchmarks)
 """
 from __future__ import annotations
 

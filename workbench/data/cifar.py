@@ -81,9 +81,9 @@ class CIFAR:
         return len(self.labels)
 
     def __getitem__(self, i):
-        import torch
+        from .transforms import to_tensor
 
-        x = torch.from_numpy(self.images[i]).permute(2, 0, 1).float().div_(255)
+        x = to_tensor(self.images[i])
         if self.transform is not None:
             x = self.transform(x)
         return x, int(self.labels[i])

@@ -37,14 +37,14 @@ class ImageFolder:
         return len(self.samples)
 
     def __getitem__(self, i: int):
-        import torch
+        from .transforms import to_tensor
 
         path, label = self.samples[i]
         try:
             arr, _ = prepare_image(path, size=self.size)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        x = torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
+        x = to_tensor(arr)
         if self.transform is not None:
             x = self.transform(x)
         return x, label

@@ -410,7 +410,9 @@ class ShapesDataset:
     def __getitem__(self, i: int):
         import torch
 
-        img = torch.from_numpy(self.data.images[i]).permute(2, 0, 1).float().div_(255)
+        from .transforms import to_tensor
+
+        img = to_tensor(self.data.images[i])
         if self.transform is not None:
             img = self.transform(img)
         if self.target == "label":

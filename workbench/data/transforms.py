@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -329,9 +330,11 @@ def byol_two_view(size: int, scale=(0.08, 1.0), normalize: bool = True) -> TwoVi
 
 
 def to_tensor(img) -> torch.Tensor:
-    """uint8 (H, W, 3) array -> float (3, H, W) in [0, 1]."""
-    if hasattr(img, "flags") and not img.flags.writeable:  # e.g. the cached, read-only bundled photos
-        img = img.copy()
+    """An (H, W, C) image (numpy or torch) -> float (C, H, W): uint8 is scaled to [0, 1] (``/ 255``), any other
+    dtype is only cast to float32; a grey (H, W) image becomes three equal channels. The input is never
+    modified."""
+    if hasattr(img, "flags"):  # numpy: torch cannot wrap negative strides (flipped views) nor read-only memory
+        img = img.copy() if not img.flags.writeable else np.ascontiguousarray(img)
     t = torch.as_tensor(img)
     if t.ndim == 2:
         t = t[..., None].expand(-1, -1, 3)
@@ -341,7 +344,10 @@ def to_tensor(img) -> torch.Tensor:
 
 
 def images_to_tensor(images) -> torch.Tensor:
-    """A batch of uint8 (N, H, W, 3) images (numpy or torch) -> float (N, 3, H, W) in [0, 1]."""
+    """A batch of uint8 (N, H, W, 3) images (numpy or torch) -> float (N, 3, H, W) in [0, 1]; like :func:`to_tensor`,
+    other dtypes are only cast to float32."""
+    if hasattr(images, "flags"):
+        images = images.copy() if not images.flags.writeable else np.ascontiguousarray(images)
     t = torch.as_tensor(images)
     if t.ndim != 4 or t.shape[-1] not in (1, 3):
         raise ValueError(f"expected a (N, H, W, C) image batch, got shape {tuple(t.shape)}")

@@ -110,6 +110,11 @@ def _strip_paths(msg: str) -> str:
     return re.sub(r"(/[\w.\-]+)+/?", "<file>", msg)
 
 
+def user_message(e: BaseException) -> str:
+    """A short message for the page: the exception's text without quotes or file-system paths."""
+    return _strip_paths(str(e).strip("'\"")) or type(e).__name__
+
+
 def sample_image(shape: str, seed: int = 0, color: str = "red", size: str = "large", background: str = "striped",
                  image_size: int = 64) -> np.ndarray:
     """A rendered single-object shapes sample (uint8 (S, S, 3))."""

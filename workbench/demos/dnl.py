@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from workbench import dnl
-from workbench.data.transforms import normalize
+from workbench.data.transforms import normalize, to_tensor
 from workbench.demos.common import Panel, cached, check_float, check_int, read_image
 
 COMMAND = "workbench train dnl-study --commit --save-demo"
@@ -118,7 +118,7 @@ def explore(img, query: tuple[float, float] | None = None, temperature: float | 
     t_used = model("dnl").block.temperature
     if temperature is not None:
         t_used = check_float("temperature", temperature, 0.0, 1000.0, open_lo=True)
-    x = normalize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255)).unsqueeze(0)
+    x = normalize(to_tensor(img)).unsqueeze(0)
     maps, seg = {}, {}
     for head in HEADS:
         net = _with_temperature(t_used) if head == "dnl" and t_used != model("dnl").block.temperature else model(head)

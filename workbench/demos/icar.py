@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from workbench import icar
+from workbench.data.transforms import to_tensor
 from workbench.demos.common import Panel, cached, check_int, read_image
 
 CHECKPOINT = "icar_shapes"
@@ -91,7 +90,7 @@ def zero_shot_report(model: icar.ICARModel, tokenizer: icar.WordTokenizer, image
         raise ValueError(f"k (number of captions) must be between 1 and 50, got {k}")
     classes, notices = icar.parse_classes(rows)
     arr, img_notes = read_image(image, size=model.cfg.image_size)
-    x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div_(255)
+    x = to_tensor(arr)[None]
     notices += img_notes
     texts = icar.class_texts(classes)
     unknown = sorted({w for t in texts for w in tokenizer.unknown_words(t)})

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from workbench import simmim as sm
+from workbench.data.transforms import to_tensor
 from workbench.demos.common import Panel, cached, check_choice, check_float, check_int, read_image
 
 SIZE = 64
@@ -107,7 +108,7 @@ def classical(img: np.ndarray, token_mask: np.ndarray, patch: int) -> dict[str, 
     """Masked-pixel L1 ([0, 1] pixel units) of biharmonic inpainting and of the mean visible colour."""
     from workbench.studies.simmim import biharmonic_inpaint, masked_l1, mean_fill_inpaint
 
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    x = to_tensor(img)[None]
     pm = sm.upsample_mask(torch.as_tensor(token_mask)[None].float(), patch)
     return {"biharmonic": float(masked_l1(biharmonic_inpaint(x, pm), x, pm)[0]),
             "mean_fill": float(masked_l1(mean_fill_inpaint(x, pm), x, pm)[0])}

@@ -6,8 +6,6 @@ Used by the "Sparse" dashboard tab, the explorer of notebook 07 and the tests. N
 """
 from __future__ import annotations
 
-import numpy as np
-
 from workbench.demos.common import Panel, check_choice, check_float, check_int
 from workbench.sparse import measure
 
@@ -112,7 +110,3 @@ def accuracy(task_label: str = "MLP on digits") -> Panel:
     fig = vz.accuracy_figure(curves, dense, metric=metric, title=f"{task_label}: {metric} vs sparsity "
                                                                  f"(mean ± sd over {len(recs)} seeds)")
     return Panel({"accuracy": fig}, "", values={"curves": curves, "dense": dense})
-
-
-def summary_mean(values) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")

@@ -11,7 +11,7 @@ import torch
 
 from workbench import swin_v2
 from workbench.data import shapes
-from workbench.data.transforms import normalize
+from workbench.data.transforms import normalize, to_tensor
 from workbench.demos.common import Panel, cached, check_int, read_image, sample_image
 
 CHECKPOINT = "swinv2_micro_shapes64"
@@ -105,7 +105,7 @@ def classify(image) -> Panel:
 
     net, _, info = model()
     arr, notices = read_image(image, size=net.img_size)
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)
+    x = to_tensor(arr)
     with torch.no_grad():
         p = net(normalize(x)[None]).softmax(-1)[0]
     vals, idx = p.topk(5)

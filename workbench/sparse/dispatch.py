@@ -27,6 +27,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from workbench.data.cache import cache_root as data_cache_root
+
 MARGIN = 1.1          # predicted speedup needed to choose the sparse path
 BACKEND_MARGIN = 2.0  # ... when the running kernel backend is not the one the table was measured with
 PACKAGED = Path(__file__).with_name("crossover.json")
@@ -34,7 +36,7 @@ _TABLES: dict = {}
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "vision-workbench"))
+    return data_cache_root()
 
 
 def user_table_path(device: str = "cpu") -> Path:

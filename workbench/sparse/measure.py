@@ -178,9 +178,9 @@ def gpu_records() -> list[dict]:
 def accuracy_records() -> list[dict]:
     """The committed accuracy study (``workbench train sparse-study --commit``): protocol records, one per task and
     seed, metrics ``dense`` and ``<method>@<sparsity>``."""
-    from workbench.records import studies_dir
-    from workbench.studies.protocol import Study
-    return Study("sparse", studies_dir("sparse"), progress=False).records()
+    from workbench.records import read_jsonl, studies_dir
+    path = studies_dir("sparse") / "records.jsonl"  # a protocol study's records (workbench.studies.protocol.Study)
+    return read_jsonl(path) if path.exists() else []
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ comparison convincing, so that no study has to re-decide it:
   (:func:`workbench.train.lr_at` through :func:`workbench.train.fit`); ``--budget-min`` scales the planned
   steps of every run so that the whole study fits the budget (:func:`plan_steps`).
 * **Outputs.** By default a study writes under ``runs/<paper>/`` (git-ignored, in the current folder);
-  ``--commit`` writes the committed records in the checkout's ``studies/<paper>/``. ``claims.json`` is
+  ``--commit`` writes the committed records in the checkout's ``studies/<paper>/`` (a link to
+  ``workbench/assets/studies/<paper>/``, shipped with the package). ``claims.json`` is
   generated from the records (:func:`write_claims`) and feeds ``workbench report``.
 
 ``claims.json`` schema::
@@ -49,7 +50,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.records import repo_root
+from workbench.records import PACKAGE_DIR, STUDIES_DIR, NotACheckout, repo_root
 
 SEEDS: tuple[int, ...] = (0, 1, 2)
 HALFWAY = 0.5
@@ -211,12 +212,13 @@ def default_out(paper: str) -> Path:
 
 
 def committed_dir(paper: str) -> Path:
-    """``studies/<paper>`` of the source checkout; an error outside a checkout."""
-    root = repo_root()
-    if not (root / "pyproject.toml").exists():
-        raise SystemExit("--commit writes the committed records of a source checkout; run it inside the "
-                         "vision-workbench repository (or set WORKBENCH_ROOT)")
-    return root / "studies" / paper
+    """``workbench/assets/studies/<paper>`` of the source checkout (``studies/<paper>`` links to it); an error
+    outside a checkout."""
+    try:
+        root = repo_root()
+    except NotACheckout as e:
+        raise SystemExit(f"--commit writes the committed records: {e}") from None
+    return root / STUDIES_DIR.relative_to(PACKAGE_DIR.parent) / paper
 
 
 @dataclass

@@ -94,13 +94,6 @@ def char_data(max_chars: int = 160_000) -> CharData:
     return CharData(ids[:cut], ids[cut:], vocab)
 
 
-def char_batches(ids: torch.Tensor, seq: int, batch: int, steps: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - seq - 1, (steps, batch), generator=g)
-    ar = torch.arange(seq + 1)
-    return [ids[(s[:, None] + ar)] for s in starts]
-
-
 # ------------------------------------------------------------------------------------------------ models
 class CharLSTM(nn.Module):
     def __init__(self, vocab: int, emb: int = 64, hidden: int = 128):

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from workbench.data.cache import cache_root as data_cache_root
+
 SOURCE = Path(__file__).with_name("balanced_cpu.cpp")
 CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
 LDFLAGS = ["-fopenmp"]
@@ -43,8 +45,7 @@ _STATE: dict = {"lib": None, "tried": False, "status": None}
 
 def cache_root() -> Path:
     """$WORKBENCH_KERNEL_CACHE (compiled kernels only), else $WORKBENCH_CACHE, else ~/.cache/vision-workbench."""
-    root = os.environ.get("WORKBENCH_KERNEL_CACHE") or os.environ.get("WORKBENCH_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "vision-workbench"
+    return Path(os.environ["WORKBENCH_KERNEL_CACHE"]) if os.environ.get("WORKBENCH_KERNEL_CACHE") else data_cache_root()
 
 
 def build_key() -> str:

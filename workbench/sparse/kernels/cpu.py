@@ -111,13 +111,9 @@ def _spmm_kernel(K: int, BS: int):
 _LOCK = threading.Lock()
 
 
-def _configure_numba() -> None:
-    """Threading layer: numba's default (OpenMP here). Measured on the 2-core machine: ``workqueue`` wakes faster
-    after torch / OpenBLAS calls but does not scale to 2 threads (1.19 vs 1.21 ms at 4096^2, 90%), OpenMP does
-    (0.63 ms cold, 0.46 ms warm). NUMBA_THREADING_LAYER overrides."""
-    return None
-
-
+# Threading layer: numba's default (OpenMP here), deliberately not set. Measured on the 2-core machine: ``workqueue``
+# wakes faster after torch / OpenBLAS calls but does not scale to 2 threads (1.19 vs 1.21 ms at 4096^2, 90%), OpenMP
+# does (0.63 ms cold, 0.46 ms warm). NUMBA_THREADING_LAYER overrides.
 def _set_threads(threads: int | None):
     import numba
     if threads is None:
@@ -134,7 +130,6 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
     v = values.reshape(rows, banks * k).numpy()
     o = offsets.reshape(rows, banks * k).numpy()
     xn = x.detach().numpy()
-    _configure_numba()
     _LOCK.acquire()  # one launch at a time from Python threads (set_num_threads is per launch)
     old = None
     try:
