@@ -115,3 +115,22 @@ def test_report_without_claims_names_every_paper_as_not_judged(tmp_path):
     pending = pending[:pending.index("</p>")]
     for title, _venue in PAPERS.values():
         assert html.escape(title) in pending
+
+
+def test_committed_report_matches_the_committed_claims():
+    """docs/report.html (linked from the README) shows every committed claim with its current verdict and numbers:
+    regenerate it with `workbench report --out docs/report.html` after a study changes."""
+    from pathlib import Path
+
+    from workbench import report
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "report.html").read_text()
+    docs = report.load_claims()
+    assert docs
+    for d in docs.values():
+        for c in d["claims"]:
+            start = page.index(f'<div class="claim" id="{html.escape(c["id"])}">')
+            block = page[start:page.index("</div>\n</div>", start)]
+            assert html.escape(c["claim"]) in block and html.escape(c["verdict"]) in block, c["id"]
+            for s in c["arms"].values():
+                assert report._num(s["mean"]) in block, (c["id"], s)

@@ -92,12 +92,13 @@ def crossover() -> Panel:
                  f"uses the sparse kernel only where it is at least {m.get('margin')}x faster.", values=m)
 
 
-def accuracy(task_label: str = "MLP on digits") -> Panel:
-    """Metric vs sparsity per pruning method (mean ± sd over seeds) from the committed study records."""
+def accuracy(task_label: str = "MLP on digits", records=None) -> Panel:
+    """Metric vs sparsity per pruning method (mean ± sd over seeds) from the committed study records (or the
+    protocol records given, e.g. a study read through ``report.packaged_studies()``)."""
     from workbench.viz import sparse as vz
 
     task = TASKS[check_choice("task", task_label, list(TASKS))]
-    recs = [r for r in measure.accuracy_records() if r.get("part") == task]
+    recs = [r for r in (measure.accuracy_records() if records is None else records) if r.get("part") == task]
     if not recs:
         raise ValueError(f"no study records for {task_label}; run `workbench train sparse-study --commit`")
     keys = [k for k in recs[0]["metrics"] if "@" in k and not k.endswith(":actual_sparsity")]
