@@ -756,3 +756,22 @@ def test_app_channel_slider_follows_the_layer():
     for layer in demo.LAYERS:
         upd = app.channel_range(layer, 100)
         assert upd["maximum"] == demo.channels(layer) - 1 and upd["value"] == min(100, demo.channels(layer) - 1)
+
+
+def test_conv_bn_pairs_traces_each_architecture_once(monkeypatch):
+    """torch.fx tracing patches nn.Module.__call__ process-wide; the web app serves several users in threads, so
+    the conv -> BN analysis runs once per architecture (the live CBN tab warms it at build) and is then cached."""
+    import torch.fx as fx
+
+    calls = []
+    real = fx.symbolic_trace
+    monkeypatch.setattr(fx, "symbolic_trace", lambda m, *a, **k: calls.append(type(m).__name__) or real(m, *a, **k))
+    cbn._PAIRS_CACHE.clear()
+    a = cbn.make_model("bn", widths=(8, 16))
+    first = cbn.conv_bn_pairs(a)
+    for _ in range(3):
+        assert cbn.conv_bn_pairs(cbn.make_model("bn", widths=(8, 16))) == first
+    assert len(calls) == 1
+    assert first[0] and not first[1]
+    cbn.conv_bn_pairs(cbn.make_model("bn", widths=(8, 16, 32)))   # another module tree: traced again
+    assert len(calls) == 2

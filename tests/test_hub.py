@@ -170,3 +170,22 @@ def test_standalone_app_module_runs_as_script_path():
     demo = single_app(lambda: gr.Markdown("hello"), "Test")
     assert demo.title.startswith("Test")
     assert importlib.import_module("workbench.apps.common").MAX_FILE_SIZE == "10mb"
+
+
+def test_event_data_parameters_are_resolvable():
+    """gradio injects ``gr.SelectData`` only when it can resolve the parameter's annotation; a string annotation
+    (``from __future__ import annotations``) naming a function-local ``gr`` resolves to nothing, and the click
+    silently arrives as ``None`` (regression: clicking the DNL image did not move the query)."""
+    import inspect
+
+    from gradio import utils
+
+    demo = build_hub()
+    checked = 0
+    for f in demo.fns.values():
+        params = inspect.signature(f.fn).parameters
+        for name in ("evt", "event"):
+            if name in params:
+                assert name in utils.get_type_hints(f.fn), f"{f.name}: gradio cannot resolve the type of {name!r}"
+                checked += 1
+    assert checked >= 1

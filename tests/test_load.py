@@ -44,7 +44,6 @@ def cases(image: str) -> dict:
         "/moby_views": ("shapes #1", 3),
         "/moby_reroll": ("shapes #0", 3),
         "/dnl_update": ("shapes scene", 2, None, 0.1),
-        "/dnl_select": ("shapes scene", 2, None, 0.1),
         "/icar_predict": ("star (green, large, checkered background)", None, table, 3),
         "/icar_reset": (),
         "/icar_held_out": (),

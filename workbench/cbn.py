@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -614,16 +615,26 @@ class ConvCBN(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # converting a network
 # --------------------------------------------------------------------------------------------------
-def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: int = 0, *, strict: bool = True,
-                   gradients: str = "closed", devices: int = 1,
-                   stat_grad_scale: float | None = None) -> nn.Module:
-    """Rewrite, in place, every ``Conv2d → BatchNorm2d`` pair of ``model`` into a :class:`ConvCBN`
-    (the conv attribute becomes the pair, the BN attribute an ``nn.Identity``). The data flow is read
-    with ``torch.fx``: a BN counts as "following a conv" only if its input is a ``Conv2d`` call whose
-    output goes nowhere else. Other BNs raise ``ValueError`` (``strict=True``) or are left as
-    BatchNorm (``strict=False``). BN affine parameters and running statistics are kept.
-    """
-    CBNConfig(window, rho, burnin).validate()
+_PAIRS_CACHE: dict = {}
+_TRACE_LOCK = threading.Lock()
+
+
+def conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(pairs, problems)``: the ``(conv, bn)`` module names where a BatchNorm2d directly follows a Conv2d whose
+    output goes nowhere else, read from the data flow with ``torch.fx``, and the reasons the other BNs are not.
+
+    ``torch.fx`` tracing patches ``nn.Module.__call__`` for the whole process while it runs, which would break
+    models running in other threads (a web app serving several users). The analysis is therefore done once per
+    model class and module tree, under a lock, and cached."""
+    key = (type(model), tuple((n, type(m)) for n, m in model.named_modules()))
+    with _TRACE_LOCK:
+        if key not in _PAIRS_CACHE:
+            _PAIRS_CACHE[key] = _trace_conv_bn_pairs(model)
+    pairs, problems = _PAIRS_CACHE[key]
+    return list(pairs), list(problems)
+
+
+def _trace_conv_bn_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], list[str]]:
     import torch.fx as fx
 
     try:
@@ -653,6 +664,21 @@ def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: 
     for name, mod in mods.items():
         if isinstance(mod, nn.BatchNorm2d) and name not in calls:
             problems.append(f"BatchNorm2d '{name}' is never called in forward")
+    return pairs, problems
+
+
+def convert_to_cbn(model: nn.Module, window: int = 4, rho: float = 1.0, burnin: int = 0, *, strict: bool = True,
+                   gradients: str = "closed", devices: int = 1,
+                   stat_grad_scale: float | None = None) -> nn.Module:
+    """Rewrite, in place, every ``Conv2d → BatchNorm2d`` pair of ``model`` into a :class:`ConvCBN`
+    (the conv attribute becomes the pair, the BN attribute an ``nn.Identity``). The data flow is read
+    with ``torch.fx``: a BN counts as "following a conv" only if its input is a ``Conv2d`` call whose
+    output goes nowhere else. Other BNs raise ``ValueError`` (``strict=True``) or are left as
+    BatchNorm (``strict=False``). BN affine parameters and running statistics are kept.
+    """
+    CBNConfig(window, rho, burnin).validate()
+    mods = dict(model.named_modules())
+    pairs, problems = conv_bn_pairs(model)
     if problems and strict:
         raise ValueError("convert_to_cbn: " + "; ".join(problems))
     for conv_name, bn_name in pairs:

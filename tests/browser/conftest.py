@@ -54,4 +54,7 @@ def page(browser):
 def open_tab(page, hub_url: str, title: str):
     """Open the hub and select the tab called ``title``."""
     page.goto(hub_url)
-    page.get_by_role("tab", name=title).click()
+    page.get_by_text("Vision Workbench").first.wait_for()
+    from .tabs import click_tab
+
+    click_tab(page, title)

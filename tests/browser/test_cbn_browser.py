@@ -5,12 +5,14 @@ from __future__ import annotations
 import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
+from .tabs import click_tab
+
 TIMEOUT = 180_000  # ms: a live run trains a small network on a busy 2-core machine
 
 
 def _open_tab(page, hub_url):
     page.goto(hub_url)
-    page.get_by_role("tab", name="CBN statistics").click()
+    click_tab(page, "CBN statistics")
     expect(page.locator("#cbn-replay")).to_be_visible(timeout=TIMEOUT)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from .tabs import click_tab
+
 pytestmark = pytest.mark.browser
 
 
@@ -15,7 +17,7 @@ def test_click_moves_the_query_and_changes_the_maps(hub_url, page):
     from playwright.sync_api import expect
 
     page.goto(hub_url)
-    page.get_by_role("tab", name="DNL attention maps").click()
+    click_tab(page, "DNL attention maps")
     page.locator("#dnl-attention .js-plotly-plot").wait_for(timeout=60_000)
     summary = page.locator("#dnl-summary")
     expect(summary).to_contain_text("row 44, col 46")  # the default query

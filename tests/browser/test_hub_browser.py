@@ -4,6 +4,8 @@ from pathlib import Path
 
 from workbench.apps.registry import TABS
 
+from .tabs import click_tab
+
 
 def test_hub_renders_every_tab_without_outside_requests(page, hub_url, tmp_path):
     page.goto(hub_url)
@@ -11,7 +13,7 @@ def test_hub_renders_every_tab_without_outside_requests(page, hub_url, tmp_path)
     # the welcome tab draws a plotly figure from workbench.viz
     page.locator("#hub-shapes-plot .js-plotly-plot").first.wait_for()
     for t in TABS:
-        page.get_by_role("tab", name=t.title).click()
+        click_tab(page, t.title)
         page.get_by_text(t.blurb).first.wait_for(state="visible")
         assert page.locator(f"#hub-{t.module}-load-error").count() == 0, f"tab {t.module} failed to load"
     shot = tmp_path / "hub.png"

@@ -7,13 +7,15 @@ import re
 import playwright  # noqa: F401  (a dependency: fail loudly if missing)
 from playwright.sync_api import expect  # noqa: E402
 
+from .tabs import click_tab
+
 TIMEOUT = 120_000  # ms: the first click loads the demo model and embeds the caption pool on a busy machine
 RING_ROW = 7  # the default table lists shapes.CLASSES in order; ring is the eighth
 
 
 def _open_tab(page, hub_url):
     page.goto(hub_url)
-    page.get_by_role("tab", name="iCAR zero-shot").click()
+    click_tab(page, "iCAR zero-shot")
     expect(page.locator("#icar-predict")).to_be_visible(timeout=TIMEOUT)
 
 

@@ -5,12 +5,14 @@ import re
 
 from playwright.sync_api import expect
 
+from .tabs import click_tab
+
 TIMEOUT = 120_000  # ms: first use loads the demo encoder and embeds the gallery on a busy 2-core machine
 
 
 def _open_tab(page, hub_url):
     page.goto(hub_url)
-    page.get_by_role("tab", name="MoBY embeddings").click()
+    click_tab(page, "MoBY embeddings")
     expect(page.locator("#moby-map .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)   # content on load
 
 

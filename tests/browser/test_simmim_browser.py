@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from .tabs import click_tab
+
 pytestmark = pytest.mark.browser
 
 
@@ -15,7 +17,7 @@ def test_ratio_slider_changes_the_reconstruction(hub_url, page):
     from playwright.sync_api import expect
 
     page.goto(hub_url)
-    page.get_by_role("tab", name="SimMIM reconstructions").click()
+    click_tab(page, "SimMIM reconstructions")
     page.locator("#simmim-plot .js-plotly-plot").wait_for(timeout=60_000)
     summary = page.locator("#simmim-summary")
     expect(summary).to_contain_text("AvgDist")

@@ -9,12 +9,14 @@ from playwright.sync_api import expect  # noqa: E402
 
 from workbench.data import shapes  # noqa: E402
 
+from .tabs import click_tab
+
 TIMEOUT = 120_000  # ms: the first call loads the demo checkpoint on a busy 2-core machine
 
 
 def _open_tab(page, hub_url):
     page.goto(hub_url)
-    page.get_by_role("tab", name="Swin V2 position bias").click()
+    click_tab(page, "Swin V2 position bias")
     expect(page.locator("#swin_v2-bias-button")).to_be_visible(timeout=TIMEOUT)
 
 

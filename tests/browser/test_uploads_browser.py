@@ -12,6 +12,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from .tabs import click_tab
+
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 120_000  # ms: the first call loads a demo model on a busy 2-core machine
@@ -27,7 +29,7 @@ def text_png(tmp_path):
 
 def _open(page, hub_url, title, ready):
     page.goto(hub_url)
-    page.get_by_role("tab", name=title).click()
+    click_tab(page, title)
     expect(page.locator(ready)).to_be_visible(timeout=TIMEOUT)
 
 

@@ -50,6 +50,7 @@ def build():
 
     from workbench.demos import cbn as demo
 
+    demo.warm()
     gr.Markdown(
         "Cross-Iteration BN pools per-channel statistics over the last *k* iterations. Statistics of earlier "
         "iterations were made by older weights, so each is moved to the current weights with a first-order Taylor "

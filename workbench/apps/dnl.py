@@ -1,7 +1,6 @@
 """App tab "DNL": click a point of an image to see where the non-local blocks look from it.
 Layout and wiring only: ``workbench.demos.dnl`` computes, ``workbench.viz.dnl`` draws.
 Run alone with ``workbench app --tab dnl``."""
-from __future__ import annotations
 
 from workbench.apps.common import guard, launch, upload_image
 
@@ -59,7 +58,9 @@ def build():
     def on_select(source_, seed_, upload_, temperature_, query_, evt: gr.SelectData = None):
         return select(source_, seed_, upload_, temperature_, query_, getattr(evt, "index", None))
 
-    click.select(guard(on_select, len(outputs)), inputs, outputs, api_name="dnl_select")
+    # a click is a UI event (gradio builds its SelectData from the browser); the API computes the same through
+    # /dnl_update, with the query kept in the session state
+    click.select(guard(on_select, len(outputs)), inputs, outputs, api_name=False)
     temperature.change(guard(update, len(outputs)), inputs, outputs, api_name="dnl_update", trigger_mode="always_last")
     for c in (source, seed, upload):
         c.change(guard(update, len(outputs)), inputs, outputs, api_name=False, trigger_mode="always_last")

@@ -24,4 +24,4 @@ class UploadImage(gr.Image):
         except Exception as e:  # corrupt, truncated or not an image at all
             from workbench.demos.common import user_message
 
-            return BadUpload(f"{type(e).__name__}: {user_message(e)}")
+            return BadUpload(user_message(e))

@@ -25,7 +25,7 @@ class UploadImage(gr.Image):
         except Exception as e:  # corrupt, truncated or not an image at all
             from workbench.demos.common import user_message
 
-            return BadUpload(f"{type(e).__name__}: {user_message(e)}")
+            return BadUpload(user_message(e))
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:

@@ -152,6 +152,12 @@ def panel(diag: dict, channel: int = 0) -> Panel:
                   "loss": vz.loss_figure(diag["loss"])}, vz.diagnostic_summary(diag), values={"diag": diag})
 
 
+def warm() -> None:
+    """Read the demo network's conv -> BN pairs once (``cbn.conv_bn_pairs`` traces with ``torch.fx``, which must not
+    run while other users' models do): the app calls this while it builds, before it serves anyone."""
+    cbn.make_model("cbn", in_chans=3, widths=WIDTHS)
+
+
 def live(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0) -> Iterator[Panel]:
     """Train live and yield a :class:`Panel` every few steps (the app streams them)."""
     cfg = DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps, layer=layer,

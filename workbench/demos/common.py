@@ -107,7 +107,7 @@ def _strip_paths(msg: str) -> str:
     """Drop file-system paths from a message shown to a user."""
     import re
 
-    return re.sub(r"(/[\w.\-]+)+/?", "<file>", msg)
+    return re.sub(r"['\"]?(/[\w.\-]+)+/?['\"]?", "<file>", msg)
 
 
 def user_message(e: BaseException) -> str:
