@@ -101,7 +101,7 @@ class Recipe:
     mixup: float = 0.0
     cutmix: float = 0.0
     random_erasing: float = 0.0
-    crop_scale: tuple = (0.08, 1.0)
+    crop_scale: tuple | None = (0.08, 1.0)           # RandomResizedCrop's area range (None: not a crop recipe)
     extra: dict = field(default_factory=dict)       # phase-specific settings (mask ratio, CBN window, ...)
     schedule: str = "linear warm-up from 0, cosine to min_lr, per step"
     augment: str = ""
@@ -145,7 +145,8 @@ class Recipe:
             rows.append(("momentum", self.momentum))
         rows += [(n, getattr(self, n)) for n in ("clip_grad", "label_smoothing", "layer_decay", "mixup", "cutmix",
                                                   "random_erasing") if getattr(self, n) or n in self.paper]
-        rows += [("crop_scale", self.crop_scale), ("schedule", self.schedule)] + list(self.extra.items())
+        rows += [("crop_scale", self.crop_scale)] if self.crop_scale else []
+        rows += [("schedule", self.schedule)] + list(self.extra.items())
         key = {"images per GPU": "batch_per_gpu", "GPUs (total batch)": "gpus", "image size": "img_size",
                "base lr per reference batch -> lr": "base_lr", "create_model overrides": "arch"}
         out = ["| setting | ours | paper / official | source |", "|---|---|---|---|"]
@@ -236,7 +237,7 @@ CBN_TRAIN = Recipe(
 
 DNL_TRAIN = Recipe(
     "train", "resnet101", 769, 2, 4, 0.01, 8, 0, 0.0, 5e-4, iters=60000, optimizer="sgd", clip_grad=None,
-    arch={"dilate": (False, True, True)},
+    arch={"dilate": (False, True, True)}, crop_scale=None,
     extra={"scale_range": (0.5, 2.0), "brightness_shift": 10, "head_channels": 512, "reduction": 2,
            "temperature": 0.05, "num_classes": 19, "ignore_index": 255},
     augment="random resize 0.5-2.0, random 769 x 769 crop (padded with the ignore label), brightness shift +-10, "
@@ -246,7 +247,7 @@ DNL_TRAIN = Recipe(
             "cross-entropy; cosine instead of poly (power 0.9) decay; single-scale whole-image instead of "
             "multi-crop evaluation; SyncBN on CUDA (per-process BN on CPU)",
     sources={"*": "dnl-config", "gpus": "assumed", "batch_per_gpu": "assumed", "head_channels": "assumed",
-             "lr_batch": "assumed", "num_classes": "dnl-config", "ignore_index": "assumed"},
+             "lr_batch": "assumed", "reduction": "notes:cbn-dnl-icar", "ignore_index": "assumed"},
     paper={"backbone": "ResNet-101 'deepbase' (3-conv stem), dilated 8, ImageNet-pretrained",
            "lr_batch": "lr 0.01 at batch 8 (no scaling rule)", "schedule": "poly (power 0.9) per iteration, no warm-up",
            "head_channels": "not verified (mmsegmentation's DNLHead: 512)"})
