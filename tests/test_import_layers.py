@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS = {
     0: ("workbench", "workbench.data", "workbench.records", "workbench.inspect", "workbench.checkpoints",
         "workbench.bench"),
-    1: ("workbench.layers", "workbench.swin_v2", "workbench.vit", "workbench.models"),
+    1: ("workbench.layers", "workbench.swin_v2", "workbench.vit", "workbench.resnet", "workbench.models"),
     2: ("workbench.simmim", "workbench.moby", "workbench.cbn", "workbench.dnl", "workbench.icar", "workbench.sparse",
         "workbench.train"),
     3: ("workbench.viz",),

@@ -391,6 +391,7 @@ class ICARConfig:
     image_size: int = 32
     cnn_width: int = 16
     swin_name: str = "swinv2_lite_window4_64"
+    swin_overrides: dict = field(default_factory=dict)  # more create_model overrides (e.g. window_size)
     embed_dim: int = 64
     num_classes: int = 0  # parametric heads only ("linear", "cosine")
     vocab_size: int = 0  # text encoder (methods with a "text" head or alignment)
@@ -432,7 +433,7 @@ class ICARModel(nn.Module):
         if cfg.image_encoder == "cnn":
             self.backbone = SmallCNN(cfg.cnn_width)
         elif cfg.image_encoder == "swin":
-            self.backbone = create_model(cfg.swin_name, img_size=cfg.image_size, num_classes=0)
+            self.backbone = create_model(cfg.swin_name, img_size=cfg.image_size, num_classes=0, **cfg.swin_overrides)
         else:
             raise ValueError(f"image_encoder must be 'cnn' or 'swin', got {cfg.image_encoder!r}")
         nf = self.backbone.num_features

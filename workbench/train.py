@@ -206,13 +206,14 @@ def _make_loader(data, cfg: TrainConfig, collate_fn, seed: int):
 
 def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn: Callable | None = None,
         param_groups: list[dict] | None = None, on_step: Callable | None = None,
-        collate_fn: Callable | None = None) -> dict:
+        collate_fn: Callable | None = None, ddp_kwargs: dict | None = None) -> dict:
     """Train ``model`` for ``cfg.epochs`` epochs and return ``{"history": [...], "steps": n}``.
 
     ``loss_fn(model, batch)`` returns a loss or ``(loss, {metric: float})``. ``eval_fn(model, epoch)``
     returns metrics logged at the end of each epoch. ``param_groups`` entries may carry ``lr_scale``.
     ``on_step(model, step, total_steps)`` runs after each optimizer step. Under torchrun the model is wrapped
-    in DDP (``loss_fn`` receives the wrapper) and ``data`` (a Dataset) is sharded.
+    in DDP (``loss_fn`` receives the wrapper) and ``data`` (a Dataset) is sharded; ``ddp_kwargs`` go to
+    ``DistributedDataParallel`` (e.g. ``forward_sync_buffers=False`` for layers whose buffers are per-process state).
     """
     from tqdm.auto import tqdm
 
@@ -234,7 +235,7 @@ def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn:
     train_model = model
     if is_distributed():
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None, **(ddp_kwargs or {}))
 
     out = Path(cfg.out_dir) if cfg.out_dir else None
     logger = JsonlLogger(out / "metrics.jsonl" if out else None)

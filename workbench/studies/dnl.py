@@ -13,6 +13,11 @@ context head of each kind — none, NL, DNL, GC — over five seeds:
 
 Recipe: AdamW lr 2e-3, warm-up + cosine, weight decay 0.01, batch 32, per-pixel cross-entropy, ImageNet-
 normalised inputs, one thread. ``--save-demo`` writes the seed-0 NL and DNL models as the app's demo checkpoints.
+
+``dnl-study --scale paper --data-dir <segmentation folder>`` runs the paper's Cityscapes setting instead
+(:func:`main_paper`): a dilated ResNet-101 (output stride 8) under SegNet's head with each context block, the
+official DNL recipe (769 px crops, SGD lr 0.01, 60k iterations), torchrun; see :mod:`workbench.studies.scale` and
+docs/scale.md.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from workbench import dnl
 from workbench.data import shapes
 from workbench.data.transforms import images_to_tensor, normalize
-from workbench.studies import protocol
+from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, fit
 
 PAPER = "dnl"
@@ -188,7 +193,18 @@ def main(argv: list[str]) -> None:
     p.add_argument("--n-test", type=int, default=d.n_test, help="Test scenes.")
     p.add_argument("--save-demo", action="store_true",
                    help="Overwrite the committed demo checkpoints dnl_seg_nl.pt and dnl_seg_dnl.pt with the seed-0 models.")
+    scale.add_arguments(p)
+    p.add_argument("--num-classes", type=int, default=scale.DNL_TRAIN.extra["num_classes"],
+                   help="Paper scale: classes of the masks (Cityscapes train ids: 19; 255 = ignore).")
+    p.add_argument("--backbone-init", default=None,
+                   help="Paper scale: an ImageNet ResNet-101 state dict (conv1 / bn1 / layer1.0.conv1 ... names) to start "
+                        "the backbone from, as the paper does.")
     a = p.parse_args(argv)
+    if a.scale == "paper":
+        return main_paper(a, argv)
+    scale.check_laptop(a)
+    if a.backbone_init:
+        raise SystemExit("--backbone-init only with --scale paper")
     study = protocol.open_study(a, PAPER)
     command = protocol.command_line("workbench train dnl-study", argv)
     cfg = replace(d, steps=a.steps, n_train=a.n_train, n_test=a.n_test, n_stats=min(d.n_stats, a.n_test))
@@ -212,6 +228,111 @@ def main(argv: list[str]) -> None:
     study.run("segmentation", {LABELS[h]: arm(h) for h in a.heads}, asdict(cfg))
     doc = protocol.write_claims(PAPER, claims(command), study, extra=derived_claims(study, command))
     print(protocol.claims_table(doc))
+
+
+# ------------------------------------------------------------------------------------------------ paper scale
+class SegTrainTransform:
+    """The official training pipeline on an (image, mask) pair: random rescale in ``scale_range``, a random
+    ``crop`` x ``crop`` window (padded with 0 / the ignore label where the image is smaller), a brightness shift of
+    up to ``shift`` / 255, horizontal flip, ImageNet normalisation. Global torch RNG (seeded by ``fit``)."""
+
+    def __init__(self, crop: int, scale_range=(0.5, 2.0), shift: float = 10, ignore: int = 255):
+        self.crop, self.scale_range, self.shift, self.ignore = int(crop), scale_range, shift / 255.0, ignore
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        lo, hi = self.scale_range
+        f = lo + (hi - lo) * float(torch.rand(()))
+        h, w = max(1, round(x.shape[1] * f)), max(1, round(x.shape[2] * f))
+        x = F.interpolate(x[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        y = F.interpolate(y[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
+        ph, pw = max(0, self.crop - h), max(0, self.crop - w)
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+            y = F.pad(y, (0, pw, 0, ph), value=self.ignore)
+        top = int(torch.randint(0, x.shape[1] - self.crop + 1, ()))
+        left = int(torch.randint(0, x.shape[2] - self.crop + 1, ()))
+        x, y = x[:, top:top + self.crop, left:left + self.crop], y[top:top + self.crop, left:left + self.crop]
+        x = (x + (2 * float(torch.rand(())) - 1) * self.shift).clamp(0, 1)
+        if float(torch.rand(())) < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        return normalize(x), y
+
+
+def _eval_pair(x, y):
+    return normalize(x), y
+
+
+class _Features(torch.nn.Module):
+    """A backbone's feature map (``forward_features``) as SegNet's ``backbone``."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward_features(x)
+
+
+def paper_net(head: str, num_classes: int, r, arch: dict, init: str | None = None) -> tuple[dnl.SegNet, torch.nn.Module]:
+    """SegNet's head (conv, context block, conv, concatenation, conv, classifier) on a dilated ResNet-101: the
+    backbone and the two layers that read its 2048 channels replace SegNet's compact conv stack."""
+    from workbench.models import create_model
+
+    hc = r.extra["head_channels"]
+    net = dnl.SegNet(dnl.SegNetConfig(head=head, num_classes=num_classes, stride=8, width=1, depth=1, head_channels=hc,
+                                      reduction=r.extra["reduction"], temperature=r.extra["temperature"]))
+    backbone = create_model(r.backbone, num_classes=0, **arch)
+    if init:
+        sd = torch.load(init, map_location="cpu", weights_only=True)
+        sd = sd.get("state_dict", sd.get("model", sd)) if isinstance(sd, dict) else sd
+        sd = {k.removeprefix("module."): v for k, v in sd.items() if not k.removeprefix("module.").startswith("fc.")}
+        missing, unexpected = backbone.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise SystemExit(f"--backbone-init {init}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    net.backbone = _Features(backbone)
+    net.conv_in = dnl._conv_bn(backbone.num_features, hc)
+    net.fuse = dnl._conv_bn(backbone.num_features + hc, hc)
+    return net, backbone
+
+
+def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
+    """The context heads on a dilated ResNet-101 at the paper's size (see :mod:`workbench.studies.scale`)."""
+    from workbench.data.folders import SegmentationFolder
+
+    run = scale.start(a, argv, PAPER)
+    r = run.scale.recipes["train"]
+    crop, n_cls, ignore = run.img_size(r), int(a.num_classes), r.extra["ignore_index"]
+    train = SegmentationFolder(run.data_dir("train"), n_cls, SegTrainTransform(
+        crop, r.extra["scale_range"], r.extra["brightness_shift"], ignore), ignore_index=ignore)
+    val = SegmentationFolder(run.data_dir("val"), n_cls, _eval_pair, ignore_index=ignore)
+
+    def loss(m, batch):
+        return F.cross_entropy(m(batch[0]).float(), batch[1], ignore_index=ignore)
+
+    def confusion(m, batch):
+        x, y = batch
+        pred = m(x).argmax(1)
+        keep = y != ignore
+        return {"conf": torch.bincount(y[keep] * n_cls + pred[keep], minlength=n_cls * n_cls)}
+
+    def evaluate(m):
+        conf = run.evaluate(m, val, confusion, {"conf": torch.zeros(n_cls * n_cls)}, 1)["conf"].reshape(n_cls, n_cls)
+        return {"miou": dnl.miou(conf)[0], "pixel_acc": float(conf.diag().sum() / conf.sum().clamp_min(1))}
+
+    def arm(head):
+        def one(seed):
+            torch.manual_seed(seed)
+            net, backbone = paper_net(head, n_cls, r, run.arch(r), a.backbone_init)
+            if run.world > 1 and run.device.type == "cuda":   # 2 crops per GPU: BN over all GPUs, as the paper
+                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            res = run.fit(net, train, loss, r, seed=seed, tag=f"{LABELS[head]}, seed {seed}",
+                          backbone_params=scale.count_params(backbone), evaluate=evaluate, work=run.work(head, seed))
+            return {**res["eval"], "train_loss": res["history"][-1]["train_loss"] if res["history"] else None}
+        return one
+
+    run.study.run("segmentation", {LABELS[h]: arm(h) for h in a.heads},
+                  scale.shared_config(run, classes=n_cls, backbone_init=a.backbone_init), seeds=run.seeds)
+    run.finish(claims(run.command))
 
 
 JOBS = {"dnl-study": (main, "DNL vs NL vs GC vs none: mIoU, within-region attention, unary maps at boundaries")}

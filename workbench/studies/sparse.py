@@ -17,6 +17,11 @@ of a seed is shared by its pruned arms. Claims: balanced beats block, and balanc
 more than a small margin (1 point of accuracy; 2% of the dense perplexity), as the paper reports.
 Jobs: ``workbench train sparse-study`` and ``workbench train sparse-demo`` (the pruned Swin V2 whose dense weights
 the dashboard shows).
+
+``sparse-study --scale paper --data-dir <ImageFolder>`` prunes a full-size model instead (:func:`main_paper`): a dense
+Swin V2-T trained with the Swin V2 recipe (or loaded with ``--dense-checkpoint``), then gradual pruning of its
+block MLPs with fine-tuning, per method and sparsity, under torchrun; see :mod:`workbench.studies.scale` and
+docs/scale.md.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from torch import nn
 
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
 from workbench.sparse.prune import PruneConfig, Pruner, cubic_sparsity
-from workbench.studies import protocol
+from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit
 
 SPARSITIES = (0.75, 0.875, 0.9375)
@@ -284,7 +289,16 @@ def main(argv: list[str] | None = None) -> None:
     protocol.add_arguments(p, PAPER)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="Tasks to run.")
     p.add_argument("--sparsities", nargs="+", type=float, default=list(SPARSITIES), help="Target sparsities.")
+    scale.add_arguments(p)
+    p.add_argument("--dense-checkpoint", default=None,
+                   help="Paper scale: start from this dense Swin V2-T (a workbench checkpoint, e.g. a last.pt of "
+                        "swinv2-study --scale paper's log-spaced CPB arm) instead of training one per seed.")
     a = p.parse_args(argv)
+    if a.scale == "paper":
+        return main_paper(a, argv)
+    scale.check_laptop(a)
+    if a.dense_checkpoint:
+        raise SystemExit("--dense-checkpoint only with --scale paper")
     study = protocol.open_study(a, PAPER)
     command = protocol.command_line("workbench train sparse-study", argv)
     prog = not a.no_progress
@@ -308,6 +322,81 @@ def main(argv: list[str] | None = None) -> None:
                 extra.append(protocol.judge(c, values))
     doc = protocol.write_claims(PAPER, [], study, extra=extra)
     print(protocol.claims_table(doc))
+
+
+# ------------------------------------------------------------------------------------------------ paper scale
+PAPER_TASK = "swin_v2_t"
+
+
+def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
+    """A dense full-size Swin V2-T, then every (method, sparsity) pruned gradually from it with fine-tuning (see
+    :mod:`workbench.studies.scale`). One record per seed, as the laptop tasks: ``dense`` and ``<method>@<s>``."""
+    from workbench.checkpoints import load_checkpoint
+    from workbench.models import create_model
+
+    run = scale.start(a, argv, PAPER)
+    dr, pr = run.scale.recipes["dense"], run.scale.recipes["prune"]
+    size = run.img_size(dr)
+    train_dense = run.folder("train", scale.train_transform(size, dr))
+    train_prune = run.folder("train", scale.train_transform(run.img_size(pr), pr))
+    val = run.folder("val", scale.eval_transform(size))
+    n_cls, x = len(val.classes), pr.extra
+
+    def accuracy(m):
+        return {"acc": run.accuracy(m, val, run.batch(pr))}
+
+    def seed_run(seed):
+        torch.manual_seed(seed)
+        dense = create_model(dr.backbone, num_classes=n_cls, img_size=size, **run.arch(dr))
+        n_backbone = scale.count_params(dense) - scale.count_params(dense.head)
+        if a.dense_checkpoint:
+            dense.load_state_dict(load_checkpoint(a.dense_checkpoint).state_dict)
+            out = {"dense": accuracy(dense.to(run.device))["acc"]}
+        else:
+            res = run.fit(dense, train_dense, scale.classification_loss(dr, n_cls), dr, seed=seed,
+                          tag=f"dense, seed {seed}", backbone_params=n_backbone, evaluate=accuracy,
+                          work=run.work("dense", seed))
+            out = {"dense": res["eval"]["acc"]}
+        for s in a.sparsities:
+            for method in METHODS:
+                model = copy.deepcopy(dense)
+                cfg = PruneConfig(method=method, sparsity=s, bank_size=x["bank_size"], block=tuple(x["block"]))
+                pruner = Pruner(model, cfg, skip=swin_mlp_skip(model))
+                pruner.update(0.0)
+
+                def on_step(_m, step, total, pruner=pruner, s=s):
+                    ramp = max(1, int(x["ramp"] * total))   # the cubic schedule over the first 60% of the steps
+                    every = max(1, ramp // x["mask_updates"])
+                    if step <= ramp and (step % every == 0 or step == ramp):
+                        pruner.update(cubic_sparsity(min(step, ramp), ramp, s))
+                    else:
+                        pruner.apply()
+
+                def final(m, pruner=pruner, s=s):
+                    pruner.update(s)   # the exact final pattern
+                    return accuracy(m)
+
+                res = run.fit(model, train_prune, scale.classification_loss(pr, n_cls), pr, seed=seed + 1000,
+                              tag=f"{method} {100 * s:.2f}%, seed {seed}", backbone_params=n_backbone,
+                              backbone_arch=run.arch(dr), on_step=on_step, evaluate=final,
+                              work=run.work("prune", f"{method}-{s}", seed))
+                out[f"{method}@{s}"] = res["eval"]["acc"]
+                out[f"{method}@{s}:actual_sparsity"] = round(pruner.sparsity(), 4)
+        return out
+
+    run.study.run(PAPER_TASK, {"dense + pruned": seed_run},
+                  scale.shared_config(run, classes=n_cls, sparsities=list(a.sparsities), methods=list(METHODS),
+                                      dense_checkpoint=a.dense_checkpoint), seeds=run.seeds)
+    extra = []
+    recs = [r for r in run.study.records(PAPER_TASK) if r["arm"] == "dense + pruned"]
+    if recs:
+        dense = {r["seed"]: r["metrics"]["dense"] for r in recs}
+        for s in a.sparsities:
+            values = {"dense": dense, **{m: {r["seed"]: r["metrics"][f"{m}@{s}"] for r in recs} for m in METHODS}}
+            for c in claims(run.command, [PAPER_TASK], [s]):
+                c.chance = 1.0 / n_cls
+                extra.append(protocol.judge(c, values))
+    run.finish([], extra=extra)
 
 
 def demo_main(argv: list[str] | None = None) -> None:

@@ -18,8 +18,9 @@ Jobs (``workbench train <job> --help`` lists every option):
     CPB); the residual-stream amplitude of the last block over the first, after a short training.
 
 The paper's models are ImageNet-scale (Swin-T 28M parameters, 300 epochs); here a 0.6M-parameter model
-trains for minutes. ``--scale paper`` is not offered for this study: the ImageNet recipe is the official
-repository's (``configs/swinv2``), which ``workbench.swin_v2`` loads checkpoints from.
+trains for minutes. ``--scale paper`` runs part ``transfer`` at the paper's size instead: Swin V2-T at 256 px /
+window 8 with each position bias, trained on ``--data-dir`` with the official recipe, then tested at 384 / W12 and
+512 / W16 without fine-tuning (:func:`main_paper`; docs/scale.md).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from workbench import swin_v2
 from workbench.data import shapes
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
 from workbench.models import create_model
-from workbench.studies import protocol
+from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit
 
 PAPER = "swin_v2"
@@ -286,7 +287,11 @@ def main_study(argv: list[str]) -> None:
     p.add_argument("--ft-steps", type=int, default=TransferConfig(d).ft_steps, help="Fine-tuning steps after transfer.")
     p.add_argument("--deep-steps", type=int, default=ad.steps, help="Training steps of each deep model.")
     p.add_argument("--depth", type=int, default=ad.depth, help="Blocks of the deep one-stage model.")
+    scale.add_arguments(p)
     a = p.parse_args(argv)
+    if a.scale == "paper":
+        return main_paper(a, argv)
+    scale.check_laptop(a)
     study = protocol.open_study(a, PAPER)
     command = protocol.command_line("workbench train swinv2-study", argv)
     progress = not a.no_progress
@@ -309,6 +314,59 @@ def main_study(argv: list[str]) -> None:
                   arm_configs=NORM_VARIANTS)
     doc = protocol.write_claims(PAPER, claims(command), study)
     print(protocol.claims_table(doc))
+
+
+# ------------------------------------------------------------------------------------------------ paper scale
+def paper_claims(command: str, sizes: list[tuple[int, int]], chance: float) -> list[protocol.Claim]:
+    """Table 1 at paper scale: log-spaced CPB against the linear-spaced CPB and the V1 table at every larger
+    size / window, without fine-tuning."""
+    out = []
+    for s, w in sizes:
+        for other in ("V1 table (bicubic)", "linear-spaced CPB"):
+            out.append(protocol.Claim(
+                id=f"transfer_{s}_w{w}_vs_{'table' if 'table' in other else 'linear'}",
+                claim=f"Log-spaced CPB transfers better than {other} ({s} px / window {w}, without fine-tuning).",
+                paper_value="Table 1 (Swin-T, ImageNet-1K, trained at 256 px / W8, tested at larger windows without "
+                            "fine-tuning): the log-spaced CPB keeps the most accuracy (values unverified here)",
+                metric=f"acc_{s}_w{w}", direction="higher", baseline=other, method="log-spaced CPB",
+                part="transfer_paper", chance=chance, perfect=1.0, command=command, baselines=list(BIAS_VARIANTS)))
+    return out
+
+
+def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
+    """Part ``transfer`` at the paper's size (see :mod:`workbench.studies.scale` and docs/scale.md)."""
+    run = scale.start(a, argv, PAPER)
+    r = run.scale.recipes["train"]
+    size = run.img_size(r)
+    train = run.folder("train", scale.train_transform(size, r))
+    n_cls = len(train.classes)
+    sizes = [(size * s // r.img_size, w) for s, w in r.extra["transfer"]]
+
+    def val(px):
+        return run.folder("val", scale.eval_transform(px))
+
+    def arm(name, switches):
+        def one(seed):
+            torch.manual_seed(seed)
+            arch = run.arch(r, **switches)
+            model = create_model(r.backbone, num_classes=n_cls, img_size=size, **arch)
+
+            def evaluate(m):
+                out = {f"acc_{size}_w{m.cfg.window_size}": run.accuracy(m, val(size), run.batch(r))}
+                for s, w in sizes:   # the trained weights in a model for the larger image and window
+                    out[f"acc_{s}_w{w}"] = run.accuracy(transfer(m, s, w).to(run.device), val(s), run.batch(r))
+                return out
+
+            res = run.fit(model, train, scale.classification_loss(r, n_cls), r, seed=seed, tag=f"{name}, seed {seed}",
+                          backbone_params=scale.count_params(model) - scale.count_params(model.head),
+                          backbone_arch=arch, evaluate=evaluate,
+                          work=run.work("transfer", name, f"seed{seed}"))
+            return {**res["eval"], "train_loss": res["history"][-1]["train_loss"] if res["history"] else None}
+        return one
+
+    run.study.run("transfer_paper", {k: arm(k, v) for k, v in BIAS_VARIANTS.items()},
+                  scale.shared_config(run, classes=n_cls), seeds=run.seeds, arm_configs=BIAS_VARIANTS)
+    run.finish(paper_claims(run.command, sizes, 1.0 / n_cls))
 
 
 def _one_step(cfg: ClassifierConfig):
