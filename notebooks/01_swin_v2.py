@@ -17,189 +17,237 @@
 # # 01 · Swin Transformer V2: scaling up capacity and resolution
 #
 # Liu et al., *Swin Transformer V2: Scaling Up Capacity and Resolution*, CVPR 2022. Swin V2 keeps Swin's
-# shifted-window attention and changes three things so that models train stably when they get big and transfer
-# when the window and image size grow:
+# shifted-window attention and changes three things, so that big models train stably and a model trained
+# with small windows and images still works when they grow:
 #
 # | | Swin V1 | Swin V2 |
 # |---|---|---|
 # | normalisation | pre-norm: $x \leftarrow x + \mathrm{Attn}(\mathrm{LN}(x))$ | **residual post-norm**: $x \leftarrow x + \mathrm{LN}(\mathrm{Attn}(x))$ |
-# | attention logits | $q_i\cdot k_j/\sqrt{d} + B_{ij}$ | **scaled cosine**: $\cos(q_i, k_j)/\tau + B_{ij}$, $\tau$ learnable per head, $1/\tau \le 100$ |
-# | position bias | learned table $\hat B \in \mathbb{R}^{(2M-1)^2}$ | **log-spaced continuous bias**: $B = 16\,\sigma(\mathcal{G}(\widehat{\Delta x}, \widehat{\Delta y}))$ |
+# | attention logits | $q_i^\top k_j/\sqrt{d} + B_{ij}$ | **scaled cosine**: $\cos(q_i, k_j)/\tau + B_{ij}$, one learnable $\tau$ per head, $1/\tau \le 100$ |
+# | position bias | a learned table $\hat B \in \mathbb{R}^{(2M-1)\times(2M-1)}$ | **log-spaced continuous bias** (CPB): $B = 16\,\sigma\big(\mathcal{G}(\widehat{\Delta x}, \widehat{\Delta y})\big)$ |
 #
-# with the log-spaced coordinates $\widehat{\Delta x} = \operatorname{sign}(\Delta x)\,\log_2(1+|8\Delta x/(M_{pre}-1)|)/\log_2 8$,
-# and $\mathcal{G}$ a 2-layer MLP (2 → 512 → heads). Everything below runs `workbench.swin_v2` — one code path
-# whose switches (`attn`, `norm`, `bias`, `merge`) give V2, V1 and the paper's ablations — and reads the
-# measured numbers from the committed study records (`workbench train swinv2-study`).
+# $\mathcal{G}$ is a 2-layer MLP (2 → 512 → heads) evaluated at log-spaced offsets
+#
+# $$\widehat{\Delta x} = \operatorname{sign}(\Delta x)\,\frac{\log_2\!\big(1 + 8\,|\Delta x|/(M_{pre}-1)\big)}{\log_2 8},$$
+#
+# with $M_{pre}$ the window of pre-training. This notebook checks each piece on `workbench.swin_v2` (one code
+# path; its switches `attn`, `norm`, `bias`, `merge` give V2, V1 and the ablations), shows the paper's claims next
+# to what our study measured, and runs the demo classifier of the app tab *Swin V2*
+# (`workbench.demos.swin_v2`).
 
 # %%
-import math, torch
-torch.set_num_threads(1); torch.manual_seed(0)
-from workbench import swin_v2
-from workbench.records import read_jsonl, studies_dir
+import math
+
+import torch
+from IPython.display import Markdown, display
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+
+from workbench import report, swin_v2
+from workbench.demos import swin_v2 as demo
+from workbench.models import create_model
+from workbench.records import read_jsonl
+from workbench.studies.protocol import summarize
 from workbench.viz import swin_v2 as vz
-REC = studies_dir("swin_v2")
-m = swin_v2.create_model("swinv2_tiny_window8_256")
+
+PAPER = "swin_v2"
+STUDY = report.packaged_studies() / PAPER
+m = create_model("swinv2_tiny_window8_256")
 print(f"swinv2_tiny_window8_256: {sum(p.numel() for p in m.parameters()) / 1e6:.2f}M parameters, "
-      f"{len(m.state_dict())} state-dict tensors (official key names)")
+      f"{len(m.state_dict())} state-dict tensors (the official key names)")
 print([k for k in m.state_dict() if k.startswith("layers.0.blocks.1.")])
 
 # %% [markdown]
-# ## 1 · Residual post-norm: activations stay flat with depth
+# ## What the paper claims, and what we measured
 #
-# With pre-norm every block *adds* its un-normalised output to the residual stream, so the amplitude grows with
-# depth; residual post-norm normalises each branch before adding it (and its LayerNorm starts at zero, so every
-# block is the identity at initialisation). Our measurement: a deep narrow one-stage Swin (12 blocks, width 16)
-# at initialisation and after a short training on shapes; mean $|x|$ of the residual stream after each block.
+# `workbench train swinv2-study --commit` tests two claims under the study protocol (three seeds, mean ± sd,
+# paired differences with 95% intervals; a comparison counts only when the baseline is at least halfway from
+# chance to perfect): **transfer** — train a tiny Swin V2 at 64 px with window 4 and a log-spaced CPB, a
+# linear-spaced CPB or V1's table, then evaluate it with window 8 (and at 128 px) without and with a short
+# fine-tune — and **activation growth** — a 12-block one-stage model with pre-norm or residual post-norm.
+# The table is the committed `claims.json`:
 
 # %%
-acts = read_jsonl(REC / "activations.jsonl")
-for r in acts:
-    a0, a1 = r["amp_init"], r["amp_trained"]
-    print(f"{r['variant']:<28} last/first block amplitude: init {a0[-1] / a0[0]:.2f}, trained {a1[-1] / a1[0]:.2f}")
-vz.activation_figure(acts, "trained")
+display(Markdown(report.claims_markdown(PAPER)))
+
+# %% [markdown]
+# ## 1 · Residual post-norm: every block starts as the identity
+#
+# In V2 each residual branch is normalised *before* it is added back, and the official initialisation sets
+# that LayerNorm's weight and bias to zero, so at initialisation $x + \mathrm{LN}(\mathrm{Attn}(x)) = x$
+# exactly. Pre-norm blocks add their un-normalised output, so the residual stream grows with depth. We check
+# the identity on a fresh model (the residual stream after each block of stage 1 is captured with
+# `workbench.inspect`):
+
+# %%
+x = torch.rand(2, 3, 64, 64)
+for version in ("v2", "v1"):
+    net = create_model("swinv2_lite_window4_64", version=version).eval()
+    amps = swin_v2.activation_amplitudes(net, x)
+    print(f"{version}: norm={net.cfg.norm:<4} block 1 output == block 2 output: {amps[0] == amps[1]}")
+
+# %% [markdown]
+# The study trains the 12-block model for a few hundred steps and measures the amplitude $\overline{|x|}$ of
+# the residual stream after each block (mean ± sd over seeds, from the committed records):
+
+# %%
+acts = {}
+for r in read_jsonl(STUDY / "records.jsonl"):
+    if r["part"] == "activations" and "extra" in r:
+        acts.setdefault(r["arm"], {})[r["seed"]] = r["extra"]["amplitudes_trained"]
+curves = {}
+for arm, by_seed in acts.items():
+    per_block = [summarize(v) for v in zip(*by_seed.values())]
+    curves[arm] = ([s["mean"] for s in per_block], [s["sd"] for s in per_block])
+    print(f"{arm:<28} last / first block amplitude: {per_block[-1]['mean'] / per_block[0]['mean']:.3g}")
+vz.activation_figure(curves, title="Residual-stream amplitude after training (mean ± sd over seeds)")
+
+# %%
+report.claim_figure(report.claim(PAPER, "activation_growth"))
 
 # %% [markdown]
 # ## 2 · Scaled cosine attention: bounded logits
 #
-# $\mathrm{Sim}(q_i,k_j) = \cos(q_i,k_j)\cdot e^{\min(\tau_h,\ \log 100)}$ — the logit can never exceed the learned
-# scale (initialised to 10), whatever the magnitude of $q$ and $k$. Dot-product logits have no such bound: they
-# scale with $\|q\|\,\|k\|$. The same three models, logits before bias, mask and softmax:
+# $\mathrm{Sim}(q_i,k_j) = \cos(q_i,k_j)\cdot e^{\min(s_h,\ \log 100)}$ with $s_h = -\log\tau_h$ learnable per
+# head (initialised to $\log 10$): the logit can never exceed the head's scale, whatever the size of $q$ and
+# $k$. Dot-product logits scale with $\lVert q\rVert\,\lVert k\rVert$. Provoke it: multiply every q/k/v projection
+# of a V2 and a V1 model by 50 (large weights, as after an unstable training) and compare the largest logits.
 
 # %%
-for r in acts:
-    lo = min(s["min"] for s in r["logits_trained"]); hi = max(s["max"] for s in r["logits_trained"])
-    lo0 = min(s["min"] for s in r["logits_init"]); hi0 = max(s["max"] for s in r["logits_init"])
-    print(f"{r['variant']:<28} logits init [{lo0:6.2f}, {hi0:6.2f}]  trained [{lo:6.2f}, {hi:6.2f}]")
-vz.logit_range_figure(acts, "trained")
-
-# %% [markdown]
-# The bound is a closed form we can check on any model, and the contrast is easy to provoke: multiply every
-# q/k/v projection by 50 (as large weights would after a long, unstable training). Dot-product logits grow by
-# 50² = 2500; cosine logits do not move past $\tau$.
-
-# %%
-x = torch.rand(4, 3, 64, 64)
-for name in ("swinv2_lite_window4_64", "swin_lite_window4_64"):
-    net = swin_v2.create_model(name).eval()
-    before = max(l.abs().max().item() for l in swin_v2.attention_logits(net, x))
+x = torch.rand(2, 3, 64, 64)
+for version in ("v2", "v1"):
+    net = create_model("swinv2_lite_window4_64", version=version).eval()
+    before = max(float(t.abs().max()) for t in swin_v2.attention_logits(net, x))
     with torch.no_grad():
         for a in net.modules():
-            if isinstance(a, swin_v2.WindowAttention): a.qkv.weight.mul_(50)
-    after = max(l.abs().max().item() for l in swin_v2.attention_logits(net, x))
-    scale = max(torch.clamp(a.logit_scale, max=math.log(100)).exp().max().item()
-                for a in net.modules() if isinstance(a, swin_v2.WindowAttention)) if net.cfg.attn == "cosine" else None
-    print(f"{name:<24} ({net.cfg.attn:>6}): max |logit| {before:8.3f} -> {after:10.3f} after x50"
-          + (f"  (bound tau = {scale:.1f})" if scale else ""))
+            if isinstance(a, swin_v2.WindowAttention):
+                a.qkv.weight.mul_(50)
+    after = max(float(t.abs().max()) for t in swin_v2.attention_logits(net, x))
+    if net.cfg.attn == "cosine":
+        bound = max(math.exp(min(float(a.logit_scale.detach().max()), math.log(100)))
+                    for a in net.modules() if isinstance(a, swin_v2.WindowAttention))
+        print(f"{version} (cosine): every |logit| <= the head's scale ({bound:.3g}) before and after x50: "
+              f"{before <= bound + 1e-4 and after <= bound + 1e-4}")
+    else:
+        print(f"{version} (dot product): the largest |logit| grew more than 1000-fold: {after > 1000 * before}")
 
 # %% [markdown]
 # ## 3 · Log-spaced continuous position bias
 #
-# The CPB is a *function* of the offset, so a model trained with window $M_{pre}$ can produce a bias for any
-# window $M$. Coordinates are normalised by the pretrained window; the log spacing shrinks the range that the
-# MLP must extrapolate to. For $M_{pre}=4$, a 16-window needs offsets up to 15: linear coordinates go to 5.0,
-# log-spaced ones only to about 1.8.
+# The CPB is a *function* of the offset, so a model trained with window $M_{pre}$ yields a bias for any
+# window $M$; the log spacing shrinks how far the MLP must extrapolate. With $M_{pre} = 4$ a 16-window needs
+# offsets up to 15: linear coordinates reach $15/3 = 5$, log-spaced ones $\log_2(1+40)/3 \approx 1.79$. We check
+# `relative_coords_table` against the formula written out:
 
 # %%
-for M in (8, 16):
-    lin = swin_v2.relative_coords_table(M, 4, "linear").abs().max().item()
-    log = swin_v2.relative_coords_table(M, 4, "log").abs().max().item()
-    print(f"window {M:2d} from pretrained 4: max |coordinate| linear {lin:.2f}, log-spaced {log:.2f}")
-vz.coordinate_mapping_figure(4, (4, 8, 16))
+for M in (4, 8, 16):
+    log = swin_v2.relative_coords_table(M, 4, "log")
+    lin = swin_v2.relative_coords_table(M, 4, "linear")
+    d = torch.arange(-(M - 1), M, dtype=torch.float64)
+    by_hand = torch.sign(d) * torch.log2(1 + 8 * d.abs() / 3) / 3
+    ok = torch.allclose(log[0, M - 1, :, 1].double(), by_hand, atol=1e-6)
+    print(f"window {M:2d}: formula matches: {ok}; max |coordinate| linear {float(lin.abs().max()):.3g}, "
+          f"log-spaced {float(by_hand.abs().max()):.3g}")
+
+# %% tags=["nbval-ignore-output"]
+demo.coordinate_mapping(pretrained_window=4, windows=(4, 8, 16))
 
 # %% [markdown]
-# The demo model (`swinv2_micro_window4_64`, trained on 64 px shapes with window 4, the log-CPB run of the
-# study) evaluated as a function: its stage-1 bias along $\Delta x$ for windows 4, 8 and 16.
-
-# %%
-from workbench.studies.swin_v2 import load_demo_model
-demo, v1_tables = load_demo_model()
-attn = demo.layers[0].blocks[0].attn
-curves = {M: swin_v2.bias_over_offsets(attn, M, 4)[0, M - 1].numpy() for M in (4, 8, 16)}
-print("bias at offset 0 for windows 4/8/16:", [round(float(c[len(c) // 2]), 3) for c in curves.values()])
-vz.cpb_curve_figure(curves, head=0)
-
-# %% [markdown]
-# ## 4 · Loading official and timm checkpoints
+# ### The demo model's bias, evaluated at a larger window
 #
+# The app tab's panel: the committed demo classifier (`swinv2_micro_window4_64`, trained on 64 px shapes with
+# window 4) evaluated as a function of the offset for window 8, one query's bias over the window, and the V1
+# table trained alongside it, bicubically resized to the same window. Whatever the MLP outputs, $16\,\sigma(\cdot)$
+# keeps the bias in $(0, 16)$:
+
+# %%
+panel = demo.bias_panel(layer=0, block=0, head=0, window=8, pretrained_window=4, qy=3, qx=3)
+cpb = panel.values["cpb"]
+print("figures:", list(panel.figures), "| CPB grid", tuple(cpb.shape), "(2M-1 offsets per axis)")
+print("bias inside (0, 16):", bool((cpb > 0).all() and (cpb < 16).all()))
+
+# %% tags=["nbval-ignore-output"]
+panel.figures["cpb"]
+
+# %% tags=["nbval-ignore-output"]
+panel.figures["query"]
+
+# %% tags=["nbval-ignore-output"]
+panel.figures["v1"]
+
+# %% [markdown]
+# ## 4 · Window and resolution transfer
+#
+# Paper (Table 1, Swin-T on ImageNet): a model pre-trained with window 8 loses the least accuracy at larger
+# windows with the log-spaced CPB, before and after fine-tuning. Our arms, accuracy on unseen shapes
+# (mean ± sd over seeds) at the training setting, with window 8 at 64 px, and at 128 px with window 8:
+
+# %%
+conditions = {"acc_64_w4": "64 px / w4 (trained)", "acc_64_w8": "64 px / w8", "acc_64_w8_ft": "64 px / w8 + ft",
+              "acc_128_w8": "128 px / w8", "acc_128_w8_ft": "128 px / w8 + ft"}
+latest = {}
+for r in read_jsonl(STUDY / "records.jsonl"):
+    if r["part"] == "transfer":
+        latest[(r["arm"], r["seed"])] = r["metrics"]
+summary = {}
+for (arm, _), metrics in latest.items():
+    for key in conditions:
+        summary.setdefault(arm, {}).setdefault(key, []).append(metrics[key])
+summary = {arm: {conditions[k]: (summarize(v)["mean"], summarize(v)["sd"]) for k, v in d.items()}
+           for arm, d in summary.items()}
+for arm, d in summary.items():
+    print(f"{arm:<20}", "  ".join(f"{c}: {mean:.3f}" for c, (mean, _) in d.items()))
+vz.transfer_figure(summary)
+
+# %%
+report.claim_figure(report.claim(PAPER, "transfer_128_w8_vs_table"))
+
+# %% [markdown]
+# ## 5 · The demo classifier and official checkpoints
+#
+# The app tab classifies a shapes sample (or an upload) with the same demo model — `demo.classify`:
+
+# %%
+net, _, info = demo.model()
+print(f"demo model: test accuracy {info['test_accuracy']:.1%} on {info['n_test']} unseen shapes (stored with it)")
+res = demo.classify(demo.sample("star", seed=0))
+print("top-1 of a rendered red star:", res.values["pairs"][0][0])
+
+# %% tags=["nbval-ignore-output"]
+res.figures["top5"]
+
+# %% [markdown]
 # Our `state_dict()` uses the official key names (`layers.{i}.blocks.{j}.attn.cpb_mlp.0.weight`, downsample at
-# the end of stages 0–2, `head.weight`). `convert_state_dict` also accepts timm's layout (downsample at the
-# start of stages 1–3, `head.fc.*`), `rpe_mlp`-named SimMIM checkpoints and `{"model": ...}` wrappers, and drops
-# the index/coordinate/mask buffers, which are rebuilt. Nothing can be downloaded here, so we build a timm-format
-# state dict by applying timm's documented renames to our own model and load it back:
+# the end of stages 0–2, `head.weight`); `convert_state_dict` also reads timm's layout (downsample at the start
+# of stages 1–3, `head.fc.*`), `rpe_mlp`-named SimMIM checkpoints and `{"model": ...}` wrappers. Nothing can be
+# downloaded here, so we write the demo model in timm's layout and load it back:
 
 # %%
 import re
-src = swin_v2.create_model("swinv2_lite_window4_64").eval()
+
 timm_sd = {}
-for k, v in src.state_dict().items():
+for k, v in net.state_dict().items():
     mm = re.match(r"layers\.(\d+)\.downsample\.(.*)", k)
     k = f"layers.{int(mm.group(1)) + 1}.downsample.{mm.group(2)}" if mm else k
-    timm_sd[k.replace("head.", "head.fc.") if k.startswith("head.") else k] = v
-dst = swin_v2.create_model("swinv2_lite_window4_64").eval()
-print(dst.load_state_dict(swin_v2.convert_state_dict(timm_sd), strict=True))
-x = torch.rand(2, 3, 64, 64)
+    timm_sd["head.fc." + k[5:] if k.startswith("head.") else k] = v
+twin = swin_v2.SwinTransformerV2(net.cfg).eval()
+print(twin.load_state_dict(swin_v2.convert_state_dict(timm_sd), strict=True))
+xs = torch.rand(2, 3, 64, 64)
 with torch.no_grad():
-    print("max |logit difference| after the timm round trip:", (src(x) - dst(x)).abs().max().item())
+    print("same logits after the timm round trip:", bool((net(xs) - twin(xs)).abs().max() < 1e-5))
 
 # %% [markdown]
-# The test suite (`tests/test_swin_v2.py`) checks the same model against an independent implementation: HF
-# transformers' `Swinv2ForImageClassification`, built offline from the tiny window-8 config with our random
-# weights mapped onto its names — logits agree to within 1e-4 (V1 likewise against HF's `SwinModel`).
-
-# %% [markdown]
-# ## 5 · Resolution and window transfer
+# The unit tests compare the model with an independent implementation: HF transformers' `Swinv2Model`, built
+# offline from the tiny window-8 config with our weights mapped onto its names (logits agree to 1e-4).
 #
-# Train at 64 px with window 4, then build the model for 128 px with window 8 and load *nothing but the state
-# dict*. The V1 table is resized bicubically (what users of the official code do by hand); the CPB models set
-# `pretrained_window_sizes` to the training windows and evaluate the MLP at the new offsets. Then a short
-# fine-tune at 128 px. Paper claim (Table 1): the log-spaced CPB degrades least.
-
-# %%
-tr = read_jsonl(REC / "transfer.jsonl")
-print(f"{'position bias':<22} {'64/w4':>7} {'128/w8':>8} {'128/w8 ft':>10}")
-for r in tr:
-    print(f"{r['variant']:<22} {r['acc_64_w4']:7.3f} {r['acc_128_w8_zero_shot']:8.3f} {r['acc_128_w8_finetuned']:10.3f}")
-vz.transfer_figure(tr)
-
-# %%
-print(open(REC / "README.md").read())
-
-# %% [markdown]
-# ## 6 · The fast path and its speed
-#
-# Attention runs through `torch.nn.functional.scaled_dot_product_attention`: the logit scale is folded into
-# $q$ (so SDPA's own scale is 1), and the position bias plus the shift mask go in as the additive mask. The
-# explicit path (`use_sdpa=False`) computes $\mathrm{softmax}(\tau\cos(q,k) + B + \text{mask})\,v$ step by step;
-# they agree to float tolerance:
-
-# %%
-net = swin_v2.create_model("swinv2_lite_window8_128", drop_path_rate=0.0).eval()
-with torch.no_grad():
-    for n, p in net.named_parameters():
-        if "norm" in n and n.endswith("weight"): p.fill_(1.0)      # wake the zero-initialised post-norms
-    xx = torch.rand(2, 3, 128, 128)
-    d = (net.set_sdpa(True)(xx) - net.set_sdpa(False)(xx)).abs().max().item()
-print(f"max |SDPA - explicit| < 1e-4: {d < 1e-4}")
-
-# %% [markdown]
-# `workbench bench swinv2` times the tiny window-8 model at 256 px: our SDPA and explicit paths and HF
-# transformers' Swinv2 (timm's cannot be imported here: it needs torchvision). The committed results:
-
-# %%
-from workbench.bench import load_results
-res = load_results("swinv2")
-print(res["title"], "|", res["machine"].get("cpu") or "", "|", res["machine"].get("gpu") or "no GPU")
-for r in res["rows"]:
-    print(f"batch {r['batch']:>2} {r['mode']:<17} {r['implementation']:<24} {r['images/s']:>8} img/s  x{r['speed vs HF']} vs HF")
-
-# %% [markdown]
 # ## Explore
 #
-# The same panel as the app tab *Swin V2 position bias* (`workbench app`): choose layer, block, head, window
-# and pretrained window of the demo model and a query position (index = row · window + column); left: the CPB
-# over offsets, middle: that query's bias over the window, right: the V1 table of the same training run
-# bicubically resized to the window.
+# The same panel as the app tab *Swin V2* (`workbench app`): choose the stage, block and head of the demo model,
+# the window and the pretrained window, and a query; left the CPB over offsets, middle that query's bias over
+# the window, right the V1 table of the same training run resized to the window.
 
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets.swin_v2 import bias_explorer
-bias_explorer(demo, v1_tables)
+
+bias_explorer()

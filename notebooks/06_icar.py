@@ -17,49 +17,67 @@
 # # 06 · iCAR: a classifier whose class weights are written in words
 #
 # Wei, Cao, Zhang, Yao, Xie, Hu, Guo, *iCAR: Bridging Image Classification and Image-text Alignment for Visual
-# Recognition* (published as **iCLIP**, CVPR 2023). The paper makes an image classifier and CLIP-style image-text
-# alignment one model, with three adaptations of the classifier:
+# Recognition* (published as **iCLIP**, CVPR 2023). The paper fuses an image classifier with CLIP-style image-text
+# alignment in one model, through three adaptations of the classifier:
 #
-# 1. a **cosine classifier** instead of a linear one;
-# 2. the class weights are produced by a **text encoder** (a meta-network) from the class text — the *same* text
-#    encoder that embeds captions for image-text alignment;
+# 1. a **cosine classifier** instead of a linear one: $z_c = \tau\cos(f, w_c) = \tau\,\dfrac{f^\top w_c}{\lVert f\rVert\,\lVert w_c\rVert}$,
+#    so $|z_c| \le \tau$ — the same form as an image-text similarity;
+# 2. the class weights are **written by a text encoder** $g$ (a meta-network) from the class text,
+#    $w_c = g(\text{text}_c)$ — the *same* encoder that embeds captions for the alignment task;
 # 3. each class name is **enriched with a description** ("star: a shape with five sharp points").
 #
-# Then both tasks are trained in one batch through the shared encoders (**deep fusion**). The claim: deep fusion
-# beats classification alone, alignment alone and shallow multi-task fusion (separate heads), and descriptions help.
-# Here everything runs at laptop scale on the procedural shapes; the official code is not public, so every line is ours
-# (`workbench/icar.py`).
+# Both tasks then train in one batch through the shared encoders (**deep fusion**). For $N$ image-caption pairs
+# with $S_{ij} = \tau_a \cos(f(x_i), g(t_j))$ the alignment loss is the symmetric cross-entropy
+#
+# $$\mathcal{L}_{align} = \tfrac12\Big[-\tfrac1N\sum_i \log\operatorname{softmax}_j S_{ij}\Big|_{j=i}
+# \; - \; \tfrac1N\sum_j \log\operatorname{softmax}_i S_{ij}\Big|_{i=j}\Big],$$
+#
+# and the classification loss is the cross-entropy of $\tau\cos(f(x), g(\text{text}_c))$ over the classes. A new
+# class costs one pass of the text encoder: nothing is retrained.
+#
+# Below: the adaptations checked on the demo model of the app tab *iCAR* (`workbench.demos.icar`), the claims
+# with our verdicts, and the explorer.
 
 # %%
-import json
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
+from IPython.display import Markdown, display
 
 torch.set_num_threads(1)
-from workbench import icar
-from workbench.data import shapes
-from workbench.studies import icar as study
-from workbench.viz import icar as vi
+torch.manual_seed(0)
 
-model, tok, captions = icar.demo_bundle()
-print(f"demo model: method {model.cfg.method!r}, image encoder {model.cfg.image_encoder} "
-      f"({model.cfg.image_size} px), vocabulary {len(tok)} words, {len(captions)} distinct captions")
-print("held-out classes (never a label in training):", ", ".join(study.HELD_OUT))
+from workbench import icar, report
+from workbench.data import shapes
+from workbench.demos import icar as demo
+
+PAPER = "icar"
+model, tok, captions, extra = demo.bundle()
+print(f"demo model: method {model.cfg.method!r}, image encoder {model.cfg.image_encoder} ({model.cfg.image_size} px), "
+      f"vocabulary {len(tok)} words, {len(captions)} distinct captions to retrieve from")
+print("held-out classes (never a label in training):", ", ".join(demo.held_out()))
 
 # %% [markdown]
-# ## Adaptation 1 — the cosine classifier
+# ## What the paper claims, and what we measured
 #
-# A linear classifier scores class $c$ with $w_c^\top f + b_c$, whose size grows with $\|f\|$ and $\|w_c\|$. The
-# cosine classifier normalises both:
+# `workbench train icar-study --commit` trains every method on shapes with captions — a linear and a cosine
+# classifier, classification with text-written weights, alignment alone, shallow fusion (separate heads) and iCAR
+# deep fusion with and without descriptions — over three seeds. Ring, pentagon and crescent are never labelled:
+# recognising them is zero-shot (3-way, chance 1/3). A second part removes those classes from training entirely,
+# so their *names* are never seen, and asks whether descriptions let the model recognise them anyway.
+
+# %%
+display(Markdown(report.claims_markdown(PAPER)))
+
+# %%
+report.claim_figure(report.claim(PAPER, "zero_shot_vs_shallow"))
+
+# %%
+report.claim_figure(report.claim(PAPER, "descriptions_help"))
+
+# %% [markdown]
+# ## Adaptation 1 — the cosine classifier is bounded
 #
-# $$z_c = \tau \cos(f, w_c) = \tau\,\frac{f^\top w_c}{\|f\|\,\|w_c\|}, \qquad |z_c| \le \tau,$$
-#
-# with a temperature $\tau = e^{t}$ that is learnable (log-parametrised, clamped at 100 like CLIP) or fixed. The logits
-# are bounded by $\tau$ whatever the features — which is exactly what an image-text similarity is, so the two tasks
-# can share one form.
+# The logits of the demo model for one image and the ten class texts, against the learned $\tau$:
 
 # %%
 img = shapes.render("star", "green", "large", "checkered", seed=3, image_size=model.cfg.image_size)["image"]
@@ -70,18 +88,18 @@ with torch.no_grad():
     w = model.encode_text(tok.batch(icar.class_texts(classes), model.cfg.context_length))
     tau = float(model.tau_cls())
     logits = icar.cosine_logits(z_img, w, tau)[0]
-print(f"learned tau = {tau:.2f}; logits range [{float(logits.min()):.2f}, {float(logits.max()):.2f}] "
-      f"(bounded by +-tau)")
+    big = icar.cosine_logits(1000 * z_img, 0.001 * w, tau)[0]
+print(f"every |logit| <= tau: {bool(logits.abs().max() <= tau * (1 + 1e-6))}; "
+      f"unchanged when features x1000 and weights /1000: {torch.allclose(logits, big, atol=1e-4)}")
 print("prediction:", shapes.CLASSES[int(logits.argmax())])
 
 # %% [markdown]
-# ## Adaptation 2 — the text encoder is the classifier's meta-network
+# ## Adaptation 2 — the text encoder writes the class weights
 #
 # Text is split into lower-case words and punctuation with a vocabulary built from the training captions and the
-# class texts (no download). A small transformer (token + position embeddings, pre-norm blocks with
-# `F.scaled_dot_product_attention` and a padding mask, mean over the real tokens, a projection) maps a text to a
-# vector; for a class text that vector **is** the class weight $w_c = g(\text{text}_c)$. Texts longer than the
-# context are truncated to their first `context_length - 2` words (documented, and reported by the app).
+# class texts (nothing downloaded); texts longer than the context are truncated to their first words (the app says
+# so). Because the softmax runs over whatever list of class texts we give, adding a class keeps the odds between the
+# old ones:
 
 # %%
 t = "hexagon: a shape with six equal sides, like a honeycomb cell"
@@ -89,153 +107,48 @@ ids = tok.encode(t, model.cfg.context_length)
 print(ids)
 print(tok.decode(ids))
 print("unknown words in 'a zorblax shape':", tok.unknown_words("a zorblax shape"))
-with torch.no_grad():
-    W = F.normalize(w, dim=-1)
-sim = (W @ W.t()).numpy()
-vi.zero_shot_heatmap(sim, list(shapes.CLASSES), list(shapes.CLASSES),
-                     title="cosine similarity of the class weights written by the text encoder")
+p3 = icar.predict_proba(model, tok, x, [["star", ""], ["circle", ""], ["square", ""]], use_descriptions=False)[0]
+p4 = icar.predict_proba(model, tok, x, [["star", ""], ["circle", ""], ["square", ""], ["moon", ""]],
+                        use_descriptions=False)[0]
+print("odds star : circle unchanged by a fourth class:", bool(torch.isclose(p3[0] / p3[1], p4[0] / p4[1], rtol=1e-4)))
 
 # %% [markdown]
-# A new class costs one pass of the text encoder — no retraining, no new parameters. Because the softmax is taken over
-# whatever list of texts we give, adding a class keeps the odds between the old ones (the unit tests check this).
-#
-# ## Adaptation 3 — class descriptions
-#
-# Each class text becomes `"name: description"`. The same image, scored with names only and with descriptions:
+# The alignment loss, written out in float64 for four pairs, matches `icar.contrastive_loss`:
 
 # %%
-ring = shapes.render("ring", "red", "large", "plain", seed=0, image_size=model.cfg.image_size)["image"]
-rep = icar.zero_shot_report(model, tok, ring, icar.default_class_rows(), k=3, captions=captions)
-print(vi.probability_markdown(rep))
-vi.probability_chart(rep["names"], rep["with_desc"], rep["names_only"], title="a large red ring (a held-out class)")
+g = torch.Generator().manual_seed(0)
+a, b = torch.randn(4, 8, generator=g, dtype=torch.float64), torch.randn(4, 8, generator=g, dtype=torch.float64)
+S = 10 * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+by_hand = 0.5 * (-S.log_softmax(1).diag().mean() - S.log_softmax(0).diag().mean())
+print("contrastive_loss == the formula:", bool(torch.isclose(icar.contrastive_loss(a, b, 10.0), by_hand)))
 
 # %% [markdown]
-# ## Image-text alignment and deep fusion
+# ## Adaptation 3 — descriptions, on the app tab's panel
 #
-# For a batch of $N$ image-caption pairs with similarities $S_{ij} = \tau_a \cos(f(x_i), g(t_j))$ the symmetric
-# contrastive loss is
-#
-# $$\mathcal{L}_{align} = \tfrac12\Big[-\tfrac1N\sum_i\sum_j T_{ij}\log\operatorname{softmax}_j S_{ij}
-# \; - \; \tfrac1N\sum_j\sum_i T_{ij}\log\operatorname{softmax}_i S_{ij}\Big],$$
-#
-# with $T = I$, or — when the same caption occurs twice in a batch — $T$ uniform over the pairs that share a text, so a
-# duplicate is not pushed away as a negative. The unit tests compare it with a float64 double loop.
-#
-# **Deep fusion** (iCAR): one batch, both losses, *shared* image projection and *shared* text encoder:
-# $\mathcal{L} = \mathrm{CE}\big(\tau_c \cos(f(x), g(\text{class texts}))\big) + \mathcal{L}_{align}$. Images of held-out
-# classes take part only in alignment. The baselines are in `icar.METHODS`:
+# `demo.panel` scores an image against the class table twice — "name: description" and names only — and retrieves
+# the nearest captions. A ring is a held-out class: its name was never a label in training.
 
 # %%
-for name, spec in icar.METHODS.items():
-    print(f"{name:11s} head={str(spec.head):7s} align={spec.align!s:5s} descriptions={spec.use_descriptions!s:5s} "
-          f"shared projection={spec.shared_projection!s:5s}  {spec.label}")
+p = demo.panel(demo.example_names()[0], k=3)
+rep = p.values
+best = max(range(len(rep["names"])), key=lambda i: rep["with_desc"][i])
+print(f"{demo.example_names()[0]} -> top-1 with descriptions: {rep['names'][best]}")
+print(f"{len(rep['captions'])} nearest captions retrieved; notices: {rep['notices']}")
 
-# %% [markdown]
-# ## The study
-#
-# `workbench train icar-study` trains every method twice (seeds 0, 1) on the same 3,000 shapes (32 px), with the last
-# three classes (**ring, pentagon, crescent**) held out of classification, and evaluates on 1,000 new shapes.
-# Numbers below are read from the committed records (`studies/icar/records.jsonl`), mean ± std over seeds in %.
+# %% tags=["nbval-ignore-output"]
+p.figures["probabilities"]
 
-# %%
-records = study.read_records()
-meta = json.loads((study.DEFAULT_OUT / "meta.json").read_text())
-print(f"{len(records)} runs, {meta['epochs']} epochs each, total CPU {meta['total_cpu_s'] / 60:.1f} min "
-      f"({meta['threads']} thread)")
-print(study.markdown_table(records))
-
-# %%
-vi.study_chart(study.summarize(records))
-
-# %% [markdown]
-# ### Is the claim reproduced? Partly — and the table says exactly which part.
-#
-# Two seeds per method: gaps under ~5 points (several stds) are within noise; the gaps discussed below
-# are larger unless said otherwise.
-#
-# * **Zero-shot on held-out classes — yes, clearly.** Deep fusion reaches 89.7 % (names + descriptions) and 93.4 %
-#   (names only) 3-way zero-shot accuracy on ring / pentagon / crescent, against 68.6 % for alignment alone and
-#   71.5 % for shallow fusion (chance 33 %). Sharing the text encoder between class weights and captions is what
-#   does it: the classification loss teaches the text encoder what a *shape name* means for the image, and the
-#   held-out names, learnt from captions only, land in the same space. Classification alone with text-encoder
-#   weights cannot do it (15–18 %, below chance): it never reads a caption, so it never learns the held-out names.
-# * **Seen-class accuracy — no, not at this scale.** Adaptation 1 helps (cosine 86.8 % vs linear 83.2 %), but
-#   writing the weights with the text encoder costs 7 points (79.4 %) and adding alignment another 6 (73.4 %).
-#   Shallow fusion keeps its parametric head and stays at 82.8 %. Our image encoder is a 4-layer CNN with 64 features
-#   and 12 epochs: in one shared 64-d embedding it must carry colour, size and background for the captions as well
-#   as the shape the classifier needs. The paper's gains come with Swin backbones and ImageNet-scale data; we do not
-#   see them here, and say so.
-# * **Image → text retrieval:** deep fusion is better than alignment alone at R@1 (59.7 / 62.6 % vs 57.0 %) but
-#   below shallow fusion (68.0 %); R@5 is saturated (~97 %) for every method with a text encoder.
-# * **Few-shot on held-out classes** (nearest class mean of backbone features) favours the classification-only
-#   backbones (5-shot 80–84 %): alignment makes the features describe colour and background too, which a
-#   shape-only prototype does not want.
-
-# %% [markdown]
-# ## Zero-shot on the held-out classes
-#
-# The demo model (iCAR, seed 0) never saw a *label* for these classes; their class weights are written at inference
-# time. Probabilities for a few test images, with the three held-out classes as the class list:
-
-# %%
-test = shapes.generate(shapes.ShapesConfig(n=12, size=model.cfg.image_size, seed=2024, classes=study.HELD_OUT))
-xt = torch.from_numpy(test.images).permute(0, 3, 1, 2).float() / 255
-p_names = icar.predict_proba(model, tok, xt, study.class_list(study.HELD_OUT), use_descriptions=False)
-p_desc = icar.predict_proba(model, tok, xt, study.class_list(study.HELD_OUT), use_descriptions=True)
-truth = [shapes.CLASSES[int(l)] for l in test.labels]
-acc_n = np.mean([study.HELD_OUT[i] == t for i, t in zip(p_names.argmax(1).tolist(), truth)])
-acc_d = np.mean([study.HELD_OUT[i] == t for i, t in zip(p_desc.argmax(1).tolist(), truth)])
-print(f"these 12 images: zero-shot accuracy {acc_n:.2f} with names, {acc_d:.2f} with name: description")
-vi.zero_shot_heatmap(p_names.numpy(), [f"{i}: {t}" for i, t in enumerate(truth)], list(study.HELD_OUT),
-                     title="zero-shot probabilities (class texts = names)")
-
-# %% [markdown]
-# ## What the descriptions do
-#
-# The study measures descriptions twice: at **training** (iCAR vs iCAR names-only, rows of the table) and at
-# **inference** (columns "zero-shot (names)" vs "zero-shot (name: description)").
-
-# %%
-rows = {r["method"]: r for r in study.summarize(records)}
-for m in ("text-cls", "icar", "icar-names", "align", "shallow"):
-    r = rows[m]
-    print(f"{r['label']:48s} zero-shot names {100 * r['zs_names']:5.1f}  name: description {100 * r['zs_desc']:5.1f}  "
-          f"seen {100 * r['seen_acc']:5.1f}")
-
-# %% [markdown]
-# **Descriptions do not help here, and we can see why.** At inference, "name: description" texts lose to bare names
-# for every method with a text encoder (iCAR 55.1 % vs 89.7 %), and training with descriptions (iCAR) is not
-# better than training with names (iCAR names-only: 93.4 % zero-shot, 73.7 % seen vs 73.4 %). In the paper the
-# descriptions help because a large text corpus already ties their words to images; here the only place a
-# description word is ever seen is the seven seen-class descriptions — captions never use them. Worse, the held-out
-# descriptions are written *in terms of seen classes* ("ring: **a circle** with a round hole", "pentagon: a shape
-# with **five** equal sides" next to "star: a shape with **five** sharp points"), so they pull the held-out class
-# weights towards those classes. The explorer below lets you try this: edit the ring's description and watch the
-# "name: description" bar move while the "name only" bar stays.
-
-# %% [markdown]
-# ## Nearest captions for images
-#
-# Image → text retrieval over the distinct training captions: the three captions closest to each image.
-
-# %%
-picks = [shapes.render(s, c, z, b, seed=i, image_size=model.cfg.image_size)["image"]
-         for i, (s, c, z, b) in enumerate([("crescent", "yellow", "large", "plain"), ("star", "blue", "medium", "striped"),
-                                           ("pentagon", "orange", "large", "gradient"), ("cross", "white", "small", "noisy")])]
-xp = torch.from_numpy(np.stack(picks)).permute(0, 3, 1, 2).float() / 255
-scores, idx = icar.retrieve_captions(model, tok, xp, captions, k=3)
-for i in range(len(picks)):
-    print(f"image {i}: " + " | ".join(f"{captions[j]} ({s:.2f})" for j, s in zip(idx[i].tolist(), scores[i].tolist())))
-vi.images_with_titles(picks, [f"image {i}" for i in range(len(picks))], cols=4)
+# %% tags=["nbval-ignore-output"]
+p.figures["captions"]
 
 # %% [markdown]
 # ## Explore
 #
-# The same computation as the app tab "iCAR zero-shot" (`workbench.icar.zero_shot_report`): pick a shape, edit
-# the class list (one `name: description` per line — rename a class, change a description, add a new class) and watch
-# the probabilities with and without descriptions and the nearest captions.
+# The same controls as the app tab *iCAR* (`workbench app`): pick a shapes image and edit the class list — rename a
+# class, change a description, add one — and see the zero-shot probabilities with and without descriptions and the
+# nearest captions (`workbench.demos.icar.panel`, like the app).
 
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets.icar import icar_explorer
 
-icar_explorer(model, tok, captions)
+icar_explorer()

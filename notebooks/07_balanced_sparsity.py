@@ -14,171 +14,165 @@
 # ---
 
 # %% [markdown]
-# # 07 · Balanced Sparsity: pruning that GPUs (and CPUs) can actually use
+# # 07 · Balanced Sparsity: pruning that parallel hardware can use
 #
 # Yao, Cao, Xiao, Zhang, Nie, *Balanced Sparsity for Efficient DNN Inference on GPU*, AAAI 2019. Unstructured
-# magnitude pruning keeps accuracy at high sparsity but leaves rows with very different numbers of nonzeros, so
-# parallel kernels wait for the heaviest row (and need 8–12 bytes of index per nonzero); block pruning is fast but
+# magnitude pruning keeps accuracy at high sparsity but leaves rows with very different numbers of nonzeros, so a
+# parallel kernel waits for the heaviest row (and pays 8–12 bytes of index per nonzero); block pruning is fast but
 # loses accuracy. **Balanced sparsity** splits every row of $W \in \mathbb{R}^{R\times C}$ into banks of $B$
-# consecutive weights and keeps the same number in each:
+# consecutive weights and keeps the same number of the largest in each:
 #
-# $$k = \max\big(1, \operatorname{round}((1-s)\,B)\big) \quad\text{largest } |w| \text{ per bank} \tag{1}$$
+# $$k = \max\big(1, \operatorname{round}((1-s)\,B)\big)\ \text{ largest } |w| \text{ per bank.}$$
 #
-# Stored as values $V\in\mathbb{R}^{R\times C/B\times k}$ plus in-bank offsets $O$ (uint8 for $B\le 256$), the
+# Stored as values $V\in\mathbb{R}^{R\times C/B\times k}$ plus in-bank offsets $O$ (one byte for $B\le 256$), the
 # product is
 #
-# $$y_r = \sum_{b}\sum_{j<k} V_{r,b,j}\; x_{bB + O_{r,b,j}} \tag{3}$$
+# $$y_r = \sum_{b}\sum_{j<k} V_{r,b,j}\; x_{bB + O_{r,b,j}},$$
 #
-# — the same work for every row and every bank. Gradual pruning follows Zhu & Gupta's cubic schedule
-# $s_t = s_f + (s_i - s_f)(1 - t/T)^3$ (2). The paper's headline: up to **3.1× practical speedup** on GPU at the
-# accuracy of unstructured sparsity. Everything here runs `workbench.sparse` and reads the committed records
-# (`workbench train sparse-study`, `workbench bench sparse`).
+# the same work for every row and every bank. With 4-byte values and 1-byte offsets a nonzero costs 5 bytes
+# against 4 per dense weight, so the ideal speedup of a bandwidth-bound batch-1 product is $1/(1.25\,(1-s))$.
+# Gradual pruning follows Zhu & Gupta's cubic schedule $s_t = s_f + (s_i - s_f)(1 - t/T)^3$. The paper's headline:
+# up to **3.1× practical speedup** on GPU at the accuracy of unstructured sparsity.
+#
+# Below: the patterns and the packed format checked live, the claims with our verdicts, the committed speed
+# records, and the dashboard of the app tab *Sparse* (`workbench.demos.sparse`).
 
 # %%
-import numpy as np, torch
-torch.set_num_threads(1); torch.manual_seed(0)
-from workbench.sparse import prune, measure
+import torch
+from IPython.display import Markdown, display
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+
+from workbench import report
+from workbench.demos import sparse as demo
+from workbench.sparse import prune
 from workbench.sparse.formats import BalancedMatrix
-from workbench.studies import sparse as study
-from workbench.viz import sparse as vz
-name, W = measure.example_weight()          # a trained Swin V2 MLP weight, saved before pruning
-print(name, tuple(W.shape), "bank 32, k at 90%:", prune.kept_per_bank(0.9, 32))
+from workbench.studies.protocol import Study
+
+PAPER = "sparse"
+records = Study(PAPER, report.packaged_studies() / PAPER, progress=False).records()
+print("k kept per bank of 32 at 87.5% sparsity:", prune.kept_per_bank(0.875, 32),
+      "| ideal batch-1 speedup at 90.6% (6 of 64 kept):", f"{1 / (1.25 * (1 - 58 / 64)):.3g}x")
 
 # %% [markdown]
-# ## 1 · The patterns side by side
+# ## What the paper claims, and what we measured
 #
-# The same trained weight pruned five ways at 87.5% sparsity (top-left 16 rows × 128 columns; red dotted lines are
-# bank borders). Balanced and N:M keep exactly $k$ per bank; unstructured keeps the globally largest weights of the
-# layer (dense clusters and empty stretches); block and vector keep whole 4×4 tiles / 4×1 columns.
+# `workbench train sparse-study --commit`: three tasks, each trained dense and then pruned gradually with fine-tuning
+# to 75, 87.5 and 93.75% by balanced (bank 32), unstructured and 4×4 block pruning, three seeds — an MLP on digits
+# (accuracy), a character-level LSTM language model (perplexity, lower is better) and a Swin V2 on shapes whose MLPs
+# are pruned (accuracy). Balanced should beat block and match unstructured (within 1 point of accuracy, or 2% of the
+# dense perplexity):
 
 # %%
-pat, per_bank, per_row, summary = vz.pattern_panel(W, 0.875, 32, name=name)
-print(summary)
-pat
+display(Markdown(report.claims_markdown(PAPER)))
+
+# %%
+report.claim_figure(report.claim(PAPER, "mlp_balanced_vs_block_0.875"))
+
+# %%
+report.claim_figure(report.claim(PAPER, "lstm_balanced_vs_unstructured_0.875"))
 
 # %% [markdown]
-# ## 2 · Why balance removes load imbalance
-#
-# A GPU (or CPU) kernel gives each thread a row (or a bank). Its run time is set by the *heaviest* row, so the
-# useful measure is the row work max/mean: 1.00 for balanced and N:M by construction, well above 1 for unstructured.
-# Per bank the balanced histogram is a single bar.
+# Accuracy against sparsity per pruning method (mean ± sd over seeds; the dashed line is the dense model), the
+# dashboard's `demo.accuracy` on the same records:
 
 # %%
-per_bank
+demo.accuracy("MLP on digits", records).figures["accuracy"]
 
 # %%
-per_row
+demo.accuracy("char-LSTM language model", records).figures["accuracy"]
 
 # %% [markdown]
-# ## 3 · The packed format and its products
+# ## The patterns side by side
 #
-# `BalancedMatrix` stores values `(rows, banks, k)` and offsets in the smallest integer type. At 4096×4096 and
-# 90.6% sparsity (6 of 64 kept), fp32 values + uint8 offsets cost 5 bytes per nonzero against 8 for scipy's CSR
-# (int32 columns) and 12 for torch's CSR (int64) — the ideal batch-1 speedup over dense is $1/(1.25(1-s)) \approx 8.5$.
-# The CPU kernels (numba, compiled per bank geometry) are checked here against a float64 dense product.
+# A trained weight of the demo Swin V2 (saved before pruning) pruned every way at 87.5% with banks of 32. Balanced
+# and N:M keep exactly $k$ per bank, so the heaviest row does as much work as the average one (row work max/mean
+# = 1); unstructured keeps the globally largest weights (dense clusters, empty stretches); block keeps whole 4×4
+# tiles. The dashboard's `demo.patterns`:
+
+# %%
+pat = demo.patterns(0.875, 32)
+display(Markdown(pat.text))
+bal = pat.values["balance"]["balanced"]
+print("balanced: every bank keeps exactly k:", bal["imbalance"] == 1.0)
+
+# %% tags=["nbval-ignore-output"]
+pat.figures["patterns"]
+
+# %%
+pat.figures["per_row"]
+
+# %% [markdown]
+# ## The packed format
+#
+# `BalancedMatrix` stores values `(rows, banks, k)` and offsets in the smallest integer type. Packing, unpacking
+# and the product are checked against the masked dense matrix (float64 reference):
 
 # %%
 g = torch.Generator().manual_seed(0)
-A = torch.randn(512, 1024, generator=g)
+A = torch.randn(256, 512, generator=g)
 bm = BalancedMatrix.from_dense(A, sparsity=0.9, bank_size=64)
-x, X = torch.randn(1024, generator=g), torch.randn(1024, 16, generator=g)
-dense = bm.to_dense().double()
 print("values", tuple(bm.values.shape), bm.values.dtype, "| offsets", tuple(bm.offsets.shape), bm.offsets.dtype)
-print(f"actual sparsity {bm.sparsity:.4f}; bytes per nonzero {bm.nbytes / bm.nnz:.1f}")
-e1 = float((bm.matmul(x).double() - dense @ x.double()).abs().max())
-e16 = float((bm.matmul(X).double() - dense @ X.double()).abs().max())
-print("max |error| vs float64 below 1e-4 (fp32 rounding): batch 1", e1 < 1e-4, "| batch 16", e16 < 1e-4)
-print("to_dense == W * mask:", torch.equal(bm.to_dense(), A * prune.balanced_mask(A, 0.9, 64)))
+print(f"actual sparsity {bm.sparsity:.4f}; bytes per nonzero {bm.nbytes / bm.nnz:.3g}")
+print("to_dense == A * mask:", torch.equal(bm.to_dense(), A * prune.balanced_mask(A, 0.9, 64)))
+dense = bm.to_dense().double()
+x, X = torch.randn(512, generator=g), torch.randn(512, 16, generator=g)
+print("product matches float64 (|error| < 1e-4): batch 1", float((bm.matmul(x).double() - dense @ x.double()).abs().max()) < 1e-4,
+      "| batch 16", float((bm.matmul(X).double() - dense @ X.double()).abs().max()) < 1e-4)
 
 # %% [markdown]
-# ## 4 · Accuracy at equal sparsity (the paper's first claim)
-#
-# Three tasks, each trained dense and then pruned gradually with fine-tuning (2 seeds; banks of 32, so the
-# sparsities 50 / 75 / 87.5 / 93.75% are exact for every method): an MLP on digits (accuracy), a character-level
-# LSTM language model on an offline corpus (perplexity, lower is better) and a tiny Swin V2 on shapes whose MLPs
-# are pruned (accuracy). From `studies/sparse/accuracy.jsonl`:
-
-# %%
-records = measure.accuracy_records()
-print(study.accuracy_table(records))
-
-# %%
-vz.accuracy_figure(records, "lstm")
-
-# %%
-vz.accuracy_figure(records, "mlp")
-
-# %%
-vz.accuracy_figure(records, "swin")
-
-# %% [markdown]
-# ## 5 · Speed (the paper's second claim), from the committed benchmark
-#
-# `workbench bench sparse` times $y = Wx$ with methods interleaved, caches flushed and medians, on this project's
-# 2-core CPU (AMD EPYC, 2 threads): dense (best of torch and numpy BLAS), scipy CSR, torch CSR, scipy BSR (4×4
-# blocks) and the balanced numba kernel. On a lent GPU the same script times cuBLAS, cuSPARSE and the CuPy kernels
-# with CUDA events. `balanced_isolated` is the same kernel timed on its own right after: on this shared 2-core
-# machine, a thread pool that has gone idle while another library's pool ran pays the scheduler's wake-up latency,
-# which the interleaved `balanced` row includes (it hits batch 1 hardest, where a call lasts well under a
-# millisecond).
-
-# %%
-cpu = measure.cpu_results()
-print(cpu["notes"])
-m = cpu["machine"]
-print(f"\nmachine: {m['cpu']}, {m['cores']} cores, load before {m.get('load_avg_1m_before', float('nan')):.1f}, bandwidth {cpu['rows'][0]['bandwidth_gbps']:.1f} GB/s")
-for r in cpu["rows"]:
-    if r["size"] == 4096 and r["target"] == 0.9 and r["batch"] in (1, 128):
-        print(f"batch {r['batch']:>3} {r['method']:<12} {r['median_ms']:8.3f} ms  {r['speedup_vs_dense']:5.2f}x dense  {r['gbps']:5.1f} GB/s")
-
-# %%
-vz.records_speed_figure(cpu["rows"], x="target", size=4096, batch=1, value="speedup_vs_dense",
-                        title="CPU, 4096x4096, batch 1: speedup over the best dense BLAS")
-
-# %%
-vz.records_speed_figure(cpu["rows"], x="target", size=4096, batch=128, value="speedup_vs_dense",
-                        title="CPU, 4096x4096, batch 128")
-
-# %%
-gpu = measure.gpu_records()
-if gpu:
-    print("GPU records from", gpu[0]["device"])
-    fig = vz.records_speed_figure(gpu, x="target", size=4096, batch=1, value="speedup_vs_dense",
-                                  title=f"GPU ({gpu[0]['device']}), 4096x4096, batch 1: speedup over cuBLAS fp32")
-else:
-    print("No GPU records are committed: this session had no GPU. The CuPy kernels (balanced.cu) compile with nvcc "
-          "and `workbench bench sparse --device cuda` writes benchmarks/results/sparse_gpu.* on a GPU machine.")
-    fig = None
-fig
-
-# %% [markdown]
-# ## 6 · A sparse Swin V2 running inference
-#
-# The demo checkpoint (`workbench train sparse-demo`) is the tiny Swin V2 trained on shapes whose block MLPs were
-# gradually pruned to 87.5% balanced sparsity. `sparsify_` replaces those `nn.Linear` layers by
-# `BalancedSparseLinear` (packed values + uint8 offsets, numba kernels); the outputs equal the masked dense model's.
+# The demo checkpoint (`workbench train sparse-demo`) is that Swin V2 with its block MLPs pruned to 87.5% balanced
+# sparsity. `sparsify_` swaps those `nn.Linear` layers for `BalancedSparseLinear` (packed values and offsets, run by
+# the compiled kernels or the dense path, whichever the dispatcher measured to be faster here); the logits equal the
+# masked dense model's:
 
 # %%
 from workbench.sparse.nn import BalancedSparseLinear
+from workbench.studies import sparse as study
+
 sparse_model, ck = study.demo_model(sparse=True)
 dense_model, _ = study.demo_model(sparse=False)
-xs, ys = study._shapes(200, 12)
+xs = torch.randn(8, 3, 64, 64)
 with torch.no_grad():
-    ls, ld = sparse_model(xs), dense_model(xs)
-n_sparse = sum(isinstance(m, BalancedSparseLinear) for m in sparse_model.modules())
-print(f"{n_sparse} MLP layers replaced; max |logit difference| below 1e-4:", float((ls - ld).abs().max()) < 1e-4)
-print(f"accuracy on 200 test shapes: sparse {float((ls.argmax(1) == ys).float().mean()):.3f}, "
-      f"dense-masked {float((ld.argmax(1) == ys).float().mean()):.3f}")
-print(f"recorded at training time: dense {ck.extra['dense_accuracy']:.3f}, 87.5% balanced {ck.extra['sparse_accuracy']:.3f}")
+    same = float((sparse_model(xs) - dense_model(xs)).abs().max()) < 1e-4
+print(f"{sum(isinstance(m, BalancedSparseLinear) for m in sparse_model.modules())} MLP layers packed; "
+      f"logits equal the masked dense model's: {same}")
+print(f"stored at training time: dense accuracy {ck.extra['dense_accuracy']:.3f}, "
+      f"87.5% balanced {ck.extra['sparse_accuracy']:.3f}")
+
+# %% [markdown]
+# ## Speed, from the committed benchmark
+#
+# `workbench bench sparse` times $y = Wx$ with the methods interleaved, caches flushed and medians taken: dense (the
+# best of torch and numpy BLAS), CSR, block and the balanced kernel, over sizes, batches and sparsities. The
+# committed CPU records (machine in the title):
+
+# %%
+demo.records("target", "speedup_vs_dense", batch=1).figures["records"]
+
+# %% [markdown]
+# The dispatcher's crossover map — where the balanced kernel beats the dense product by its margin, and so where
+# `BalancedSparseLinear` uses it. It is this machine's own measurement when one was made
+# (`workbench bench sparse --crossover`), else the packaged table, so it differs between machines:
+
+# %% tags=["nbval-ignore-output"]
+demo.crossover().figures["crossover"]
+
+# %% [markdown]
+# A live measurement on this machine (256×256, batch 1) — timings vary from run to run:
+
+# %% tags=["nbval-ignore-output"]
+demo.live(256, 1, 0.9, 64, methods=("dense", "csr", "balanced")).figures["speed"]
 
 # %% [markdown]
 # ## Explore
 #
-# The panel below mirrors the app tab "Sparse speedup dashboard" (`workbench app`): pruning patterns and
-# histograms for any sparsity and bank size, a small live CPU measurement, the committed speed records and the
-# accuracy curves — built from the same `workbench.sparse.measure` and `workbench.viz.sparse` functions.
+# The dashboard of the app tab *Sparse* (`workbench app`): pruning patterns and histograms for any sparsity and bank
+# size, a small live CPU measurement, the committed speed records, the crossover map and the accuracy curves — from
+# the same `workbench.demos.sparse` functions.
 
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets.sparse import sparse_explorer
-panel = sparse_explorer()
-panel.widget
+
+sparse_explorer()
