@@ -140,3 +140,40 @@ def test_records_of_another_format_are_not_protocol_runs(tmp_path):
     st.run("masking", {"a": lambda s: {"acc": 0.1 * s}}, {"k": 1})
     assert st.values("masking", "acc") == {"a": {0: 0.0, 1: 0.1, 2: 0.2}}
     assert len(Study("x", tmp_path, progress=False).records("masking")) == 3
+
+
+def test_judge_only_runs_nothing_and_keeps_what_is_recorded(tmp_path):
+    from workbench.studies.protocol import Study
+
+    calls = []
+
+    def arm(seed):
+        calls.append(seed)
+        return {"acc": 0.5 + seed / 10}
+
+    full = Study("x", tmp_path, seeds=[0, 1], progress=False, log=lambda m: None)
+    full.run("p", {"a": arm}, {"steps": 5})
+    assert calls == [0, 1]
+    logs = []
+    judge = Study("x", tmp_path, seeds=[0, 1, 2], progress=False, run_missing=False, log=logs.append)
+    out = judge.run("p", {"a": arm, "b": arm}, {"steps": 5})
+    assert calls == [0, 1]                                  # nothing ran
+    assert sorted((r["arm"], r["seed"]) for r in out) == [("a", 0), ("a", 1)]
+    assert "not run (--judge-only)" in logs[0] and "b seed 0" in logs[0]
+    assert len(judge.path.read_text().splitlines()) == 2    # nothing appended
+
+
+def test_values_ignore_records_of_another_configuration(tmp_path):
+    from workbench.studies.protocol import Study
+
+    old = Study("x", tmp_path, seeds=[0, 1], progress=False, log=lambda m: None)
+    old.run("p", {"a": lambda s: {"acc": 0.1}}, {"steps": 5})
+    new = Study("x", tmp_path, seeds=[0, 1], progress=False, log=lambda m: None)
+    new.run("p", {"a": lambda s: {"acc": 0.9}}, {"steps": 50})        # a changed recipe: runs again
+    assert new.values("p", "acc") == {"a": {0: 0.9, 1: 0.9}}
+    judge = Study("x", tmp_path, seeds=[0, 1, 2], progress=False, run_missing=False, log=lambda m: None)
+    judge.run("p", {"a": lambda s: {"acc": 0.5}}, {"steps": 50})
+    assert judge.values("p", "acc") == {"a": {0: 0.9, 1: 0.9}}
+    judge_old = Study("x", tmp_path, seeds=[0, 1], progress=False, run_missing=False, log=lambda m: None)
+    judge_old.run("p", {"a": lambda s: {"acc": 0.5}}, {"steps": 5})
+    assert judge_old.values("p", "acc") == {"a": {0: 0.1, 1: 0.1}}

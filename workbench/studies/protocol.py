@@ -236,7 +236,9 @@ class Study:
     progress: bool = True
     log: Callable[[str], None] = print
     records_name: str = "records.jsonl"
+    run_missing: bool = True     # False: judge the records there are, run nothing (``--judge-only``)
     _records: list[dict] = field(default_factory=list, init=False, repr=False)
+    _hashes: dict = field(default_factory=dict, init=False, repr=False)   # (part, arm) -> this run's config hash
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -288,6 +290,7 @@ class Study:
         todo, out = [], []
         for arm in arms:
             chash = config_hash({"shared": config, "arm": (arm_configs or {}).get(arm)})
+            self._hashes[(part, arm)] = chash
             for s in seeds:
                 rec = self.find(part, arm, s, chash)
                 if rec is not None:
@@ -295,6 +298,10 @@ class Study:
                 else:
                     todo.append((arm, s, chash))
         if not todo:
+            return out
+        if not self.run_missing:
+            self.log(f"  {part}: {len(todo)} run(s) not recorded with this configuration, not run (--judge-only): "
+                     + ", ".join(sorted({f"{a} seed {s}" for a, s, _ in todo}))[:400])
             return out
         bar = tqdm(todo, desc=f"{self.paper}/{part}", unit="run", disable=not self.progress, leave=True)
         for arm, s, chash in bar:
@@ -316,9 +323,14 @@ class Study:
         return out
 
     def values(self, part: str, metric: str) -> dict[str, dict[int, float]]:
-        """``{arm: {seed: value}}`` of the latest record of every (arm, seed) in ``part``."""
+        """``{arm: {seed: value}}`` of the latest record of every (arm, seed) in ``part``; for an arm that
+        :meth:`run` saw in this session, only records with that run's configuration hash (records of another
+        configuration, e.g. an earlier recipe, never mix into a verdict)."""
         vals: dict[str, dict[int, float]] = {}
         for r in self._records:
+            want = self._hashes.get((r["part"], r["arm"]))
+            if want is not None and r["config_hash"] != want:
+                continue
             if r["part"] == part and metric in r["metrics"] and r["metrics"][metric] is not None:
                 vals.setdefault(r["arm"], {})[int(r["seed"])] = float(r["metrics"][metric])
         return vals
@@ -404,6 +416,9 @@ def add_arguments(p: argparse.ArgumentParser, paper: str) -> argparse.ArgumentPa
     p.add_argument("--threads", type=int, default=1,
                    help="Torch threads; one thread keeps the numbers reproducible.")
     p.add_argument("--no-progress", action="store_true", help="Hide the progress bars.")
+    p.add_argument("--judge-only", action="store_true",
+                   help="Run nothing: write claims.json from the records already written with this configuration "
+                        "(arms or seeds without records are left out of the verdicts).")
     return p
 
 
@@ -424,8 +439,9 @@ def open_study(args: argparse.Namespace, paper: str, records_name: str = "record
         print(f"note: {len(args.seeds)} seed(s); the protocol asks for at least 3 before a verdict of "
               "'reproduced'.")
     out = out_dir(args, paper)
-    study = Study(paper, out, seeds=args.seeds, resume=args.resume, progress=not args.no_progress,
-                  records_name=records_name)
+    judge_only = getattr(args, "judge_only", False)
+    study = Study(paper, out, seeds=args.seeds, resume=args.resume or judge_only, progress=not args.no_progress,
+                  records_name=records_name, run_missing=not judge_only)
     print(f"records: {study.path}")
     return study
 
@@ -440,7 +456,7 @@ def command_line(prog: str, argv: Sequence[str]) -> str:
         if a in ("--out",):
             skip = True
             continue
-        if a.startswith("--out=") or a in ("--resume", "--no-progress"):
+        if a.startswith("--out=") or a in ("--resume", "--no-progress", "--judge-only"):
             continue
         keep.append(a)
     return (prog + " " + shlex.join(keep)).strip()
