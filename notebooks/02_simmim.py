@@ -174,15 +174,19 @@ panels["photo: coffee"].figures["error"]
 # %% [markdown]
 # ## AvgDist and fine-tuning
 #
-# The masking part of the study: the same pre-training budget with small, default and large mask patches, then
-# the same fine-tuning on 2,000 labels. The paper's Fig. 4 peaks at an AvgDist of about 10–20 px at 192 px; at
-# 64 px and ratio 0.6 the three masks give about 2, 7 and 19 px (the first table of this notebook).
+# The masking part of the study pre-trains with small, default and large mask patches (AvgDist about 2, 7 and
+# 19 px at 64 px and ratio 0.6; the paper's Fig. 4 peaks at 10–20 px at 192 px) and fine-tunes each on 2,000
+# labels. It has **not been run for the committed records**: this round's CPU time went to the inpainting demo
+# model and the few-label part above, whose scratch baseline did not reach halfway from chance in 600
+# fine-tuning steps — a masking comparison fine-tuned the same way would not count either. The claims judged so
+# far, and the command that adds the masking part:
 
 # %%
-report.claim_figure(report.claim(PAPER, "avgdist_default_vs_4px"))
+print([c["id"] for c in json.loads((STUDY / "claims.json").read_text())["claims"]])
+print("workbench train simmim-study --commit --resume --part masking --ft-steps 1500 --mask-steps 800")
 
 # %%
-report.claim_figure(report.claim(PAPER, "avgdist_default_vs_32px"))
+report.claim_figure(report.claim(PAPER, "pretrain_vs_scratch_2000"))
 
 # %% [markdown]
 # ## Explore

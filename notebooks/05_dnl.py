@@ -139,7 +139,7 @@ for name, mp in exp.maps.items():
     print(f"{name:<18} {mp.shape}, sums to 1: {abs(float(mp.sum()) - 1) < 1e-4}")
 for name in ("NL attention", "DNL pairwise"):
     s = exp.stats[name]
-    print(f"{name:<18} share on the query's own label {s['share']:.2g} (uniform {s['uniform']:.2g})")
+    print(f"{name:<18} share on the query's own label {s['share']:.2f} (uniform {s['uniform']:.2f})")
 
 # %% tags=["nbval-ignore-output"]
 p.figures["attention"]
