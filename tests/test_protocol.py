@@ -177,3 +177,19 @@ def test_values_ignore_records_of_another_configuration(tmp_path):
     judge_old = Study("x", tmp_path, seeds=[0, 1], progress=False, run_missing=False, log=lambda m: None)
     judge_old.run("p", {"a": lambda s: {"acc": 0.5}}, {"steps": 5})
     assert judge_old.values("p", "acc") == {"a": {0: 0.1, 1: 0.1}}
+
+
+def test_claims_json_has_no_nan_even_for_one_seed(tmp_path):
+    import json
+
+    from workbench.studies.protocol import Claim, Study, write_claims
+
+    st = Study("x", tmp_path, seeds=[0], progress=False, log=lambda m: None)
+    st.run("p", {"a": lambda s: {"acc": 0.8}, "b": lambda s: {"acc": 0.9}}, {})
+    c = Claim(id="c", part="p", claim="b beats a", paper_value="-", metric="acc", direction="higher", chance=0.1,
+              baseline="a", method="b", command="x")
+    write_claims("x", [c], st)
+    text = (tmp_path / "claims.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    doc = json.loads(text)
+    assert doc["claims"][0]["verdict"] != "reproduced"

@@ -355,10 +355,22 @@ def write_claims(paper: str, claims: Sequence[Claim], study: Study, path: Path |
         if c.baseline in vals and c.method in vals:
             entries.append(judge(c, vals))
     entries += list(extra)
-    doc = {"paper": paper, "claims": entries}
+    doc = _finite({"paper": paper, "claims": entries})
     path = path or study.out / "claims.json"
-    path.write_text(json.dumps(doc, indent=1, default=float) + "\n")
+    path.write_text(json.dumps(doc, indent=1, default=float, allow_nan=False) + "\n")
     return doc
+
+
+def _finite(x):
+    """NaN / infinity (e.g. the interval of a single seed) become ``None``: claims.json stays valid JSON for the
+    browser (``JSON.parse`` refuses NaN)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def claims_table(doc: Mapping) -> str:
