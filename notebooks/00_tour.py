@@ -135,7 +135,7 @@ display(Markdown("\n".join(rows)))
 
 # %%
 HEADLINES = {"swin_v2": "transfer_128_w8_vs_table", "simmim": "pretrain_vs_scratch_200",
-             "moby": "moby_vs_random_knn", "cbn": "cbn_vs_bn_b4", "dnl": "dnl_vs_nl",
+             "moby": "moby_vs_random_knn", "cbn": "cbn_vs_bn_b2", "dnl": "dnl_vs_nl",
              "icar": "zero_shot_vs_shallow", "sparse": "mlp_balanced_vs_unstructured_0.875"}
 headline = {p: report.claim(p, i) for p, i in HEADLINES.items()}
 for p, c in headline.items():
