@@ -102,11 +102,11 @@ def test_demo_checkpoint_and_sparse_swin_match_dense():
     from workbench.studies.sparse import demo_model
     sparse, ck = demo_model(sparse=True)
     dense, _ = demo_model(sparse=False)
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         torch.testing.assert_close(sparse(x), dense(x), rtol=1e-4, atol=1e-4)
-    # the checkpoint's MLP weights are balanced: exactly k kept per bank of 32
-    w = ck.state_dict["layers.0.blocks.0.mlp.fc1.weight"].float()
+    # the checkpoint's MLP weights are balanced: at most k kept per bank of 32
+    w = ck.state_dict["layers.2.blocks.0.mlp.fc1.weight"].float()   # 64 inputs: two banks of 32 per row
     k = prune.kept_per_bank(ck.meta["config"]["sparsity"], 32)
     assert ((w != 0).reshape(w.shape[0], -1, 32).sum(-1) <= k).all()
     name, ex = measure.example_weight()

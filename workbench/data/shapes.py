@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,7 +337,9 @@ def load(cfg: ShapesConfig | None = None, *, cache: bool = True, **kwargs) -> Sh
         except Exception:  # a damaged cache file is regenerated
             path.unlink(missing_ok=True)
     data = generate(cfg)
-    tmp = path.with_suffix(".tmp.npz")
+    # a name of its own per writer: parallel processes (pytest-xdist workers, several studies) may generate the
+    # same set at once; each writes its own file and the atomic rename keeps one complete copy
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
     meta = json.dumps({"captions": data.captions, "objects": data.objects})
     np.savez(tmp, images=data.images, labels=data.labels, masks=data.masks, meta=np.array(meta))
     tmp.replace(path)
