@@ -215,7 +215,13 @@ def test_every_dnl_parameter_learns(use_out):
     opt.step()
     second = grads()
     assert block.gamma.abs().item() > 0
-    assert all(v > 0 for v in second.values()), second
+    # the query and key biases (whitened away) and the unary mask's bias (one constant added to every position's
+    # logit) shift logits that a softmax normalises: their gradient is zero up to rounding (exactly 0 or 1e-19 to
+    # 1e-10 depending on the CPU's kernels), so they are checked against the scale of the others, not for being > 0
+    shift_invariant = {"conv_query.bias", "conv_key.bias", "conv_mask.bias"}
+    scale = max(second.values())
+    assert all(second[n] < 1e-6 * scale for n in shift_invariant if n in second), second
+    assert all(v > 0 for n, v in second.items() if n not in shift_invariant), second
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,10 +472,8 @@ def test_query_index():
 # --------------------------------------------------------------------------------------------------
 def _drop_demo_cache():
     from workbench.demos import common
-    from workbench.demos import dnl as demo
 
-    for k in [k for k in common._CACHE if k[0] == demo.__name__]:
-        common._CACHE.pop(k, None)
+    common.clear_cache("workbench.demos.dnl")
 
 
 @pytest.fixture
