@@ -468,8 +468,7 @@ def test_icar_controls_out_of_range(kw, match):
 
 # ------------------------------------------------------------------------------------------------ MoBY (stand-in)
 def _drop_cache(module_name: str) -> None:
-    for k in [k for k in common._CACHE if k[0] == module_name]:
-        common._CACHE.pop(k, None)
+    common.clear_cache(module_name)
 
 
 @pytest.fixture

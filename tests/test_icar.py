@@ -455,8 +455,7 @@ def test_missing_demo_checkpoint_tells_the_command(monkeypatch, tmp_path):
     from workbench.demos import icar as demo_mod
 
     def drop():
-        for k in [k for k in common._CACHE if k[0] == demo_mod.__name__]:
-            common._CACHE.pop(k, None)
+        common.clear_cache(demo_mod.__name__)
 
     drop()
     monkeypatch.setattr(checkpoints, "DEMO_DIR", tmp_path)

@@ -457,10 +457,8 @@ def test_embedding_map_highlights_and_hover():
 # checkpoint tests (moby_swinv2_shapes.pt) come last in this section.
 def _drop_demo_cache():
     from workbench.demos import common
-    from workbench.demos import moby as demo
 
-    for k in [k for k in common._CACHE if k[0] == demo.__name__]:
-        common._CACHE.pop(k, None)
+    common.clear_cache("workbench.demos.moby")
 
 
 @pytest.fixture

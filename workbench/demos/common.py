@@ -36,6 +36,12 @@ def cached(fn: Callable) -> Callable:
     return wrapper
 
 
+def clear_cache(module: str) -> None:
+    """Forget every value cached by the loaders of ``module`` (e.g. after its demo checkpoint was replaced)."""
+    for k in [k for k in list(_CACHE) if k[0] == module]:
+        _CACHE.pop(k, None)
+
+
 @dataclass
 class Panel:
     """What a panel function returns: figures by name (in display order), a markdown summary, notices for
