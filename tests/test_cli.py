@@ -206,7 +206,7 @@ def test_a_tiny_swinv2_study_writes_to_runs_in_the_current_folder(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_RUNS"}
     env["OMP_NUM_THREADS"] = "1"
     r = subprocess.run([sys.executable, "-m", "workbench.cli", "train", "swinv2-study", "--steps", "2",
-                        "--ft-steps", "1", "--deep-steps", "1", "--depth", "1", "--seeds", "0", "--no-progress"],
+                        "--ft-steps", "1", "--deep-steps", "1", "--depth", "1", "--n-train", "300", "--n-test", "60", "--seeds", "0", "--no-progress"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     records = tmp_path / "runs" / "swin_v2" / "records.jsonl"

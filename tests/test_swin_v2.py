@@ -574,7 +574,7 @@ def test_study_writes_records_and_claims(tmp_path):
     from workbench.studies import protocol
     from workbench.studies import swin_v2 as study
 
-    argv = ["--out", str(tmp_path), "--steps", "4", "--ft-steps", "2", "--deep-steps", "2", "--depth", "2",
+    argv = ["--out", str(tmp_path), "--steps", "4", "--ft-steps", "2", "--deep-steps", "2", "--depth", "2", "--n-train", "400", "--n-test", "100",
             "--seeds", "0", "1", "--no-progress"]
     study.main_study(argv)
     recs = protocol.Study("swin_v2", tmp_path).records()

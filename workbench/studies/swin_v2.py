@@ -287,6 +287,10 @@ def main_study(argv: list[str]) -> None:
     p.add_argument("--ft-steps", type=int, default=TransferConfig(d).ft_steps, help="Fine-tuning steps after transfer.")
     p.add_argument("--deep-steps", type=int, default=ad.steps, help="Training steps of each deep model.")
     p.add_argument("--depth", type=int, default=ad.depth, help="Blocks of the deep one-stage model.")
+    p.add_argument("--n-train", type=int, default=d.n_train,
+                   help="Training scenes of each base model (the fine-tuning set is a fifth, the deep models' "
+                        "set a half of it).")
+    p.add_argument("--n-test", type=int, default=d.n_test, help="Test scenes of every accuracy.")
     scale.add_arguments(p)
     a = p.parse_args(argv)
     if a.scale == "paper":
@@ -297,17 +301,17 @@ def main_study(argv: list[str]) -> None:
     progress = not a.no_progress
     n_runs = len(a.seeds) * len(BIAS_VARIANTS)
     if a.part in ("all", "transfer"):
-        base = replace(d, steps=a.steps)
+        base = replace(d, steps=a.steps, n_train=a.n_train, n_test=a.n_test)
         if a.budget_min is not None:
             spec = protocol.seconds_per_step(_one_step(base))
             share = a.budget_min * (0.85 if a.part == "all" else 1.0)
             base = replace(base, steps=protocol.plan_steps(a.steps, n_runs, spec * 1.5, share))
             print(f"budget: {base.steps} steps per base model")
-        tc = TransferConfig(base, ft_steps=a.ft_steps)
+        tc = TransferConfig(base, ft_steps=a.ft_steps, n_finetune=a.n_train // 5)
         study.run("transfer", {k: transfer_arm(tc, v, progress) for k, v in BIAS_VARIANTS.items()}, asdict(tc),
                   arm_configs=BIAS_VARIANTS)
     if a.part in ("all", "activations"):
-        ac = replace(ad, steps=a.deep_steps, depth=a.depth)
+        ac = replace(ad, steps=a.deep_steps, depth=a.depth, n_train=a.n_train // 2)
         if a.budget_min is not None:
             ac = replace(ac, steps=protocol.plan_steps(ac.steps, n_runs, 0.12, a.budget_min * 0.15))
         study.run("activations", {k: activation_arm(ac, v, progress) for k, v in NORM_VARIANTS.items()}, asdict(ac),
