@@ -589,7 +589,8 @@ def test_app_functions(standin, tmp_path):
     from workbench.apps.common import guard
     from workbench.demos import dnl as demo
 
-    img, att, seg, query, text = app.update("shapes scene", 0, None, 0.05, (44, 46))
+    path, att, seg, query, text = app.update("shapes scene", 0, None, 0.05, (44, 46))
+    img = np.asarray(Image.open(path))
     p = demo.panel("shapes scene", 0, 0.05, (44, 46))
     assert img.shape == (app.CLICK_DISPLAY, app.CLICK_DISPLAY, 3) and query == (44, 46)
     np.testing.assert_array_equal(img, p.values["click_image"])

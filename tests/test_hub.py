@@ -1,4 +1,5 @@
 import importlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -189,3 +190,39 @@ def test_event_data_parameters_are_resolvable():
                 assert name in utils.get_type_hints(f.fn), f"{f.name}: gradio cannot resolve the type of {name!r}"
                 checked += 1
     assert checked >= 1
+
+
+def test_image_files_are_whole_while_other_threads_write_the_same_image(tmp_path, monkeypatch):
+    """``image_file`` under concurrency: eight threads hand out the same image (and distinct ones) again and again;
+    every path returned decodes, at once, to exactly its own array (a write in place would let a reader see a
+    truncated file); files older than IMAGE_MIN_AGE_S beyond the newest IMAGE_FILES_KEPT are removed."""
+    import numpy as np
+    from PIL import Image
+
+    from workbench.apps import common
+
+    monkeypatch.setattr(common.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(common, "IMAGE_FILES_KEPT", 40)
+    monkeypatch.setattr(common, "IMAGE_MIN_AGE_S", 0.5)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(4)]
+
+    def work(t: int):
+        bad = []
+        for i in range(60):
+            k = 0 if i % 2 else (t + i) % len(images)
+            a = images[k] if i % 5 else images[k] ^ np.uint8(1 + 12 * t + i // 5)   # 96 fresh images (pruning)
+            got = np.asarray(Image.open(common.image_file(a)))
+            if not np.array_equal(got, a):
+                bad.append((t, i))
+        return bad
+
+    with ThreadPoolExecutor(8) as ex:
+        bad = [b for r in ex.map(work, range(8)) for b in r]
+    assert not bad
+    n = len(list(common.image_dir().glob("*.png")))
+    assert 40 < n <= 100                                     # 96 fresh images + 4: nothing old enough to prune yet
+    time.sleep(0.6)
+    common.image_file(images[0] ^ np.uint8(255))
+    assert len(list(common.image_dir().glob("*.png"))) == 40
+    assert not list(common.image_dir().glob(".*"))          # no staging file left behind

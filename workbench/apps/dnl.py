@@ -2,7 +2,7 @@
 Layout and wiring only: ``workbench.demos.dnl`` computes, ``workbench.viz.dnl`` draws.
 Run alone with ``workbench app --tab dnl``."""
 
-from workbench.apps.common import guard, launch, upload_image
+from workbench.apps.common import guard, image_file, launch, upload_image
 
 CLICK_DISPLAY = 256  # pixels of the clickable image (the 64 px model input, enlarged)
 DEFAULTS = dict(source="shapes scene", seed=0, temperature=0.05, query=(44, 46))
@@ -13,7 +13,7 @@ def update(source, seed, upload, temperature, query):
 
     p = demo.panel(source, seed, temperature, query, upload, CLICK_DISPLAY)
     text = p.text + "".join(f"\n\n*{n}*" for n in p.notices)
-    return p.values["click_image"], p.figures["attention"], p.figures["segmentation"], query, text
+    return image_file(p.values["click_image"]), p.figures["attention"], p.figures["segmentation"], query, text
 
 
 def select(source, seed, upload, temperature, query, index=None):
@@ -43,8 +43,8 @@ def build():
     query = gr.State(DEFAULTS["query"])
     with gr.Row():
         with gr.Column(scale=1):
-            click = gr.Image(first.values["click_image"], label="click to choose the query", interactive=False,
-                             elem_id="dnl-image", format="png", buttons=[], type="numpy")
+            click = gr.Image(image_file(first.values["click_image"]), label="click to choose the query", interactive=False,
+                             elem_id="dnl-image", format="png", buttons=[], type="filepath")
             upload = upload_image(label="your image (choose 'upload' above)", elem_id="dnl-upload", height=160)
         with gr.Column(scale=3):
             summary = gr.Markdown(first.text, elem_id="dnl-summary")
