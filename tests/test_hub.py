@@ -63,6 +63,30 @@ def test_hub_builds_with_one_tab_per_paper():
         build_hub(only="nope")
 
 
+def test_every_paper_tab_shows_its_study_verdicts():
+    """Each paper tab carries the committed claims.json verdicts in an accordion, the same table the notebooks show
+    (checked against the files themselves: every claim text and verdict appears); a paper without claims.json gets
+    no accordion."""
+    import json
+
+    from workbench import report
+    from workbench.apps.hub import study_findings
+
+    demo = build_hub()
+    accordions = {b.elem_id: b for b in demo.blocks.values() if type(b).__name__ == "Accordion"}
+    markdowns = [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown"]
+    root = report.packaged_studies()
+    for t in TABS:
+        f = root / t.module / "claims.json"
+        assert f.exists(), t.module
+        assert f"hub-{t.module}-claims" in accordions, t.module
+        table = study_findings(t.module)
+        assert table in markdowns
+        for c in json.loads(f.read_text())["claims"]:
+            assert c["claim"] in table and f"**{c['verdict']}**" in table
+    assert study_findings("no-such-paper") is None
+
+
 def test_a_tab_that_fails_to_build_does_not_take_the_hub_down(monkeypatch):
     """A tab whose build raises (e.g. its demo checkpoint is missing) is replaced by a message without paths; the
     other tabs build as usual."""

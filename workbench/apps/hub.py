@@ -74,6 +74,17 @@ def _welcome():
     return (show, inputs, [plot, caption])
 
 
+def study_findings(paper: str) -> str | None:
+    """The paper's committed study verdicts as a markdown table (the notebooks show the same table), or None when
+    the paper has no ``claims.json``."""
+    from workbench import report
+
+    try:
+        return report.claims_markdown(paper)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def build_hub(only: str | None = None):
     import gradio as gr
 
@@ -93,6 +104,12 @@ def build_hub(only: str | None = None):
                     mod, problem = load_tab_module(t.module)
                     if mod is not None:
                         problem = build_tab(mod, t.module)
+                    findings = study_findings(t.module) if problem is None else None
+                    if findings:
+                        with gr.Accordion("What the study found (the verdicts of claims.json; every claim with its "
+                                          "plot: docs/report.html or `workbench report`)", open=False,
+                                          elem_id=f"hub-{t.module}-claims"):
+                            gr.Markdown(findings)
                     if problem == "coming":
                         gr.Markdown(f"**Coming soon.** The `{t.module}` app has not landed yet; "
                                     "nothing in this tab runs.", elem_id=f"hub-{t.module}-coming")
