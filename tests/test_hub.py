@@ -250,3 +250,23 @@ def test_image_files_are_whole_while_other_threads_write_the_same_image(tmp_path
     common.image_file(images[0] ^ np.uint8(255))
     assert len(list(common.image_dir().glob("*.png"))) == 40
     assert not list(common.image_dir().glob(".*"))          # no staging file left behind
+
+
+def test_upload_box_outputs_go_through_image_file(tmp_path, monkeypatch):
+    """A numpy or PIL image shown in an upload box (e.g. the Swin V2 tab's shapes sample) becomes a file written by
+    ``image_file`` (the load test had caught gradio's in-place cache write on /swin_shapes_image), with the same
+    pixels; paths and None pass through unchanged."""
+    import numpy as np
+    from PIL import Image
+
+    from workbench.apps import common
+    from workbench.apps.upload import UploadImage
+
+    monkeypatch.setattr(common.tempfile, "gettempdir", lambda: str(tmp_path))
+    box = UploadImage(type="filepath")
+    a = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    for value in (a, Image.fromarray(a)):
+        out = box.postprocess(value)
+        assert out.path.startswith(str(common.image_dir()))
+        assert np.array_equal(np.asarray(Image.open(out.path)), a)
+    assert box.postprocess(None) is None

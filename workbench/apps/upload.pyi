@@ -26,6 +26,22 @@ class UploadImage(gr.Image):
             from workbench.demos.common import user_message
 
             return BadUpload(user_message(e))
+
+    def postprocess(self, value):
+        """Image outputs (a shapes sample shown in the upload box) reach gradio as a file written by
+        write-then-rename (:func:`workbench.apps.common.image_file`): gradio writes numpy and PIL outputs in place
+        over a hash-named cache file, which breaks an answer being sent when another session produces the same
+        image at that moment."""
+        import numpy as np
+        from PIL import Image
+
+        from workbench.apps.common import image_file
+
+        if isinstance(value, Image.Image):
+            value = np.asarray(value.convert("RGBA" if "A" in value.getbands() else "RGB"))
+        if isinstance(value, np.ndarray) and value.dtype == np.uint8:
+            value = image_file(value)
+        return super().postprocess(value)
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
