@@ -223,7 +223,7 @@ def test_image_files_are_whole_while_other_threads_write_the_same_image(tmp_path
     import numpy as np
     from PIL import Image
 
-    from workbench.apps import common
+    from workbench.apps import images as common
 
     monkeypatch.setattr(common.tempfile, "gettempdir", lambda: str(tmp_path))
     monkeypatch.setattr(common, "IMAGE_FILES_KEPT", 40)
@@ -259,7 +259,7 @@ def test_upload_box_outputs_go_through_image_file(tmp_path, monkeypatch):
     import numpy as np
     from PIL import Image
 
-    from workbench.apps import common
+    from workbench.apps import images as common
     from workbench.apps.upload import UploadImage
 
     monkeypatch.setattr(common.tempfile, "gettempdir", lambda: str(tmp_path))

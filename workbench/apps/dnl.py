@@ -2,7 +2,8 @@
 Layout and wiring only: ``workbench.demos.dnl`` computes, ``workbench.viz.dnl`` draws.
 Run alone with ``workbench app --tab dnl``."""
 
-from workbench.apps.common import guard, image_file, launch, upload_image
+from workbench.apps.common import guard, launch, upload_image
+from workbench.apps.images import image_file
 
 CLICK_DISPLAY = 256  # pixels of the clickable image (the 64 px model input, enlarged)
 DEFAULTS = dict(source="shapes scene", seed=0, temperature=0.05, query=(44, 46))

@@ -34,7 +34,7 @@ class UploadImage(gr.Image):
         import numpy as np
         from PIL import Image
 
-        from workbench.apps.common import image_file
+        from workbench.apps.images import image_file
 
         if isinstance(value, Image.Image):
             value = np.asarray(value.convert("RGBA" if "A" in value.getbands() else "RGB"))
