@@ -29,7 +29,7 @@ class UploadImage(gr.Image):
 
     def postprocess(self, value):
         """Image outputs (a shapes sample shown in the upload box) reach gradio as a file written by
-        write-then-rename (:func:`workbench.apps.common.image_file`): gradio writes numpy and PIL outputs in place
+        write-then-rename (:func:`workbench.apps.images.image_file`): gradio writes numpy and PIL outputs in place
         over a hash-named cache file, which breaks an answer being sent when another session produces the same
         image at that moment."""
         import numpy as np
