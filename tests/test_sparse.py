@@ -5,6 +5,7 @@ No test times anything: speed is judged by `workbench bench sparse`."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -362,6 +363,33 @@ def _cpu_kernels():
         if st.get("avx512"):
             ks.append("tiles")
     return ks
+
+
+def test_kernel_skips_follow_the_cpu_and_the_compiler():
+    """The skips of ``test_each_cpu_kernel_matches_float64`` hide nothing: the C++ backend is built wherever a C++
+    compiler and Python's headers exist, and its AVX2 / AVX-512 kernels are reported exactly when the CPU's own
+    flags (/proc/cpuinfo, read independently) have them."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    _cpu_kernels()                       # builds (or loads) the library the kernel tests use
+    from workbench.sparse.kernels import cpp
+
+    st = cpp.status()
+    compiler = shutil.which("c++") or shutil.which("g++")
+    headers = (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+    if compiler and headers and not os.environ.get("WORKBENCH_SPARSE_BACKEND"):
+        assert st["backend"] == "cpp", st["reason"]
+    info = Path("/proc/cpuinfo")
+    if st["backend"] == "cpp" and info.exists():
+        flags = set()
+        for line in info.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+        assert st["avx2"] == ({"avx2", "fma"} <= flags)
+        assert st["avx512"] == ("avx512f" in flags)
 
 
 @pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "scalar", "numba"])
