@@ -62,17 +62,30 @@ STUDY = report.packaged_studies() / PAPER
 # %% [markdown]
 # ## What the paper claims, and what we measured
 #
-# `workbench train simmim-study --commit` pre-trains a Swin V2 lite (64 px) with SimMIM and fine-tunes it, and
-# the same architecture from scratch, on 200 and 2,000 labelled shapes — identical recipe and budget for both
-# arms, three seeds. A second part pre-trains with 4, 16 and 32 px mask patches (AvgDist from small to large)
-# and fine-tunes each. The verdicts follow the study protocol (paired differences over seeds, 95% intervals;
-# a comparison counts only when the baseline is at least halfway from chance to perfect):
+# `workbench train simmim-study --commit --part labels --labels 2000 --ft-steps 1500` fine-tunes the SimMIM
+# demo encoder (Swin V2 lite, 64 px, pre-trained below), and the same architecture from scratch, on 2,000
+# labelled single-object shapes (10% of a 20,000-image set) — identical recipe and budget for both arms (1,500
+# AdamW steps, warm-up + cosine, label smoothing; layer-wise lr decay 0.75 for the pre-trained encoder, as in
+# the SwinV2 SimMIM recipe), three seeds. A second part pre-trains with 4, 16 and 32 px mask patches (AvgDist
+# from small to large) and fine-tunes each. The verdicts follow the study protocol (paired differences over
+# seeds, 95% intervals; a comparison counts only when the baseline is at least halfway from chance to perfect):
 
 # %%
 display(Markdown(report.claims_markdown(PAPER)))
 
 # %%
-report.claim_figure(report.claim(PAPER, "pretrain_vs_scratch_200"))
+report.claim_figure(report.claim(PAPER, "pretrain_vs_scratch_2000"))
+
+# %% [markdown]
+# **Verdict: not reproduced here.** With 1,500 fine-tuning steps the scratch baseline counts (about 0.72, well
+# past halfway from chance), and the SimMIM-initialised encoder ends about 0.12 *lower*, beyond the seed noise.
+# What changed: with 600 steps (the previous records) scratch sat at 0.45 and no comparison counted; with
+# 200 labels neither arm left chance in that budget, so that row is not judged. Why the paper's gain does not
+# show at this scale is not established by these records; what differs from the paper is large: a 2.3 M-parameter
+# encoder pre-trained for 9,000 steps on flat-coloured shapes and photo crops (an inpainting task that local
+# colour continuation solves well, as its good reconstructions below show) rather than a Swin-B for 100+ epochs
+# of ImageNet, and fine-tuning on a task whose cue is global outline. The records are kept so that a longer
+# pre-training (`workbench train simmim-demo --steps ...`) can be judged against the same scratch baseline.
 
 # %% [markdown]
 # ## Masks and their AvgDist
@@ -176,17 +189,14 @@ panels["photo: coffee"].figures["error"]
 #
 # The masking part of the study pre-trains with small, default and large mask patches (AvgDist about 2, 7 and
 # 19 px at 64 px and ratio 0.6; the paper's Fig. 4 peaks at 10–20 px at 192 px) and fine-tunes each on 2,000
-# labels. It has **not been run for the committed records**: this round's CPU time went to the inpainting demo
-# model and the few-label part above, whose scratch baseline did not reach halfway from chance in 600
-# fine-tuning steps — a masking comparison fine-tuned the same way would not count either. The claims judged so
-# far, and the command that adds the masking part:
+# labels. It has **not been run for the committed records**: nine pre-train + fine-tune runs are about 85
+# CPU-minutes on one core, and the few-label part above shows pre-training on these shapes does not yet help
+# fine-tuning at all, so a comparison between masks would compare encoders that all lose to scratch. The claims
+# judged so far, and the command that adds the masking part:
 
 # %%
 print([c["id"] for c in json.loads((STUDY / "claims.json").read_text())["claims"]])
 print("workbench train simmim-study --commit --resume --part masking --ft-steps 1500 --mask-steps 800")
-
-# %%
-report.claim_figure(report.claim(PAPER, "pretrain_vs_scratch_2000"))
 
 # %% [markdown]
 # ## Explore
