@@ -97,25 +97,32 @@ LABEL = {"bn": "BN", "naive": "naive window", "cbn": "CBN", "gn": "GroupNorm"}
 def claims(command: str) -> list[protocol.Claim]:
     out = []
     c = dict(metric="acc", direction="higher", chance=0.1, perfect=1.0, command=command)
+    # The halfway check asks whether the training setup works, so it applies to an arm that does not depend on
+    # the small statistics batch: BN at b = 32 (part 'gap') and GroupNorm (part 'norms'). The small-b arms are
+    # what the claims compare; BN at b = 1 falling below halfway is the effect measured, not a broken setup.
+    gap = dict(c, baselines=["BN, b = 32"], note="The halfway check applies to BN at b = 32 (the setup works); the "
+                                                   "small-batch arm's drop is what is tested.")
+    norms = dict(c, note="The halfway check applies to GroupNorm, which does not depend on the statistics batch "
+                         "(the setup works); the small-b arms are what is compared.")
     for b in (1, 2, 4):
         out.append(protocol.Claim(
-            id=f"gap_b{b}", part="gap", claim=f"BN degrades when its statistics come from {b} images (vs 32).",
+            id=f"gap_b{b}", part="gap", claim=f"BN degrades when its statistics come from {b} image{'s' * (b > 1)} (vs 32).",
             paper_value="ImageNet ResNet-50 (GN paper Fig. 1, cited by CBN): BN top-1 error 23.6% at 32 images per "
                         "GPU -> 34.7% at 2",
-            baseline=f"BN, b = {b}", method="BN, b = 32", **c))
+            baseline=f"BN, b = {b}", method="BN, b = 32", arms=[f"BN, b = {x}" for x in BATCHES], **gap))
     for b in SMALL:
         out.append(protocol.Claim(
             id=f"cbn_vs_bn_b{b}", part="norms", claim=f"CBN beats BN with small statistics batches (b = {b}; both windowed arms after a burn-in "
                                                         "of plain BN, as the official layer).",
             paper_value="CBN Table 1 (ImageNet, ResNet-18, small batch per GPU): CBN keeps accuracy where BN drops "
                         "(unverified numbers); COCO Mask R-CNN (2 images/GPU): CBN 37.6 vs frozen/unsync BN",
-            baseline=f"BN, b = {b}", method=f"CBN, b = {b}", baselines=[f"BN, b = {b}", f"naive window, b = {b}"],
-            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", "GroupNorm"], **c))
+            baseline=f"BN, b = {b}", method=f"CBN, b = {b}", baselines=["GroupNorm"],
+            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", "GroupNorm"], **norms))
         out.append(protocol.Claim(
             id=f"cbn_vs_naive_b{b}", part="norms", claim=f"Compensation (CBN) beats the naive window (b = {b}).",
             paper_value="CBN Table 4: naive CBN (no compensation) is worse than CBN; the gap grows with the window",
-            baseline=f"naive window, b = {b}", method=f"CBN, b = {b}",
-            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}"], **c))
+            baseline=f"naive window, b = {b}", method=f"CBN, b = {b}", baselines=["GroupNorm"],
+            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", "GroupNorm"], **norms))
     # part 'why' is a diagnostic: the handicapped arms are expected near chance, so the halfway check applies to
     # plain BN at the same statistics batch (it shows the training setup works)
     why = dict(c, baselines=["BN"], note="The halfway check applies to plain BN at the same statistics batch (the "
