@@ -88,6 +88,14 @@ demo.accuracy("MLP on digits", records).figures["accuracy"]
 # %%
 demo.accuracy("char-LSTM language model", records).figures["accuracy"]
 
+# %%
+demo.accuracy("Swin V2 on shapes", records).figures["accuracy"]
+
+# %% [markdown]
+# The Swin V2 task (MLPs of every block pruned, three seeds): balanced stays within a point of unstructured at
+# 75% and is ahead of 4×4 blocks at 87.5%; at 87.5 and 93.75% unstructured pruning keeps 1.4 and 2.9 points more,
+# as on the LSTM, where unstructured also beats balanced at every sparsity. The table above carries the intervals.
+
 # %% [markdown]
 # ## The patterns side by side
 #
