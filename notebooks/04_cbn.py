@@ -126,38 +126,51 @@ panel.figures["loss"]
 #
 # ## What the paper claims, and what we measured
 #
-# `workbench train cbn-study --commit`: the small ResNet on 32 px shapes, optimizer batch 32, with the statistics
-# computed over groups of $b$ images — so arms differ in their statistics only, not in the number of steps —
-# three seeds. Part *gap*: does BN degrade at small $b$? Part *norms*: BN, the naive window and CBN at $b$ = 2
-# (both windowed arms after a burn-in of plain BN over the first quarter of training, as the official layer's
-# `burnin`). Part *why* asks why a window slows learning at all, at $b$ = 4 without burn-in: CBN's current
-# statistics are averaged with $k-1$ stored ones that are constants for autograd, so the current batch's
-# statistics receive only $1/k$ of the gradient BN gives them. Three arms test this: CBN with the *full*
-# statistics gradient, BN with only *a quarter* of it (no window at all), and CBN after a burn-in of plain BN.
+# `workbench train cbn-study --commit --steps 600`: the small ResNet on 32 px shapes, optimizer batch 32, with the
+# statistics computed over groups of $b$ images — so arms differ in their statistics only, not in the number of
+# steps — three seeds per arm. Part *gap*: does BN degrade at small $b$ (1, 2, 4, 8, 16 against 32)? Part *norms*:
+# BN, the naive window, CBN and GroupNorm at $b$ = 1, 2, 4 and 8 (both windowed arms after a burn-in of plain BN
+# over the first quarter of training, as the official layer's `burnin`). Part *why* asks why a window slows
+# learning at all, at $b$ = 4 without burn-in: CBN's current statistics are averaged with $k-1$ stored ones that
+# are constants for autograd, so the current batch's statistics receive only $1/k$ of the gradient BN gives them.
+# Three arms test this: CBN with the *full* statistics gradient, BN with only *a quarter* of it (no window at
+# all), and CBN after a burn-in of plain BN.
 #
-# The answer in the records (table below): the withheld statistics gradient is the cause. BN with a quarter of
-# its statistics gradient — nothing else changed — falls from about 0.8 to chance; CBN given the full gradient
-# leaves chance; a burn-in of plain BN rescues CBN. For a user of CBN: the window does not just average noisy
-# statistics, it also removes most of the gradient that flows through them, which BN's optimisation relies on
-# early in training — start the window after a burn-in, as the official layer's `burnin` does.
+# What the records say (the table below carries the numbers and intervals):
 #
-# What the records say (the table below carries the numbers and intervals): on this task **there is no
-# small-batch gap** — BN with statistics over 2 images is as accurate as over 32 — so CBN has nothing to close,
-# and the windowed arms, even after a burn-in, end well *below* BN in the same number of steps; compensation and
-# the naive window are within noise of each other. The paper's setting (ImageNet, COCO with 1–2 images per GPU)
-# is where the gap exists; `cbn-study --scale paper` runs it (docs/scale.md).
+# * **The small-batch gap exists only at one image per statistics group.** BN with $b$ = 1 reaches about 0.45
+#   against 0.78 at $b$ = 32 (reproduced); from $b$ = 2 to 16 BN is as accurate as at 32. One image's
+#   statistics are those of a single scene; two already average out much of it on these shapes.
+# * **At $b$ = 1 a window helps.** The naive window (about 0.61), CBN (0.56, one seed of three much lower) and
+#   GroupNorm (0.68) all beat BN (0.45); CBN against BN is in the paper's direction but within noise (partly),
+#   and compensation adds nothing measurable over the naive window (not reproduced). With a window of 4 the
+#   statistics come from 4 images: what the windows recover here comes from the larger sample, since the naive
+#   window — the same sample without the Taylor correction — does at least as well.
+# * **Where BN has no gap ($b$ = 2, 4, 8)** the windowed arms end 0.24–0.28 *below* BN even after the burn-in,
+#   and compensation and the naive window are within noise of each other.
+# * **Why a window slows learning — the withheld statistics gradient.** BN with a quarter of its statistics
+#   gradient — nothing else changed — falls from about 0.8 to chance; CBN given the full gradient leaves chance;
+#   a burn-in of plain BN rescues CBN. For a user of CBN: the window does not just average noisy statistics, it
+#   also removes most of the gradient that flows through them, which BN's optimisation relies on early in
+#   training — start the window after a burn-in, as the official layer's `burnin` does, and use it where the
+#   per-GPU batch is really tiny.
+#
+# The halfway check of the protocol asks whether the training setup works, so here it applies to arms that do
+# not depend on the statistics batch (BN at $b$ = 32, GroupNorm): BN at $b$ = 1 falling below halfway is the
+# effect measured. The paper's own setting (ImageNet, COCO with 1–2 images per GPU) is run by
+# `cbn-study --scale paper` (docs/scale.md).
 
 # %%
 display(Markdown(report.claims_markdown(PAPER)))
 
 # %%
-report.claim_figure(report.claim(PAPER, "gap_b2"))
+report.claim_figure(report.claim(PAPER, "gap_b1"))
 
 # %%
-report.claim_figure(report.claim(PAPER, "cbn_vs_bn_b2"))
+report.claim_figure(report.claim(PAPER, "cbn_vs_bn_b1"))
 
 # %%
-report.claim_figure(report.claim(PAPER, "cbn_vs_naive_b2"))
+report.claim_figure(report.claim(PAPER, "cbn_vs_naive_b1"))
 
 # %%
 report.claim_figure(report.claim(PAPER, "why_bn_quarter_grad"))
