@@ -134,8 +134,8 @@ display(Markdown("\n".join(rows)))
 # baseline in grey; the paper notebooks show every claim with its numbers.
 
 # %%
-HEADLINES = {"swin_v2": "transfer_128_w8_vs_table", "simmim": "pretrain_vs_scratch_200",
-             "moby": "moby_vs_random_knn", "cbn": "cbn_vs_bn_b2", "dnl": "dnl_vs_nl",
+HEADLINES = {"swin_v2": "transfer_128_w8_vs_table", "simmim": "pretrain_vs_scratch_2000",
+             "moby": "moby_vs_random_knn", "cbn": "cbn_vs_bn_b1", "dnl": "dnl_vs_nl",
              "icar": "zero_shot_vs_shallow", "sparse": "mlp_balanced_vs_unstructured_0.875"}
 headline = {p: report.claim(p, i) for p, i in HEADLINES.items()}
 for p, c in headline.items():
