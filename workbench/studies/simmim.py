@@ -343,7 +343,7 @@ def main_study(argv: list[str]) -> None:
     ft_steps = a.ft_steps
     mask_steps = a.mask_steps
     if a.budget_min is not None:
-        n_runs = len(a.seeds) * (2 * len(fracs) + len(MASKS) * 2)
+        n_runs = len(a.seeds) * (3 * len(fracs) + len(MASKS) * 2)
         ft_steps = protocol.plan_steps(ft_steps, n_runs, 0.2, a.budget_min)
         mask_steps = protocol.plan_steps(mask_steps, n_runs, 0.2, a.budget_min)
         print(f"budget: {ft_steps} fine-tuning steps, {mask_steps} pre-training steps per masking arm")
