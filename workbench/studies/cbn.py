@@ -157,6 +157,9 @@ def main_study(argv: list[str]) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help="Optimizer steps per run (batch 32).")
     p.add_argument("--widths", type=int, nargs="+", default=list(d.widths), help="Channels of the ResNet stages.")
     p.add_argument("--why-batch", type=int, default=4, help="Statistics batch of part 'why'.")
+    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES), choices=BATCHES,
+                   help="Statistics batches to run in parts 'gap' and 'norms' (e.g. --batches 1 with more --seeds "
+                        "adds seeds where the gap is; the gap's reference b = 32 and GroupNorm always run).")
     scale.add_arguments(p)
     a = p.parse_args(argv)
     if a.scale == "paper":
@@ -174,14 +177,15 @@ def main_study(argv: list[str]) -> None:
     prog = not a.no_progress
     shared = asdict(cfg)
     if "gap" in parts:
-        study.run("gap", {f"BN, b = {b}": arm(cfg, "bn", b, prog) for b in BATCHES}, shared)
+        study.run("gap", {f"BN, b = {b}": arm(cfg, "bn", b, prog) for b in BATCHES if b in a.batches or b == 32},
+                  shared)
     if "norms" in parts:
         # the windowed arms follow the official recipe: plain BN for a burn-in period, then the window (the
         # paper's layer takes `burnin`; a quarter of training is our choice). Without it the window sits at
         # chance here for hundreds of steps (part 'why').
         burnin = cfg.steps // 4
         arms, arm_cfgs = {"GroupNorm": arm(cfg, "gn", cfg.batch_size, prog)}, {}
-        for b in sorted(SMALL, key=lambda b: b == 1):     # b = 1 (added last) runs last
+        for b in sorted((b for b in SMALL if b in a.batches), key=lambda b: b == 1):   # b = 1 (added last) runs last
             arms[f"BN, b = {b}"] = arm(cfg, "bn", b, prog)
             arms[f"naive window, b = {b}"] = arm(cfg, "naive", b, prog, burnin=burnin)
             arms[f"CBN, b = {b}"] = arm(cfg, "cbn", b, prog, burnin=burnin)
