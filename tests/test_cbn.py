@@ -539,6 +539,36 @@ def test_emulated_devices_normalise_each_group_on_its_own():
     torch.testing.assert_close(pair(xs[0]), F.batch_norm(z, rm, rv, None, None, False, 0.0, 1e-5), rtol=1e-4, atol=1e-4)
 
 
+def test_emulated_devices_record_the_first_group_like_one_gpu():
+    """A capture on a layer with ``devices=G`` records the first group's statistics: the same records (current,
+    naive / compensated / true window, errors) as a one-device layer fed only that group's images, with the same
+    weight changes between steps."""
+    xs = _batches(5, shape=(6, 3, 5, 5), seed=21)
+    pair, single = ConvCBN(_conv(), window=3, devices=3), ConvCBN(_conv(), window=3)
+    g = torch.Generator().manual_seed(2)
+    with inspect.capture(pair, "stats", keep="all") as cap_g, inspect.capture(single, "stats", keep="all") as cap_1:
+        for x in xs:
+            pair(x)
+            single(x[:2])
+            with torch.no_grad():
+                step = 0.05 * torch.randn(pair.conv.weight.shape, generator=g)
+                pair.conv.weight.add_(step)
+                single.conv.weight.add_(step)
+    rg, r1 = cap_g.all("stats"), cap_1.all("stats")
+    assert len(rg) == len(r1) == 5 and [r["n_past"] for r in rg] == [0, 1, 2, 2, 2]
+    for a, b in zip(rg, r1):
+        assert a.keys() == b.keys()
+        for k in a:
+            if torch.is_tensor(a[k]):
+                assert a[k].shape == (5,), k
+                torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+            elif k.startswith("err_"):
+                assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-7), k
+            else:
+                assert a[k] == b[k], k
+    assert rg[-1]["err_mu_comp"] < 1e-5 < rg[-1]["err_mu_naive"]
+
+
 def test_stat_grad_scale_isolates_the_backward():
     """The gradient ablation switch: with ``stat_grad_scale=s`` (window 1) the forward is BN exactly; the input
     gradient is (1 − s)·(gradient with constant statistics) + s·(BN's gradient), computed here with autograd in
@@ -700,6 +730,27 @@ def test_live_diagnostic_on_shapes_shows_the_compensation_working():
     assert list(panels[-1].figures) == ["trajectories", "errors", "loss"]
 
 
+def test_live_diagnostic_with_one_image_per_statistics_group():
+    """The committed run's setting, shortened: a batch of 8 split into 8 statistics groups of one image (emulated
+    GPUs). The record follows the first group (one image: its statistics are its own spatial statistics), the lr
+    follows the optimiser batch, and the compensation still makes the window mean exact."""
+    from workbench.demos import cbn as demo
+
+    panels = list(demo.live(batch_size=8, window=4, rho=1.0, burnin=0, steps=20, layer="blocks.0.conv1",
+                            channel=0, stat_batch=1))
+    diag = panels[-1].values["diag"]
+    assert diag["config"]["stat_batch"] == 1 and diag["config"]["lr"] == pytest.approx(0.1 * 8 / 32)
+    assert diag["n_past"][:5] == [0, 1, 2, 3, 3]
+    comp = [v for v in diag["err_mu_comp"] if v is not None]
+    naive = [v for v in diag["err_mu_naive"] if v is not None]
+    assert sum(comp) < 1e-2 * sum(naive)
+    for bad, msg in ((dict(stat_batch=3), "must divide"), (dict(stat_batch=0), "statistics group"),
+                     (dict(stat_batch=16), "statistics group")):
+        with pytest.raises(ValueError, match=msg):
+            next(demo.live(**(dict(batch_size=8, steps=10) | bad)))
+    assert demo.stat_batches(24) == [1, 2, 3, 4, 6, 8, 12, 24] and demo.stat_batches(2) == [1, 2]
+
+
 def test_figures_from_diagnostic():
     from workbench.viz import cbn as vz
 
@@ -735,11 +786,15 @@ def test_app_functions(monkeypatch):
     outs = list(app.live(2, 3, 1.0, 0, 10, "stem", 1))
     assert len(outs) == 3 and outs[-1][3]["step"] == tiny["step"] and len(outs[-1]) == 5
     assert calls[0].batch_size == 2 and calls[0].window == 3 and calls[0].layer == "stem"
+    assert calls[0].stat_batch is None                    # the whole batch unless a group size is chosen
+    list(app.live(8, 3, 1.0, 0, 10, "stem", 1, "2"))
+    assert calls[1].batch_size == 8 and calls[1].stat_batch == 2
     # user errors: every output cleared, the message on the status line (last output)
     live = guard(app.live, 5)
     for bad, msg in ((dict(batch_size=1), "batch size"), (dict(window=0), "window"), (dict(rho=float("nan")), "rho"),
-                     (dict(steps=10 ** 6), "steps"), (dict(layer="fc"), "layer"), (dict(batch_size="x"), "batch size")):
-        kw = dict(batch_size=2, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=0) | bad
+                     (dict(steps=10 ** 6), "steps"), (dict(layer="fc"), "layer"), (dict(batch_size="x"), "batch size"),
+                     (dict(batch_size=8, stat_batch="3"), "divide"), (dict(stat_batch="many"), "statistics group")):
+        kw = dict(batch_size=2, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=0, stat_batch="1") | bad
         out = list(live(**kw))
         assert out == [(None, None, None, None, out[0][4])] and out[0][4].startswith("⚠️ ") and msg in out[0][4], out
     out = guard(app.render, 4)(tiny, 999)
@@ -756,6 +811,20 @@ def test_app_channel_slider_follows_the_layer():
     for layer in demo.LAYERS:
         upd = app.channel_range(layer, 100)
         assert upd["maximum"] == demo.channels(layer) - 1 and upd["value"] == min(100, demo.channels(layer) - 1)
+
+
+def test_app_statistics_batch_choices_follow_the_batch():
+    """Only group sizes that divide the batch are offered (issue: controls never offer values that always fail);
+    a still-valid choice is kept, an invalid one falls back to one image per group."""
+    import gradio  # noqa: F401
+
+    from workbench.apps import cbn as app
+
+    for b in range(2, 65):
+        upd = app.stat_batch_choices(b, "4")
+        sizes = [int(c) for c in upd["choices"] if c != app.WHOLE]
+        assert upd["choices"][-1] == app.WHOLE and sizes and all(b % s == 0 and s < b for s in sizes)
+        assert upd["value"] == ("4" if b % 4 == 0 and b > 4 else "1")
 
 
 def test_conv_bn_pairs_traces_each_architecture_once(monkeypatch):

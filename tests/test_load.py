@@ -49,7 +49,7 @@ def cases(image: str) -> dict:
         "/icar_held_out": (),
         "/cbn_replay": (0,),
         "/cbn_channel": (1,),
-        "/cbn_live": (4, 4, 1.0, 0, 10, "blocks.1.conv1", 0),
+        "/cbn_live": (4, 4, 1.0, 0, 10, "blocks.1.conv1", 0, "2"),
         "/sparse_patterns": (0.9, 32),
         "/sparse_measure": (256, 1, 0.9, 64, ["dense", "balanced"]),
     }

@@ -89,3 +89,17 @@ def test_shapes_explorer_follows_controls():
     e.controls["shape"].value = "ring"
     e.controls["color"].value = "blue"
     assert "large blue ring" in e.message.value and len(e.figure.data) == 2
+
+
+def test_cbn_explorer_statistics_groups_follow_the_batch():
+    """As in the app: the group-size control offers only sizes that divide the batch and keeps a valid choice."""
+    from workbench.demos import cbn as demo
+    from workbench.widgets.cbn import cbn_explorer
+
+    c = cbn_explorer(demo.recorded()).controls
+    assert c["stat_batch"].value == "1" and c["batch_size"].value % 2 == 0
+    c["stat_batch"].value = "2"
+    c["batch_size"].value = 6
+    assert list(c["stat_batch"].options) == ["1", "2", "3", "whole batch"] and c["stat_batch"].value == "2"
+    c["batch_size"].value = 9
+    assert list(c["stat_batch"].options) == ["1", "3", "whole batch"] and c["stat_batch"].value == "1"

@@ -487,7 +487,8 @@ class ConvCBN(nn.Module):
     ``capture(model, "blocks.1.conv1.stats", keep="all")``) the layer emits the current, naive-window,
     compensated-window and *true* statistics of the step — the true ones re-run the stored past inputs through
     this conv's current weights, so the capture keeps ``window − 1`` past inputs and costs ``window − 1`` extra
-    convs per step. Nothing of it is stored on the layer.
+    convs per step. Nothing of it is stored on the layer. With ``devices`` > 1 the record is that of the first
+    emulated device (its images, its window), as one GPU would see it.
     """
 
     def __init__(self, conv: nn.Conv2d, window: int = 4, rho: float = 1.0, burnin: int = 0, eps: float = 1e-5,
@@ -566,7 +567,12 @@ class ConvCBN(nn.Module):
             parts = [stat_grads(xs[g], ys[g], self.geom) for g in range(G)]
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-        out = self.bn._train_forward(yg, self.conv.weight.repeat(G, 1, 1, 1), grads)
+        info = {} if inspect.wants(self, "stats") else None
+        out = self.bn._train_forward(yg, self.conv.weight.repeat(G, 1, 1, 1), grads, info)
+        if info is not None:  # watched: the statistics of the first emulated device (its C channels)
+            first = {k: (v[..., :C] if torch.is_tensor(v) and v.shape[-1] == G * C else v) for k, v in info.items()}
+            for state in inspect.states(self):
+                inspect.emit(self, "stats", self._record(xs[0], first, state.setdefault("past_inputs", {})))
         out = out.reshape(b, G, *y.shape[1:]).transpose(0, 1).reshape(y.shape)
         if self.weight is not None:
             out = out * self.weight[:, None, None] + self.bias[:, None, None]

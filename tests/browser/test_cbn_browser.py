@@ -38,13 +38,23 @@ def test_replay_shows_the_recorded_run(page, hub_url):
 
 
 def test_live_run_streams_updates(page, hub_url):
+    """A live run with a batch of 6 split into statistics groups: the group-size control offers only the sizes
+    that divide the batch (1, 2, 3 and the whole batch), and the summary names the chosen split."""
     _open_tab(page, hub_url)
+    _set_number(page, "cbn-batch", 6)
+    page.locator("#cbn-stat-batch input").click()
+    options = page.get_by_role("option")
+    expect(options).to_have_count(4, timeout=TIMEOUT)
+    texts = [t.replace("✓", "").strip() for t in options.all_inner_texts()]   # the chosen one has a check mark
+    assert texts == ["1", "2", "3", "whole batch"]
+    page.get_by_role("option", name="2", exact=True).click()
     _set_number(page, "cbn-window", 3)
     _set_number(page, "cbn-steps", 20)
     page.locator("#cbn-layer input").fill("stem")
     page.locator("#cbn-layer input").press("Enter")
     page.locator("#cbn-live").click()
     summary = page.locator("#cbn-summary")
+    expect(summary).to_contain_text("batch 6 in statistics groups of 2 images", timeout=TIMEOUT)
     expect(summary).to_contain_text("window 3", timeout=TIMEOUT)
     expect(summary).to_contain_text("20 steps", timeout=TIMEOUT)
     expect(summary).to_contain_text("layer stem", timeout=TIMEOUT)

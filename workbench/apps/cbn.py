@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from workbench.apps.common import guard, launch
 
-DEFAULTS = dict(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0)
+DEFAULTS = dict(batch_size=32, stat_batch="1", window=4, rho=1.0, burnin=20, steps=80, layer="blocks.1.conv1",
+                channel=0)
+WHOLE = "whole batch"
+
+
+def _stat_batch(choice):
+    """The statistics-batch control's value: an image count, or the whole batch (None)."""
+    if choice in (None, "", WHOLE):
+        return None
+    try:
+        return int(choice)
+    except (TypeError, ValueError):
+        raise ValueError(f"images per statistics group must be a number or {WHOLE!r}, got {choice!r}") from None
 
 
 def _out(p):
@@ -21,10 +33,10 @@ def replay(channel):
     return _out(demo.panel(demo.recorded(), channel))
 
 
-def live(batch_size, window, rho, burnin, steps, layer, channel):
+def live(batch_size, window, rho, burnin, steps, layer, channel, stat_batch=WHOLE):
     from workbench.demos import cbn as demo
 
-    for p in demo.live(batch_size, window, rho, burnin, steps, layer, channel):
+    for p in demo.live(batch_size, window, rho, burnin, steps, layer, channel, _stat_batch(stat_batch)):
         yield _out(p)
 
 
@@ -45,6 +57,17 @@ def channel_range(layer, channel):
     return gr.update(maximum=n - 1, value=min(int(channel or 0), n - 1))
 
 
+def stat_batch_choices(batch_size, stat_batch):
+    """The statistics-batch choices follow the batch: only group sizes that divide it (the current one is kept
+    when it still does)."""
+    import gradio as gr
+
+    from workbench.demos import cbn as demo
+
+    choices = [str(s) for s in demo.stat_batches(batch_size) if s < int(batch_size)] + [WHOLE]
+    return gr.update(choices=choices, value=stat_batch if stat_batch in choices else choices[0])
+
+
 def build():
     import gradio as gr
 
@@ -55,12 +78,15 @@ def build():
         "Cross-Iteration BN pools per-channel statistics over the last *k* iterations. Statistics of earlier "
         "iterations were made by older weights, so each is moved to the current weights with a first-order Taylor "
         "step (ρ = 1) before pooling; ρ = 0 is the naive window. **Replay** the committed run "
-        f"(`{demo.COMMAND}`) or **train live** (a small ResNet on 32 px shapes, batch size your choice). The bands "
-        "span each window estimate's error to the *true* window statistics (past inputs re-run through the current "
-        "weights).")
+        f"(`{demo.COMMAND}`: batch 32 split into statistics groups of one image, like 32 GPUs with one image each, "
+        "where the CBN study finds BN's small-batch gap) or **train live** (a small ResNet on 32 px shapes). The "
+        "bands span each window estimate's error to the *true* window statistics (past inputs re-run through the "
+        "current weights); the record follows the first statistics group.")
     lim = demo.LIMITS
     with gr.Row():
         bs = gr.Slider(*lim["batch_size"], value=DEFAULTS["batch_size"], step=1, label="batch size", elem_id="cbn-batch")
+        sb = gr.Dropdown(stat_batch_choices(DEFAULTS["batch_size"], DEFAULTS["stat_batch"])["choices"],
+                         value=DEFAULTS["stat_batch"], label="images per statistics group", elem_id="cbn-stat-batch")
         win = gr.Slider(*lim["window"], value=DEFAULTS["window"], step=1, label="window k (iterations)",
                         elem_id="cbn-window")
         rho = gr.Slider(*lim["rho"], value=DEFAULTS["rho"], step=0.1, label="ρ (compensation)", elem_id="cbn-rho")
@@ -88,7 +114,9 @@ def build():
 
     outputs = [traj, err, loss, state, summary]
     replay_btn.click(guard(replay, len(outputs)), [channel], outputs, api_name="cbn_replay")
-    live_btn.click(guard(live, len(outputs)), [bs, win, rho, burn, steps, layer, channel], outputs, api_name="cbn_live")
+    live_btn.click(guard(live, len(outputs)), [bs, win, rho, burn, steps, layer, channel, sb], outputs,
+                   api_name="cbn_live")
+    bs.change(guard(stat_batch_choices), [bs, sb], sb, api_name=False, trigger_mode="always_last")
     layer.change(guard(channel_range), [layer, channel], channel, api_name=False)
     channel.change(guard(render, 4), [state, channel], [traj, err, loss, summary], api_name="cbn_channel",
                    trigger_mode="always_last")

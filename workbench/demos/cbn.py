@@ -1,10 +1,13 @@
 """CBN demo: how well do past iterations' statistics, moved to today's weights by a Taylor step, match the truth?
 
-A *diagnostic run* trains a small ResNet with CBN on 32 px shapes at a small batch and records, for one layer,
-the current-batch, CBN-pooled, naive-window, compensated-window and *true* window statistics of every step
-(:class:`workbench.cbn.ConvCBN` emits them to a :func:`workbench.inspect.capture`). The app tab and notebook 04
-replay the committed run (``workbench train cbn-demo --commit``) or train live with the chosen batch size,
-window, ρ and burn-in.
+A *diagnostic run* trains a small ResNet with CBN on 32 px shapes and records, for one layer, the current-batch,
+CBN-pooled, naive-window, compensated-window and *true* window statistics of every step
+(:class:`workbench.cbn.ConvCBN` emits them to a :func:`workbench.inspect.capture`). The statistics may come from
+groups of a few images of the batch (``stat_batch``: emulated GPUs, each normalising its own images; the record is
+the first group's), which is where the CBN study finds BN's small-batch gap: the committed run uses the study's
+setting, an optimiser batch of 32 with one image per statistics group. The app tab and notebook 04 replay it
+(``workbench train cbn-demo --commit``) or train live with the chosen batch, statistics batch, window, ρ and
+burn-in.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class DiagnosticConfig:
     """A short SGD run of ``SmallResNet`` (widths 32/64/128) with CBN on 32 px shapes, one layer recorded."""
 
     batch_size: int = 4
+    stat_batch: int | None = None   # images per statistics group (an emulated GPU); None: the whole batch
     window: int = 4
     rho: float = 1.0
     burnin: int = 0
@@ -42,6 +46,11 @@ class DiagnosticConfig:
 
     def validate(self) -> DiagnosticConfig:
         self.batch_size = check_int("batch size", self.batch_size, *LIMITS["batch_size"])
+        if self.stat_batch is not None:
+            self.stat_batch = check_int("images per statistics group", self.stat_batch, 1, self.batch_size)
+            if self.batch_size % self.stat_batch:
+                raise ValueError(f"images per statistics group ({self.stat_batch}) must divide the batch size "
+                                 f"({self.batch_size})")
         self.window = check_int("window", self.window, *LIMITS["window"])
         self.rho = check_float("rho", self.rho, *LIMITS["rho"])
         self.burnin = check_int("burn-in", self.burnin, *LIMITS["burnin"])
@@ -75,7 +84,7 @@ def diagnostic_run(cfg: DiagnosticConfig, dataset=None) -> Iterator[dict]:
     x_all, y_all = dataset if dataset is not None else data()
     g = torch.Generator().manual_seed(cfg.seed)
     model = cbn.make_model("cbn", window=cfg.window, burnin=cfg.burnin, rho=cfg.rho, seed=cfg.seed, in_chans=3,
-                           widths=WIDTHS)
+                           widths=WIDTHS, devices=cfg.batch_size // (cfg.stat_batch or cfg.batch_size))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
     model.train()
     losses: list[float] = []
@@ -158,9 +167,18 @@ def warm() -> None:
     cbn.make_model("cbn", in_chans=3, widths=WIDTHS)
 
 
-def live(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0) -> Iterator[Panel]:
-    """Train live and yield a :class:`Panel` every few steps (the app streams them)."""
+def stat_batches(batch_size) -> list[int]:
+    """The statistics batches a batch of ``batch_size`` can be split into (the app's choices follow the batch)."""
+    b = check_int("batch size", batch_size, *LIMITS["batch_size"])
+    return [s for s in range(1, b + 1) if b % s == 0]
+
+
+def live(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0,
+         stat_batch=None) -> Iterator[Panel]:
+    """Train live and yield a :class:`Panel` every few steps (the app streams them). ``stat_batch``: images per
+    statistics group (None: the whole batch)."""
     cfg = DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps, layer=layer,
+                           stat_batch=stat_batch,
                            lr=0.1 * check_int("batch size", batch_size, *LIMITS["batch_size"]) / 32)
     cfg.every = max(5, cfg.validate().steps // 8)
     n = channels(layer)

@@ -274,9 +274,14 @@ def main_demo(argv: list[str]) -> None:
                                 description="Record one CBN layer's current / naive / compensated / true statistics "
                                             "during a short small-batch run on 32 px shapes (the app's replay).")
     dc = demo.DiagnosticConfig()
-    p.add_argument("--batch-size", type=int, default=dc.batch_size, help="Images per step (the statistics batch).")
+    p.add_argument("--batch-size", type=int, default=32, help="Images per optimiser step (lr = 0.1 x batch / 32).")
+    p.add_argument("--stat-batch", type=int, default=1,
+                   help="Images per statistics group (an emulated GPU; 1 is the CBN study's small-batch gap); "
+                        "0: the whole batch.")
     p.add_argument("--window", type=int, default=dc.window, help="CBN window (iterations, the current one included).")
     p.add_argument("--rho", type=float, default=dc.rho, help="Compensation (1 = CBN, 0 = naive window).")
+    p.add_argument("--burnin", type=int, default=50,
+                   help="Steps of plain BN before the window starts (a quarter of the run, as in the study).")
     p.add_argument("--steps", type=int, default=200, help="Training steps.")
     p.add_argument("--layer", default=dc.layer, choices=list(demo.LAYERS), help="The layer whose statistics are recorded.")
     p.add_argument("--seed", type=int, default=0, help="Initialisation and data-order seed.")
@@ -285,8 +290,9 @@ def main_demo(argv: list[str]) -> None:
     p.add_argument("--threads", type=int, default=1, help="Torch threads.")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = demo.DiagnosticConfig(batch_size=a.batch_size, window=a.window, rho=a.rho, steps=a.steps, layer=a.layer,
-                                seed=a.seed, every=10, lr=0.1 * a.batch_size / 32)
+    cfg = demo.DiagnosticConfig(batch_size=a.batch_size, stat_batch=a.stat_batch or None, window=a.window, rho=a.rho,
+                                burnin=a.burnin, steps=a.steps, layer=a.layer, seed=a.seed, every=10,
+                                lr=0.1 * a.batch_size / 32)
     from tqdm.auto import tqdm
 
     results = list(tqdm(demo.diagnostic_run(cfg), total=-(-a.steps // 10), desc="diagnostic run", unit="x10 steps"))

@@ -158,7 +158,10 @@ def diagnostic_summary(diag: Mapping) -> str:
     e = {k: mean(k) for k in ("err_mu_naive", "err_mu_comp", "err_nu_naive", "err_nu_comp")}
     loss = diag.get("loss", [])
     tail = statistics.fmean(loss[-20:]) if loss else float("nan")
-    lines = [f"**batch** {cfg.get('batch_size')} · **window** {cfg.get('window')} · **ρ** {cfg.get('rho')} · "
+    sb = cfg.get("stat_batch")
+    group = (f" in statistics groups of {sb} image{'s' if sb != 1 else ''} (record: the first group)"
+             if sb and sb != cfg.get("batch_size") else "")
+    lines = [f"**batch** {cfg.get('batch_size')}{group} · **window** {cfg.get('window')} · **ρ** {cfg.get('rho')} · "
              f"**burn-in** {cfg.get('burnin')} steps · **layer** `{cfg.get('layer')}` · {len(diag.get('step', []))} steps "
              f"· final loss (mean of last 20) {tail:.3f}",
              "",

@@ -9,18 +9,21 @@ from .core import Explorer, explorer
 
 
 @functools.lru_cache(maxsize=8)
-def _live(batch_size: int, window: int, rho: float, burnin: int, steps: int, layer: str) -> dict:
+def _live(batch_size: int, window: int, rho: float, burnin: int, steps: int, layer: str,
+          stat_batch: int | None = None) -> dict:
     from ..demos import cbn as demo
 
-    cfg = demo.DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps,
-                                layer=layer, every=steps, lr=0.1 * batch_size / 32)
+    cfg = demo.DiagnosticConfig(batch_size=batch_size, stat_batch=stat_batch, window=window, rho=rho, burnin=burnin,
+                                steps=steps, layer=layer, every=steps, lr=0.1 * batch_size / 32)
     *_, last = demo.diagnostic_run(cfg)
     return demo.diagnostic_series(last, cfg)
 
 
-def render_cbn(source: str = "recorded", batch_size: int = 4, window: int = 4, rho: float = 1.0, burnin: int = 0,
-               steps: int = 120, layer: str = "blocks.1.conv1", channel: int = 0, diag: dict | None = None):
-    """(trajectories figure, summary HTML) for the recorded run (``diag`` or the committed one) or a live run."""
+def render_cbn(source: str = "recorded", batch_size: int = 32, window: int = 4, rho: float = 1.0, burnin: int = 20,
+               steps: int = 80, layer: str = "blocks.1.conv1", channel: int = 0, diag: dict | None = None,
+               stat_batch: str | int | None = "1"):
+    """(trajectories figure, summary HTML) for the recorded run (``diag`` or the committed one) or a live run;
+    ``stat_batch``: images per statistics group ("whole batch" or None: the batch)."""
     from ..demos import cbn as demo
     from ..viz import cbn as vz
 
@@ -28,7 +31,8 @@ def render_cbn(source: str = "recorded", batch_size: int = 4, window: int = 4, r
         if diag is None:
             diag = demo.recorded()
     elif source == "live":
-        diag = _live(int(batch_size), int(window), float(rho), int(burnin), int(steps), layer)
+        sb = None if stat_batch in (None, "whole batch") else int(stat_batch)
+        diag = _live(int(batch_size), int(window), float(rho), int(burnin), int(steps), layer, sb)
     else:
         raise ValueError(f"source must be 'recorded' or 'live', got {source!r}")
     n = vz.num_channels(diag)
@@ -51,11 +55,13 @@ def cbn_explorer(diag: dict | None = None) -> Explorer:
 
     controls = {
         "source": W.ToggleButtons(options=["recorded", "live"], value="recorded", description="run"),
-        "batch_size": W.IntSlider(value=4, min=2, max=64, description="batch"),
+        "batch_size": W.IntSlider(value=32, min=2, max=64, description="batch"),
+        "stat_batch": W.Dropdown(options=["1", "2", "4", "8", "16", "whole batch"], value="1",
+                                 description="stats group"),
         "window": W.IntSlider(value=4, min=2, max=16, description="window k"),
         "rho": W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1, description="ρ"),
-        "burnin": W.IntSlider(value=0, min=0, max=300, description="burn-in"),
-        "steps": W.IntSlider(value=120, min=10, max=400, step=10, description="live steps"),
+        "burnin": W.IntSlider(value=20, min=0, max=300, description="burn-in"),
+        "steps": W.IntSlider(value=80, min=10, max=400, step=10, description="live steps"),
         "layer": W.Dropdown(options=list(demo.LAYERS), value="blocks.1.conv1", description="layer"),
         "channel": W.IntSlider(value=0, min=0, max=demo.channels("blocks.1.conv1") - 1, description="channel"),
     }
@@ -63,5 +69,12 @@ def cbn_explorer(diag: dict | None = None) -> Explorer:
     def follow_layer(change):   # the channel slider follows the layer, as in the app
         controls["channel"].max = demo.channels(change["new"]) - 1
 
+    def follow_batch(change):   # statistics groups that divide the batch, as in the app
+        keep = controls["stat_batch"].value
+        opts = [str(s) for s in demo.stat_batches(change["new"]) if s < change["new"]] + ["whole batch"]
+        controls["stat_batch"].options = opts
+        controls["stat_batch"].value = keep if keep in opts else opts[0]
+
     controls["layer"].observe(follow_layer, names="value")
+    controls["batch_size"].observe(follow_batch, names="value")
     return explorer(controls, functools.partial(render_cbn, diag=diag), title="CBN statistics explorer")
