@@ -844,3 +844,95 @@ def test_conv_bn_pairs_traces_each_architecture_once(monkeypatch):
     assert first[0] and not first[1]
     cbn.conv_bn_pairs(cbn.make_model("bn", widths=(8, 16, 32)))   # another module tree: traced again
     assert len(calls) == 2
+
+
+# --- Batch Renormalization (the small-batch baseline) ----------------------------------------------
+def test_batch_renorm_schedule():
+    from workbench.cbn import BatchRenorm2d
+
+    m = BatchRenorm2d(3, rmax=3.0, dmax=5.0, burnin=10, ramp=20)
+    got = []
+    for t in (0, 9, 10, 20, 30, 100):
+        m.num_batches_tracked.fill_(t)
+        got.append(m.limits())
+    assert got == [(1.0, 0.0), (1.0, 0.0), (1.0, 0.0), (2.0, 2.5), (3.0, 5.0), (3.0, 5.0)]
+
+
+def test_batch_renorm_in_burnin_is_ghost_batchnorm():
+    """r_max = 1, d_max = 0 (burn-in): each group normalised with its own batch statistics, exactly BN's output."""
+    from workbench.cbn import BatchRenorm2d
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 4, 5, 5, generator=g, dtype=torch.float64) * 2 + 1
+    m = BatchRenorm2d(4, burnin=100, devices=3).double()
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([0.5, 1.0, 2.0, -1.0]))
+        m.bias.copy_(torch.tensor([0.1, 0.0, -0.3, 1.0]))
+    ref = torch.cat([F.batch_norm(x[2 * i:2 * i + 2], None, None, m.weight, m.bias, True, 0.0, m.eps) for i in range(3)])
+    torch.testing.assert_close(m(x), ref)
+
+
+def test_batch_renorm_unclipped_matches_running_statistics_and_scales_the_bn_gradient():
+    """Unclipped, the training output is the inference normalisation with the (pre-update) running statistics, and
+    the input gradient is r × BN's gradient (r, d carry no gradient) — float64 oracles from F.batch_norm. The
+    running statistics then move by α towards the batch's."""
+    from workbench.cbn import BatchRenorm2d
+
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(8, 3, 4, 4, generator=g, dtype=torch.float64) * 1.7 + 0.4).requires_grad_()
+    up = torch.randn(8, 3, 4, 4, generator=g, dtype=torch.float64)
+    m = BatchRenorm2d(3, rmax=1e6, dmax=1e6, momentum=0.01).double()
+    with torch.no_grad():
+        m.running_mean.copy_(torch.tensor([0.2, -0.1, 0.5]))
+        m.running_std.copy_(torch.tensor([1.5, 0.8, 2.0]))
+        m.weight.copy_(torch.tensor([0.7, 1.3, -0.4]))
+    rm, rs = m.running_mean.clone(), m.running_std.clone()
+    y = m(x)
+    inference = F.batch_norm(x.detach(), rm, rs ** 2, m.weight.detach(), m.bias.detach(), False, 0.0, 0.0)
+    torch.testing.assert_close(y.detach(), inference)
+    (gx,) = torch.autograd.grad((y * up).sum(), x)
+    xb = x.detach().clone().requires_grad_()
+    bn = F.batch_norm(xb, None, None, m.weight.detach(), None, True, 0.0, m.eps)
+    (gbn,) = torch.autograd.grad((bn * up).sum(), xb)
+    sigma_b = (x.detach().var(dim=(0, 2, 3), unbiased=False) + m.eps).sqrt()
+    r = (sigma_b / rs).view(1, 3, 1, 1)
+    torch.testing.assert_close(gx, r * gbn)
+    mu_b = x.detach().mean(dim=(0, 2, 3))
+    torch.testing.assert_close(m.running_mean, rm + 0.01 * (mu_b - rm))
+    torch.testing.assert_close(m.running_std, rs + 0.01 * (sigma_b - rs))
+
+
+def test_batch_renorm_clips_and_infers_with_running_statistics():
+    from workbench.cbn import BatchRenorm2d
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64)
+    m = BatchRenorm2d(2, rmax=3.0, dmax=5.0).double()
+    with torch.no_grad():
+        m.running_std.fill_(100.0)           # σ_B / σ ≈ 0.01 → r = 1/3;  (μ_B − μ)/σ tiny → d unclipped
+        m.running_mean.fill_(-600.0)         # (μ_B + 600) / 100 ≈ 6 → d = 5
+    xhat = F.batch_norm(x, None, None, None, None, True, 0.0, m.eps)
+    torch.testing.assert_close(m(x), xhat / 3 + 5)
+    m.eval()
+    torch.testing.assert_close(m(x), (x - m.running_mean.view(1, 2, 1, 1)) / m.running_std.view(1, 2, 1, 1))
+    with pytest.raises(ValueError, match="rmax"):
+        BatchRenorm2d(2, rmax=0.5)
+
+
+def test_brn_model_has_no_batchnorm_left_and_learns():
+    from workbench.cbn import BatchRenorm2d
+
+    model = make_model("brn", in_chans=3, widths=(8, 16), burnin=2, devices=4, seed=0)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert sum(isinstance(m, BatchRenorm2d) and m.devices == 4 for m in model.modules()) == 6
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(40):                       # fits one fixed batch, as BN does (0.02 here) — a broken r/d does not
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]

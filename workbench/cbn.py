@@ -53,6 +53,11 @@ Differences from the official layer (``CBatchNorm2d`` of Howal/Cross-iterationBa
 * ``convert_to_cbn`` rewrites the conv→BN pairs of an existing network; ``devices`` emulates per-GPU
   statistics; ``stat_grad_scale`` is an ablation switch of ours (see :class:`CBNConfig`).
 
+Baseline from another paper: :class:`BatchRenorm2d` (Ioffe, "Batch Renormalization", NeurIPS 2017), the other
+remedy for small batches the CBN paper compares with — the batch statistics corrected towards the running ones by
+``r = clip(σ_B/σ, 1/r_max, r_max)`` and ``d = clip((μ_B − μ)/σ, −d_max, d_max)``, both without gradient;
+``make_model("brn")`` builds the study's network with it.
+
 Distributed training: statistics stay per-process (no all-reduce), as in the paper's per-GPU setting;
 each process keeps its own window.
 
@@ -713,9 +718,88 @@ def cbn_layers(model: nn.Module) -> list[tuple[str, ConvCBN]]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Batch Renormalization (the baseline of the CBN paper's small-batch comparison)
+# --------------------------------------------------------------------------------------------------
+class BatchRenorm2d(nn.Module):
+    """Batch Renormalization (Ioffe, NeurIPS 2017, Algorithm 1), for the small-batch comparison.
+
+    Training, per channel, with the batch mean ``μ_B`` and ``σ_B = sqrt(var_B + ε)`` (biased variance) and the
+    running ``μ``, ``σ``::
+
+        r = stop_gradient(clip(σ_B / σ, 1/r_max, r_max)),   d = stop_gradient(clip((μ_B − μ) / σ, −d_max, d_max))
+        y = γ ((x − μ_B) / σ_B · r + d) + β,     μ += α (μ_B − μ),   σ += α (σ_B − σ)
+
+    inference: ``y = γ (x − μ) / σ + β``. Unclipped, the training output equals the inference one while the
+    gradient flows through the batch statistics (scaled by ``r``). The schedule follows the paper: plain BN
+    (``r_max = 1``, ``d_max = 0``) for ``burnin`` training steps, then ``r_max`` and ``d_max`` relaxed linearly to
+    ``rmax`` and ``dmax`` over ``ramp`` steps. ``devices = G`` splits the batch into G groups, each normalised with
+    its own batch statistics (emulated GPUs, as :class:`ConvCBN`); the running statistics are shared and follow the
+    mean of the groups' statistics (under DDP, rank 0's buffers are broadcast — one group's; the mean is the same
+    in expectation and less noisy).
+
+    Differences from the paper: the running σ starts at 1 (as BN's running variance); α defaults to 0.1, the rate
+    of ``nn.BatchNorm2d`` and of the other arms' running statistics, where the paper used 0.01 over ~10⁵ steps
+    (in a run of a few hundred steps, statistics that old lag far behind the weights).
+    """
+
+    def __init__(self, num_features: int, *, rmax: float = 3.0, dmax: float = 5.0, burnin: int = 0, ramp: int = 0,
+                 momentum: float = 0.1, eps: float = 1e-5, devices: int = 1):
+        super().__init__()
+        if not (rmax >= 1 and dmax >= 0 and burnin >= 0 and ramp >= 0 and 0 < momentum <= 1 and devices >= 1):
+            raise ValueError("BatchRenorm2d needs rmax >= 1, dmax >= 0, burnin >= 0, ramp >= 0, 0 < momentum <= 1 "
+                             "and devices >= 1")
+        self.num_features, self.rmax, self.dmax, self.burnin, self.ramp = num_features, rmax, dmax, burnin, ramp
+        self.momentum, self.eps, self.devices = momentum, eps, devices
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_std", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def limits(self) -> tuple[float, float]:
+        """``(r_max, d_max)`` of the current step under the schedule."""
+        t = int(self.num_batches_tracked) - self.burnin
+        if t < 0:
+            return 1.0, 0.0
+        f = 1.0 if self.ramp == 0 else min(1.0, t / self.ramp)
+        return 1.0 + (self.rmax - 1.0) * f, self.dmax * f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        if not self.training:
+            return (x - self.running_mean.view(shape)) / self.running_std.view(shape) * self.weight.view(shape) \
+                + self.bias.view(shape)
+        N, C = x.shape[:2]
+        G = self.devices
+        if N % G:
+            raise ValueError(f"a batch of {N} images cannot be split over {G} emulated devices; use a multiple of {G}")
+        xg = x.reshape(G, N // G, *x.shape[1:])
+        mu_b = xg.mean(dim=(1, 3, 4), keepdim=True)                                   # (G, 1, C, 1, 1)
+        sigma_b = (xg.var(dim=(1, 3, 4), unbiased=False, keepdim=True) + self.eps).sqrt()
+        r_max, d_max = self.limits()
+        with torch.no_grad():
+            mu, sigma = self.running_mean.view(1, 1, C, 1, 1), self.running_std.view(1, 1, C, 1, 1)
+            r = (sigma_b / sigma).clamp(1.0 / r_max, r_max)
+            d = ((mu_b - mu) / sigma).clamp(-d_max, d_max)
+            self.running_mean.add_(self.momentum * (mu_b.mean(0).flatten() - self.running_mean))
+            self.running_std.add_(self.momentum * (sigma_b.mean(0).flatten() - self.running_std))
+            self.num_batches_tracked.add_(1)
+        y = ((xg - mu_b) / sigma_b * r + d).reshape(x.shape)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def convert_to_brn(model: nn.Module, **kw) -> nn.Module:
+    """Replace, in place, every ``BatchNorm2d`` of ``model`` by a :class:`BatchRenorm2d` (``kw`` passed on)."""
+    for name, m in list(model.named_modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            _set(model, name, BatchRenorm2d(m.num_features, eps=m.eps, **kw).to(m.weight.device))
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
 # a small ResNet for the study, the app and the benchmark
 # --------------------------------------------------------------------------------------------------
-NORMS = ("bn", "naive", "cbn", "gn")
+NORMS = ("bn", "naive", "cbn", "gn", "brn")
 
 
 def _norm(kind: str, c: int) -> nn.Module:
@@ -768,8 +852,9 @@ def make_model(norm: str = "bn", *, window: int = 4, burnin: int = 0, rho: float
                widths: tuple[int, ...] = (16, 32), in_chans: int = 1, num_classes: int = 10,
                gradients: str = "closed", seed: int | None = None, devices: int = 1,
                stat_grad_scale: float | None = None) -> nn.Module:
-    """``SmallResNet`` with ``norm`` in ``NORMS``: ``bn``, ``gn`` (GroupNorm), ``cbn`` (ρ = 1) or
-    ``naive`` (window without compensation, ρ = 0); ``rho`` overrides ρ for ``cbn``. ``devices`` > 1 splits
+    """``SmallResNet`` with ``norm`` in ``NORMS``: ``bn``, ``gn`` (GroupNorm), ``cbn`` (ρ = 1),
+    ``naive`` (window without compensation, ρ = 0) or ``brn`` (:class:`BatchRenorm2d`: plain BN for ``burnin``
+    steps, then r_max / d_max relaxed to 3 / 5 over as many steps); ``rho`` overrides ρ for ``cbn``. ``devices`` > 1 splits
     every batch into that many groups with their own statistics (emulated GPUs; BN becomes ghost BN);
     ``stat_grad_scale`` is the ablation switch of :class:`CBNConfig`."""
     if norm not in NORMS:
@@ -781,6 +866,8 @@ def make_model(norm: str = "bn", *, window: int = 4, burnin: int = 0, rho: float
         r = 0.0 if norm == "naive" else (1.0 if rho is None else rho)
         convert_to_cbn(model, window, r, burnin, gradients=gradients, devices=devices,
                        stat_grad_scale=stat_grad_scale)
+    elif norm == "brn":
+        convert_to_brn(model, burnin=burnin, ramp=burnin, devices=devices)
     elif norm == "bn" and (devices > 1 or stat_grad_scale is not None):
         convert_to_cbn(model, 1, 0.0, 0, gradients=gradients, devices=devices, stat_grad_scale=stat_grad_scale)
     return model

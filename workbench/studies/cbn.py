@@ -12,7 +12,8 @@ Parts (>= 3 seeds each, records in ``records.jsonl``, verdicts in ``claims.json`
 * ``gap``: BN at every statistics batch — is there a small-batch gap to close?
 * ``norms``: BN, the naive window (ρ = 0), CBN (ρ = 1, window 4) and GroupNorm at the small statistics batches;
   both windowed arms use plain BN for the first quarter of training (a burn-in, as the official layer's
-  ``burnin``; its length here is our choice).
+  ``burnin``; its length here is our choice). Batch Renormalization (``cbn.BatchRenorm2d``, the other small-batch
+  remedy) after the same burn-in, its r_max / d_max relaxed to 3 / 5 over the next quarter.
 * ``why``: why the window without burn-in does not learn at first: CBN without burn-in, the same whose current
   statistics receive the full BN gradient (``stat_grad_scale=1``), BN whose statistics receive only 1/4 of it
   (what CBN's backward gives with a window of 4), and CBN with the burn-in.
@@ -91,7 +92,7 @@ def arm(cfg: RunConfig, norm: str, stat_batch: int, progress: bool, **kw):
     return lambda seed: train_eval(cfg, make(cfg, norm, stat_batch, seed, **kw), seed, progress)
 
 
-LABEL = {"bn": "BN", "naive": "naive window", "cbn": "CBN", "gn": "GroupNorm"}
+LABEL = {"bn": "BN", "naive": "naive window", "cbn": "CBN", "gn": "GroupNorm", "brn": "BatchRenorm"}
 
 
 def claims(command: str) -> list[protocol.Claim]:
@@ -117,12 +118,20 @@ def claims(command: str) -> list[protocol.Claim]:
             paper_value="CBN Table 1 (ImageNet, ResNet-18, small batch per GPU): CBN keeps accuracy where BN drops "
                         "(unverified numbers); COCO Mask R-CNN (2 images/GPU): CBN 37.6 vs frozen/unsync BN",
             baseline=f"BN, b = {b}", method=f"CBN, b = {b}", baselines=["GroupNorm"],
-            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", "GroupNorm"], **norms))
+            arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", f"BatchRenorm, b = {b}", "GroupNorm"],
+            **norms))
         out.append(protocol.Claim(
             id=f"cbn_vs_naive_b{b}", part="norms", claim=f"Compensation (CBN) beats the naive window (b = {b}).",
             paper_value="CBN Table 4: naive CBN (no compensation) is worse than CBN; the gap grows with the window",
             baseline=f"naive window, b = {b}", method=f"CBN, b = {b}", baselines=["GroupNorm"],
             arms=[f"BN, b = {b}", f"naive window, b = {b}", f"CBN, b = {b}", "GroupNorm"], **norms))
+        out.append(protocol.Claim(
+            id=f"cbn_vs_brn_b{b}", part="norms", claim=f"CBN beats Batch Renormalization (b = {b}; BRN after the same "
+                                                         "burn-in of plain BN, then r_max / d_max relaxed to 3 / 5).",
+            paper_value="CBN paper: Batch Renorm is one of the small-batch remedies compared (ImageNet, small batch "
+                        "per GPU), CBN ahead (numbers unverified here)",
+            baseline=f"BatchRenorm, b = {b}", method=f"CBN, b = {b}", baselines=["GroupNorm"],
+            arms=[f"BN, b = {b}", f"BatchRenorm, b = {b}", f"CBN, b = {b}", "GroupNorm"], **norms))
     # part 'why' is a diagnostic: the handicapped arms are expected near chance, so the halfway check applies to
     # plain BN at the same statistics batch (it shows the training setup works)
     why = dict(c, baselines=["BN"], note="The halfway check applies to plain BN at the same statistics batch (the "
@@ -170,7 +179,7 @@ def main_study(argv: list[str]) -> None:
     cfg = replace(d, steps=a.steps, widths=tuple(a.widths))
     parts = {"gap", "norms", "why"} if "all" in a.part else set(a.part)
     if a.budget_min is not None:
-        n = len(a.seeds) * (len(BATCHES) * ("gap" in parts) + (3 * len(SMALL) + 1) * ("norms" in parts)
+        n = len(a.seeds) * (len(BATCHES) * ("gap" in parts) + (4 * len(SMALL) + 1) * ("norms" in parts)
                             + 5 * ("why" in parts))
         cfg = replace(cfg, steps=protocol.plan_steps(a.steps, n, 0.15, a.budget_min))
         print(f"budget: {cfg.steps} steps per run")
@@ -190,6 +199,11 @@ def main_study(argv: list[str]) -> None:
             arms[f"naive window, b = {b}"] = arm(cfg, "naive", b, prog, burnin=burnin)
             arms[f"CBN, b = {b}"] = arm(cfg, "cbn", b, prog, burnin=burnin)
             arm_cfgs[f"naive window, b = {b}"] = arm_cfgs[f"CBN, b = {b}"] = {"burnin": burnin}
+        for b in sorted((b for b in SMALL if b in a.batches), key=lambda b: b == 1):
+            # Batch Renorm (added after the others, so it runs last): plain BN for the same burn-in, then r_max
+            # and d_max relaxed linearly to 3 and 5 over as many steps (the paper's schedule, shortened)
+            arms[f"BatchRenorm, b = {b}"] = arm(cfg, "brn", b, prog, burnin=burnin)
+            arm_cfgs[f"BatchRenorm, b = {b}"] = {"burnin": burnin, "ramp": burnin, "rmax": 3.0, "dmax": 5.0}
         study.run("norms", arms, shared, arm_configs=arm_cfgs)
     if "why" in parts:
         b = a.why_batch
