@@ -10,17 +10,7 @@ from workbench.apps.common import guard, launch
 
 DEFAULTS = dict(batch_size=32, stat_batch="1", window=4, rho=1.0, burnin=20, steps=80, layer="blocks.1.conv1",
                 channel=0)
-WHOLE = "whole batch"
-
-
-def _stat_batch(choice):
-    """The statistics-batch control's value: an image count, or the whole batch (None)."""
-    if choice in (None, "", WHOLE):
-        return None
-    try:
-        return int(choice)
-    except (TypeError, ValueError):
-        raise ValueError(f"images per statistics group must be a number or {WHOLE!r}, got {choice!r}") from None
+WHOLE = "whole batch"   # = demos.cbn.WHOLE (kept literal: the app module imports no torch at start-up)
 
 
 def _out(p):
@@ -36,7 +26,7 @@ def replay(channel):
 def live(batch_size, window, rho, burnin, steps, layer, channel, stat_batch=WHOLE):
     from workbench.demos import cbn as demo
 
-    for p in demo.live(batch_size, window, rho, burnin, steps, layer, channel, _stat_batch(stat_batch)):
+    for p in demo.live(batch_size, window, rho, burnin, steps, layer, channel, demo.parse_stat_batch(stat_batch)):
         yield _out(p)
 
 
@@ -64,7 +54,7 @@ def stat_batch_choices(batch_size, stat_batch):
 
     from workbench.demos import cbn as demo
 
-    choices = [str(s) for s in demo.stat_batches(batch_size) if s < int(batch_size)] + [WHOLE]
+    choices = demo.stat_batch_choices(batch_size)
     return gr.update(choices=choices, value=stat_batch if stat_batch in choices else choices[0])
 
 

@@ -173,6 +173,26 @@ def stat_batches(batch_size) -> list[int]:
     return [s for s in range(1, b + 1) if b % s == 0]
 
 
+WHOLE = "whole batch"
+
+
+def stat_batch_choices(batch_size) -> list[str]:
+    """The statistics-group control's choices (app and explorer): the group sizes that divide the batch, then
+    ``WHOLE``."""
+    return [str(s) for s in stat_batches(batch_size) if s < int(batch_size)] + [WHOLE]
+
+
+def parse_stat_batch(choice) -> int | None:
+    """The statistics-group control's value as :class:`DiagnosticConfig` takes it: an image count, or None for
+    the whole batch."""
+    if choice in (None, "", WHOLE):
+        return None
+    try:
+        return int(choice)
+    except (TypeError, ValueError):
+        raise ValueError(f"images per statistics group must be a number or {WHOLE!r}, got {choice!r}") from None
+
+
 def live(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0,
          stat_batch=None) -> Iterator[Panel]:
     """Train live and yield a :class:`Panel` every few steps (the app streams them). ``stat_batch``: images per

@@ -31,8 +31,8 @@ def render_cbn(source: str = "recorded", batch_size: int = 32, window: int = 4, 
         if diag is None:
             diag = demo.recorded()
     elif source == "live":
-        sb = None if stat_batch in (None, "whole batch") else int(stat_batch)
-        diag = _live(int(batch_size), int(window), float(rho), int(burnin), int(steps), layer, sb)
+        diag = _live(int(batch_size), int(window), float(rho), int(burnin), int(steps), layer,
+                     demo.parse_stat_batch(stat_batch))
     else:
         raise ValueError(f"source must be 'recorded' or 'live', got {source!r}")
     n = vz.num_channels(diag)
@@ -56,8 +56,7 @@ def cbn_explorer(diag: dict | None = None) -> Explorer:
     controls = {
         "source": W.ToggleButtons(options=["recorded", "live"], value="recorded", description="run"),
         "batch_size": W.IntSlider(value=32, min=2, max=64, description="batch"),
-        "stat_batch": W.Dropdown(options=["1", "2", "4", "8", "16", "whole batch"], value="1",
-                                 description="stats group"),
+        "stat_batch": W.Dropdown(options=demo.stat_batch_choices(32), value="1", description="stats group"),
         "window": W.IntSlider(value=4, min=2, max=16, description="window k"),
         "rho": W.FloatSlider(value=1.0, min=0.0, max=2.0, step=0.1, description="ρ"),
         "burnin": W.IntSlider(value=20, min=0, max=300, description="burn-in"),
@@ -71,7 +70,7 @@ def cbn_explorer(diag: dict | None = None) -> Explorer:
 
     def follow_batch(change):   # statistics groups that divide the batch, as in the app
         keep = controls["stat_batch"].value
-        opts = [str(s) for s in demo.stat_batches(change["new"]) if s < change["new"]] + ["whole batch"]
+        opts = demo.stat_batch_choices(change["new"])
         controls["stat_batch"].options = opts
         controls["stat_batch"].value = keep if keep in opts else opts[0]
 
