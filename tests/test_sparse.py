@@ -361,7 +361,7 @@ def _cpu_kernels():
         if st.get("avx2"):
             ks += ["gather", "spmm"]
         if st.get("avx512"):
-            ks.append("tiles")
+            ks += ["tiles", "bspmm"]
     return ks
 
 
@@ -392,7 +392,7 @@ def test_kernel_skips_follow_the_cpu_and_the_compiler():
         assert st["avx512"] == ("avx512f" in flags)
 
 
-@pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "scalar", "numba"])
+@pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "bspmm", "scalar", "numba"])
 @pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
 def test_each_cpu_kernel_matches_float64(kernel, idt):
     if kernel not in _cpu_kernels():
@@ -403,7 +403,8 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
     W = torch.randn(rows, cols, generator=g)
     bm = BalancedMatrix.from_dense(W, 0.75, B, pad=True, index_dtype=idt)
     dense = bm.to_dense().double()
-    ns = {"gather": [None, 1], "tiles": [None, 1, 2, 4], "spmm": [2, 9, 33, 70, 130], "scalar": [None, 3, 70],
+    ns = {"gather": [None, 1], "tiles": [None, 1, 2, 4, 7, 8], "spmm": [2, 9, 33, 70, 130],
+          "bspmm": [None, 1, 9, 33, 70, 128, 130], "scalar": [None, 3, 70],
           "numba": [None, 5]}[kernel]
     for n in ns:
         x = torch.randn(cols, generator=g) if n is None else torch.randn(cols, n, generator=g)
@@ -411,7 +412,7 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
         torch.testing.assert_close(y.double(), dense @ x.double(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 40])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 9, 40, 70, 130])
 def test_cpu_linear_fuses_bias_and_batch_major_layout(n):
     from workbench.sparse.kernels import cpu
     g = torch.Generator().manual_seed(12)
@@ -436,6 +437,19 @@ def test_cpu_tiles_layout_is_a_reordering():
     before = bm.cpu_tiles()[0].clone()
     bm.values.mul_(2)  # an in-place change rebuilds the cached layout
     torch.testing.assert_close(bm.cpu_tiles()[0], 2 * before)
+
+
+def test_batch1_fast_path_matches_float64_and_follows_in_place_changes():
+    """``BalancedMatrix.matmul`` resolves the batch-1 kernel once (where the tile kernel applies); its result must
+    equal the float64 product, and an in-place change of the weights must not leave a stale layout behind."""
+    g = torch.Generator().manual_seed(14)
+    bm = BalancedMatrix.from_dense(torch.randn(50, 192, generator=g), 0.875, 64)
+    x = torch.randn(192, generator=g)
+    for _ in range(2):  # first call builds, second uses the cached path
+        torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    bm.values.mul_(-3)
+    torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bm.matmul(x), bm.matmul(x, kernel="numba"), rtol=1e-5, atol=1e-5)
 
 
 def test_numba_fallback_when_backend_forced(monkeypatch):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workbench.sparse.kernels import cpp as _cpp
 from workbench.sparse.prune import balanced_mask
 
 CPU_DTYPES = (torch.float32, torch.float64)
@@ -239,15 +240,48 @@ class BalancedMatrix:
         if x.is_cuda:
             from workbench.sparse.kernels import gpu
             return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
+        if x.dim() == 1 and kernel == "auto" and threads is None:
+            fast = self._spmv_fast()
+            if fast is not None:
+                return fast(x)
         from workbench.sparse.kernels import cpu
         n = 1 if x.dim() == 1 else x.shape[1]
         tiles = None
-        if kernel in ("auto", "tiles") and cpu.kernel_for(n, self.dtype, self.bank_size) == "tiles":
+        if (kernel == "bspmm" or (kernel in ("auto", "tiles")
+                                  and cpu.kernel_for(n, self.dtype, self.bank_size) in ("tiles", "bspmm"))):
             tiles = self.cpu_tiles()
         return cpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, threads=threads, tiles=tiles,
                                    kernel=kernel)
 
     __matmul__ = matmul
+
+    def _spmv_fast(self):
+        """The batch-1 CPU product with the kernel, the tile layout and the pointers resolved once (None where the
+        tile kernel does not apply): the Python around one SpMV runs cold after a cache flush, and this path touches
+        little of it (measured ~0.03 ms of a 0.3 ms product at 4096^2). Rebuilt when values/offsets change."""
+        key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version,
+               id(_cpp._STATE["lib"]))
+        hit = self._cache.get("spmv")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        from workbench.sparse.kernels import cpu
+        fast = None
+        if self.device.type == "cpu" and cpu.kernel_for(1, self.dtype, self.bank_size) == "tiles":
+            vt, ot = self.cpu_tiles()
+            lib = _cpp.library()
+            key = key[:4] + (id(lib),)
+            f, it, vp, op = lib.bs_matmul_tiles, _cpp.INDEX_CODES[ot.dtype], vt.data_ptr(), ot.data_ptr()
+            rows, cols = self.shape
+            args = (rows, vt.shape[1], vt.shape[2], self.bank_size, cols, 1, 0)
+            dtype = self.dtype
+
+            def fast(x, _keep=(vt, ot)):
+                y = torch.empty(rows, dtype=dtype)
+                if f(it, vp, op, x.data_ptr(), y.data_ptr(), None, *args) != 0:
+                    raise RuntimeError("balanced C++ tile kernel failed")
+                return y
+        self._cache["spmv"] = (key, fast)
+        return fast
 
     def matmul_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Pure-torch gather + sum version of eq. (3), float64 — the slow oracle for tests."""

@@ -162,7 +162,7 @@ class BalancedSparseLinear(nn.Module):
                 x2 = x2.to(vdt)
             if not x2.is_contiguous():
                 x2 = x2.contiguous()
-            tiles = self._derive("tiles", lambda: self.matrix.cpu_tiles()) if kernel == "tiles" else None
+            tiles = self._derive("tiles", lambda: self.matrix.cpu_tiles()) if kernel in ("tiles", "bspmm") else None
             if bias is not None and bias.dtype != vdt:
                 bias = bias.to(vdt)
             y = cpu.run_linear(cpu.library(), kernel, values, offsets, x2, self.bank_size, self.in_features, bias,

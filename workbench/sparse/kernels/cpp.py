@@ -35,7 +35,7 @@ from workbench.data.cache import cache_root as data_cache_root
 SOURCE = Path(__file__).with_name("balanced_cpu.cpp")
 CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
 LDFLAGS = ["-fopenmp"]
-ABI = 3  # must match BS_ABI in balanced_cpu.cpp
+ABI = 4  # must match BS_ABI in balanced_cpu.cpp
 VALUE_CODES = {torch.float32: 0, torch.float64: 1}
 INDEX_CODES = {torch.uint8: 0, torch.int16: 1, torch.int32: 2}
 
@@ -117,6 +117,9 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     f = lib.bs_matmul_tiles
     f.restype = ctypes.c_int
     f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int]
+    f = lib.bs_spmm_tiles
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2 + [ctypes.c_int64] * 2
     st.update(backend="cpp", reason="C++ kernel (at::parallel_for on torch's thread pool)",
               avx2=bool(lib.bs_has_avx2()), avx512=bool(lib.bs_has_avx512()))
     return lib, st
@@ -197,3 +200,31 @@ def tiles_into(lib: ctypes.CDLL, vt: torch.Tensor, ot: torch.Tensor, rows: int, 
                              n, int(threads or 0))
     if rc != 0:
         raise RuntimeError(f"balanced C++ tile kernel failed with code {rc}")
+
+
+def bspmm_supported(lib: ctypes.CDLL | None, dtype: torch.dtype) -> bool:
+    """The bank-major AVX-512 SpMM on the tiled layout applies: float32, a CPU with AVX-512F (any bank size)."""
+    return lib is not None and dtype == torch.float32 and bool(_STATE["status"] and _STATE["status"].get("avx512"))
+
+
+def bspmm_plan(n: int) -> tuple[int, int]:
+    """(columns per tile, row groups of 16 per block) of :func:`bspmm_into` for n columns: one tile up to 128
+    columns (rounded up to 16), and a block whose partial sums are ~64 KB. Measured at 4096^2, 90%, 2 threads:
+    128-column tiles beat 64 at n = 128 by 1.2-1.4x; the block size moves the time by < 10%."""
+    tw = min(128, -(-int(n) // 16) * 16)
+    return tw, max(1, 65536 // (16 * tw * 4))
+
+
+def bspmm_into(lib: ctypes.CDLL, vt: torch.Tensor, ot: torch.Tensor, rows: int, x: torch.Tensor, y: torch.Tensor,
+               bias: torch.Tensor | None, bank_size: int, cols: int, *, threads: int | None = None,
+               y_transposed: bool = False) -> None:
+    """y = W x (+ bias) with the tiled layout of :func:`make_tiles`, banks walked in order inside blocks of rows:
+    x (cols, n) row-major; y (rows, n) or, with ``y_transposed``, (n, rows)."""
+    _, banks, k, _ = vt.shape
+    n = x.shape[1]
+    tw, gb = bspmm_plan(n)
+    rc = lib.bs_spmm_tiles(INDEX_CODES[ot.dtype], vt.data_ptr(), ot.data_ptr(), x.data_ptr(), y.data_ptr(),
+                           None if bias is None else bias.data_ptr(), int(rows), banks, k, int(bank_size), int(cols), n,
+                           int(threads or 0), 2 if y_transposed else 0, tw, gb)
+    if rc != 0:
+        raise RuntimeError(f"balanced C++ bank-major SpMM failed with code {rc}")
