@@ -18,7 +18,7 @@
 //   accumulators, every stored entry broadcasts its value and FMAs the contiguous x[col, tile] (one load per FMA);
 //   a partial last vector uses masked loads/stores.
 // AVX-512 machines (float32) also use the tiled layout (rows in groups of 16, bank-major inside a group):
-//   tiles (batch <= 8): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes;
+//   tiles (batch <= 4): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes;
 //   bspmm (batch >= 64): the SpMM above with banks walked in order inside a block of rows, so x rows come from L1/L2
 //   instead of L3 (see bspmm_block_avx512).
 // Generic scalar paths (float64, machines without AVX2) are plain loops the compiler vectorises where it can.

@@ -4,7 +4,7 @@ Two implementations:
 
 * **C++** (``balanced_cpu.cpp``, built at first use by :mod:`workbench.sparse.kernels.cpp`, parallel with
   ``at::parallel_for`` on PyTorch's own thread pool) — the default. Kernels (``kernel=`` names):
-  ``tiles`` (batch <= 8, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
+  ``tiles`` (batch <= 4, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
   registers and picked with permutes — no gathers; two entries per step, the weight stream prefetched 2 KB ahead),
   ``gather`` (batch 1, AVX2: 8 entries at a time, the bank base pattern precomputed, x gathered from L1), ``spmm``
   (batch > 1: per row and column tile, broadcast value x contiguous x row, FMA; AVX2 32-column tiles, AVX-512
@@ -155,7 +155,7 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
 
 # ---------------------------------------------------------------------------------------------------- dispatch
 KERNELS = ("auto", "tiles", "gather", "spmm", "bspmm", "scalar", "numba")
-TILES_MAX_N = 8  # measured: the tile kernel beats spmm up to 8 columns (one pass over the weights per 4 columns)
+TILES_MAX_N = 4  # measured: the tile kernel beats spmm up to 4 columns (one pass over the weights per 4 columns)
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM beats spmm from 64 columns (equal at 32, slower at 16)
 
 
