@@ -154,6 +154,9 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
             fns = _cpu_methods(W, Wn, csr, tcsr, bsr, bm, x, xn)
             if size >= 16384:  # the slow baselines only where they finish in time
                 fns = {k: fns[k] for k in ("dense_numpy", "dense_torch", "csr_scipy", "balanced")}
+            if batch == 1:  # not a product: a plain sum over as many bytes as the balanced kernel reads
+                same = torch.ones(bm.nbytes // 4)
+                fns["read_same_bytes"] = same.sum
             ref = Wm.double() @ x.double()
             err = float((bm.matmul(x).double() - ref).abs().max())
             if err > 1e-3 * float(ref.abs().max()):
@@ -165,16 +168,18 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                         + tcsr.crow_indices().numel() * 8 + xb + yb,
                         "bsr_scipy": (bsr.data.nbytes + bsr.indices.nbytes + bsr.indptr.nbytes if bsr is not None
                                       else 0) + xb + yb,
-                        "balanced": bm.nbytes + xb + yb, "balanced_numba": bm.nbytes + xb + yb}
+                        "balanced": bm.nbytes + xb + yb, "balanced_numba": bm.nbytes + xb + yb,
+                        "read_same_bytes": bm.nbytes // 4 * 4}
             spars = {k: bm.sparsity for k in fns}
-            spars.update(dense_torch=0.0, dense_numpy=0.0,
+            spars.update(dense_torch=0.0, dense_numpy=0.0, read_same_bytes=bm.sparsity,
                          bsr_scipy=1 - bsr.nnz / W.numel() if bsr is not None else 0.0)
             slow = size >= 8192 or batch >= 128
             times = timed_blocks(fns, rounds=max(3, args.rounds // 2) if slow else args.rounds,
                                  block=max(2, args.block // 2) if slow else args.block, settle=args.settle,
                                  setup=lambda: bench.flush_cache(64), max_seconds=args.max_seconds)
             new = _rows(times, bytes_of, spars, size, batch, s, bw,
-                        {"balanced": kernel, "balanced_numba": "numba"}, load, ("dense_torch", "dense_numpy"))
+                        {"balanced": kernel, "balanced_numba": "numba", "read_same_bytes": "torch.sum"}, load,
+                        ("dense_torch", "dense_numpy"))
             rows += new
             b = next(r for r in new if r["method"] == "balanced")
             log(f"cpu {size}x{size} s={s} batch={batch}: balanced[{kernel}] {b['median_ms']:.3f} ms, "
@@ -241,10 +246,19 @@ def cpu_notes(rows: list[dict], args, status: dict) -> str:
         lines.append(f"Goal check (issue 16), 4096x4096 fp32, 90.6% (k=6 of 64), batch 1: "
                      f"{b1['speedup_vs_dense']:.2f}x best dense (goal >= 4), {ratio(b1, csr):.2f}x scipy CSR "
                      f"(goal >= 2.5), {b1['pct_bw']:.0f}% of the bandwidth bound (goal >= 60%).")
+        rd = pick(4096, 1, 0.9, "read_same_bytes")
+        if rd:
+            lines.append(f"read_same_bytes (a reference, not a product): torch's threaded sum over as many bytes as "
+                         f"the balanced kernel reads takes {rd['median_ms']:.3f} ms ({rd['gbps']:.1f} GB/s) after the "
+                         f"same flush, so the kernel reads at {100 * rd['median_ms'] / b1['median_ms']:.0f}% of the "
+                         "rate a plain parallel read of its bytes reaches; the rest of the gap to the bandwidth bound "
+                         "(measured over 256 MB) is the start-up of a short stream.")
     bs = [pick(4096, b, 0.9, "balanced") for b in (4, 8, 16, 32)]
     if any(bs):
-        lines.append("Batch <= 32 at 90%: " + ", ".join(f"batch {r['batch']}: {r['speedup_vs_dense']:.2f}x dense"
-                                                         for r in bs if r) + " (goal >= 4).")
+        lines.append("Batch <= 32 at 90%: " + ", ".join(
+            f"batch {r['batch']}: {r['speedup_vs_dense']:.2f}x dense, "
+            f"{ratio(r, pick(4096, r['batch'], 0.9, 'csr_torch')):.2f}x torch CSR" for r in bs if r)
+            + " (goals >= 4x dense, >= 3x torch CSR).")
     b128 = pick(4096, 128, 0.9, "balanced")
     if b128:
         tc = pick(4096, 128, 0.9, "csr_torch")
