@@ -861,3 +861,22 @@ def test_gpu_bad_input():
         bmc.matmul(torch.randn(32, device="cuda", dtype=torch.float64))
     with pytest.raises(ValueError, match="unknown GPU kernel"):
         bmc.matmul(torch.randn(32, device="cuda"), kernel="magic")
+
+
+def test_speed_summary_reads_the_ratios_off_the_records():
+    from workbench.demos import sparse as demo
+
+    def row(batch, method, ms, **kw):
+        return dict(size=4096, batch=batch, target=0.9, method=method, median_ms=ms, **kw)
+
+    rows = [row(1, "balanced", 0.5, speedup_vs_dense=4.0, pct_bw=50.0, kernel="tiles"), row(1, "csr_scipy", 1.5),
+            row(1, "csr_torch", 1.0), row(1, "read_same_bytes", 0.4),
+            row(128, "balanced", 5.0, speedup_vs_dense=5.0, kernel="bspmm"), row(128, "csr_torch", 17.5),
+            dict(size=4096, batch=1, target=0.9, method="model_mlp_dense", median_ms=12.0),
+            dict(size=4096, batch=1, target=0.9, method="model_mlp_sparse", median_ms=2.0)]
+    lines = demo.speed_summary(rows).splitlines()
+    assert lines[0] == ("batch 1: 0.5 ms, 4x the best dense, 3x scipy CSR, 2x torch CSR, 50% of the read bandwidth "
+                        "(80% of the rate of a plain threaded read of the same bytes)")
+    assert lines[1] == "batch 128 (bspmm): 5x the best dense, 3.5x torch CSR"
+    assert lines[2].endswith("6x the dense model")
+    assert demo.speed_summary([]).startswith("No committed CPU benchmark")

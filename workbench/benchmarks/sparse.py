@@ -173,7 +173,7 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
             spars = {k: bm.sparsity for k in fns}
             spars.update(dense_torch=0.0, dense_numpy=0.0, read_same_bytes=bm.sparsity,
                          bsr_scipy=1 - bsr.nnz / W.numel() if bsr is not None else 0.0)
-            slow = size >= 8192 or batch >= 128
+            slow = size * size * batch >= 4096 * 4096 * 128 or size >= 16384  # fewer samples only where calls are long
             times = timed_blocks(fns, rounds=max(3, args.rounds // 2) if slow else args.rounds,
                                  block=max(2, args.block // 2) if slow else args.block, settle=args.settle,
                                  setup=lambda: bench.flush_cache(64), max_seconds=args.max_seconds)

@@ -77,7 +77,45 @@ def records(x: str = "target", value: str = "speedup_vs_dense", batch: int = 1) 
     check_choice("value", value, ("speedup_vs_dense", "median_ms", "gbps", "pct_bw"))
     info = measure.cpu_results().get("machine", {})
     title = f"committed CPU benchmark ({info.get('threads', info.get('torch_threads', '?'))} threads, {info.get('cpu', '')})"
-    return Panel({"records": vz.records_speed_figure(rows, x=x, value=value, batch=batch, title=title)}, "")
+    return Panel({"records": vz.records_speed_figure(rows, x=x, value=value, batch=batch, title=title)},
+                 "4096x4096, 90.6% balanced (committed):\n" + "\n".join(f"- {ln}" for ln in speed_summary(rows).splitlines()))
+
+
+def speed_summary(rows=None) -> str:
+    """The committed CPU benchmark against issue 16's goals, in a few lines (2 significant digits): 4096x4096 at
+    90.6% (6 of 64 kept) — batch 1 against dense, CSR and the bandwidth, batches 4-128 against dense and torch CSR,
+    and the two whole models."""
+    rows = measure.cpu_records() if rows is None else rows
+    if not rows:
+        return "No committed CPU benchmark (`workbench bench sparse --commit`)."
+
+    def at(batch, method, size=4096):
+        return next((r for r in rows if r["size"] == size and r["batch"] == batch and r.get("target") == 0.9
+                     and r["method"] == method), None)
+
+    def x(a, b):
+        return f"{b['median_ms'] / a['median_ms']:.2g}x" if a and b else "n/a"
+
+    lines = []
+    b1 = at(1, "balanced")
+    if b1:
+        rd = at(1, "read_same_bytes")
+        lines.append(f"batch 1: {b1['median_ms']:.2g} ms, {b1['speedup_vs_dense']:.2g}x the best dense, "
+                     f"{x(b1, at(1, 'csr_scipy'))} scipy CSR, {x(b1, at(1, 'csr_torch'))} torch CSR, "
+                     f"{b1['pct_bw']:.2g}% of the read bandwidth"
+                     + (f" ({100 * rd['median_ms'] / b1['median_ms']:.2g}% of the rate of a plain threaded read of "
+                        "the same bytes)" if rd else ""))
+    for n in (4, 8, 16, 32, 64, 128):
+        b = at(n, "balanced")
+        if b:
+            lines.append(f"batch {n} ({b.get('kernel', '')}): {b['speedup_vs_dense']:.2g}x the best dense, "
+                         f"{x(b, at(n, 'csr_torch'))} torch CSR")
+    for kind, what in (("mlp", "three 4096x4096 Linear + GELU"), ("lstm", "2-layer LSTM, hidden 1500, 16 steps")):
+        d = next((r for r in rows if r["method"] == f"model_{kind}_dense"), None)
+        sp = next((r for r in rows if r["method"] == f"model_{kind}_sparse"), None)
+        if d and sp:
+            lines.append(f"in a model ({what}, batch 1): {d['median_ms'] / sp['median_ms']:.2g}x the dense model")
+    return "\n".join(lines)
 
 
 def crossover() -> Panel:

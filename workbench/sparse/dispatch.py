@@ -184,7 +184,7 @@ def _get(table, key, *idx):
 
 
 def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256),
-                  sparsities=(0.25, 0.5, 0.75, 0.875, 0.90625, 0.953125), *, bank_size: int = 64, rounds: int = 3,
+                  sparsities=(0.25, 0.5, 0.75, 0.875, 0.90625, 0.953125), *, bank_size: int = 64, rounds: int = 5,
                   block: int = 3, settle: float = 0.3, flush_mb: int = 0, threads: int | None = None,
                   max_seconds: float = 20.0, progress=None,
                   log=None) -> dict:

@@ -85,6 +85,9 @@ def live_speed_figure(rows: Sequence[dict], *, gpu_rows: Sequence[dict] = (), si
     return fig
 
 
+REFERENCE_ROWS = ("read_same_bytes",)  # benchmark rows that are references, not products (drawn only on request)
+
+
 def records_speed_figure(rows: Sequence[dict], *, x: str = "target", size: int = 4096, batch: int = 1,
                          target: float = 0.9, value: str = "median_ms", methods: Sequence[str] | None = None,
                          title: str | None = None) -> go.Figure:
@@ -99,7 +102,7 @@ def records_speed_figure(rows: Sequence[dict], *, x: str = "target", size: int =
         raise ValueError(f"no committed records with {fixed[0]}={fixed[1]} and {fixed[2]}={fixed[3]}")
     series = {}
     for m in dict.fromkeys(r["method"] for r in sel):
-        if methods and m not in methods:
+        if (methods and m not in methods) or (not methods and m in REFERENCE_ROWS):
             continue
         pts = sorted((r[x], r[value]) for r in sel if r["method"] == m)
         series[m] = ([p[0] for p in pts], [p[1] for p in pts])
