@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 
 import numpy as np
@@ -452,6 +453,17 @@ def test_batch1_fast_path_matches_float64_and_follows_in_place_changes():
     torch.testing.assert_close(bm.matmul(x), bm.matmul(x, kernel="numba"), rtol=1e-5, atol=1e-5)
 
 
+def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(tmp_path):
+    from workbench.sparse.kernels import cpp
+    lock = tmp_path / "lock"
+    lock.touch()
+    assert not cpp.clear_stale_lock(tmp_path) and lock.exists()        # a build in progress keeps its lock
+    old = time.time() - 2 * cpp.STALE_LOCK_S
+    os.utime(lock, (old, old))
+    assert cpp.clear_stale_lock(tmp_path) and not lock.exists()       # a killed build's lock goes
+    assert not cpp.clear_stale_lock(tmp_path)                          # nothing to clear
+
+
 def test_numba_fallback_when_backend_forced(monkeypatch):
     from workbench.sparse.kernels import cpp, cpu
     monkeypatch.setenv("WORKBENCH_SPARSE_BACKEND", "numba")
@@ -880,3 +892,17 @@ def test_speed_summary_reads_the_ratios_off_the_records():
     assert lines[1] == "batch 128 (bspmm): 5x the best dense, 3.5x torch CSR"
     assert lines[2].endswith("6x the dense model")
     assert demo.speed_summary([]).startswith("No committed CPU benchmark")
+
+
+def test_timed_blocks_opens_each_block_with_untimed_calls():
+    from workbench.sparse.timing import timed_blocks
+    calls = {"a": 0, "b": 0}
+
+    def make(k):
+        def f():
+            calls[k] += 1
+        return f
+
+    out = timed_blocks({k: make(k) for k in calls}, rounds=3, block=4, settle=0, block_warmup=2)
+    assert all(len(v) == 12 for v in out.values())          # only the block's own calls are timed
+    assert calls == {"a": 1 + 3 * (2 + 4), "b": 1 + 3 * (2 + 4)}   # one initial warm-up, two per block

@@ -185,14 +185,18 @@ def _get(table, key, *idx):
 
 def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256),
                   sparsities=(0.25, 0.5, 0.75, 0.875, 0.90625, 0.953125), *, bank_size: int = 64, rounds: int = 5,
-                  block: int = 3, settle: float = 0.3, flush_mb: int = 0, threads: int | None = None,
+                  block: int = 3, block_warmup: int = 2, settle: float = 0.3, flush_mb: int = 0,
+                  threads: int | None = None,
                   max_seconds: float = 20.0, progress=None,
                   log=None) -> dict:
     """Measure the crossover table on this machine (CPU): for every (size, batch), ``F.linear`` (dense) and the
     sparse Linear path at every sparsity, timed in shuffled rounds after a pause (``settle`` s, so BLAS / OpenMP
     threads of the previous method are idle), medians. Sparsities are realized ones (k = (1 - s) * bank).
     Caches are not flushed by default (``flush_mb=0``): near the crossover (small matrices, large batches) a layer's
-    weights are usually warm, and a cold start costs both paths alike."""
+    weights are usually warm, and a cold start costs both paths alike. Each block opens with ``block_warmup``
+    untimed calls for the same reason: a layer inside a running model finds its thread pool awake, while the first
+    call after the pause can wait a scheduler tick (measured 4-8 ms on this VM) for it — the previous table, timed
+    without them, read 4 ms for a 256x256 batch-4 ``F.linear`` that takes 0.015 ms."""
     import time
 
     import torch
@@ -235,7 +239,7 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
                     kernels[(size, n)] = cpu.kernel_for(n, bm.dtype, bank_size)
                 times = timed_blocks(fns, rounds=rounds, block=block, settle=settle,
                                      setup=(lambda: bench.flush_cache(flush_mb)) if flush_mb else None,
-                                     max_seconds=max_seconds)
+                                     max_seconds=max_seconds, block_warmup=block_warmup)
                 med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
                 dense_ms[i][j] = med["dense"] * 1e3
                 for q in range(len(realized)):
@@ -253,7 +257,7 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
             "threads": int(threads or old), "sizes": list(sizes), "batches": list(batches),
             "sparsities": realized, "speedup": speed, "dense_ms": dense_ms, "sparse_ms": sparse_ms,
             "kernels": {f"{s}x{n}": k for (s, n), k in kernels.items()}, "rounds": rounds, "block": block,
-            "settle_s": settle, "flush_mb": flush_mb,
+            "settle_s": settle, "flush_mb": flush_mb, "block_warmup": block_warmup,
             "machine": bench.machine_info(), "seconds": round(time.perf_counter() - t_start, 1),
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 

@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping
 
 def timed_blocks(fns: Mapping[str, Callable[[], object]], *, rounds: int = 5, block: int = 5, settle: float = 0.3,
                  setup: Callable[[], None] | None = None, sync: Callable[[], None] | None = None, warmup: int = 1,
-                 seed: int = 0, max_seconds: float | None = None) -> dict[str, list[float]]:
+                 seed: int = 0, max_seconds: float | None = None, block_warmup: int = 0) -> dict[str, list[float]]:
     """``{name: [seconds per call]}``: ``rounds`` rounds; in each, every method (shuffled order) runs ``block`` timed
     calls after ``settle`` seconds of sleep; ``setup`` (e.g. a cache flush) runs before every call, untimed.
-    ``max_seconds`` stops after the round that exceeds it (at least 2 rounds)."""
+    ``max_seconds`` stops after the round that exceeds it (at least 2 rounds). ``block_warmup`` untimed calls open
+    every block (after the pause): on a VM a thread pool whose vCPU went idle during the pause can take a timer tick
+    (~4 ms here) to wake, once or twice — real for a cold start, not for a layer inside a running model."""
     if rounds < 1 or block < 1:
         raise ValueError("rounds and block must be >= 1")
     names = list(fns)
@@ -35,6 +37,10 @@ def timed_blocks(fns: Mapping[str, Callable[[], object]], *, rounds: int = 5, bl
             if settle > 0:
                 time.sleep(settle)
             f = fns[k]
+            for _ in range(block_warmup):
+                f()
+                if sync:
+                    sync()
             for _ in range(block):
                 if setup:
                     setup()

@@ -92,6 +92,7 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     out = io.StringIO()
     try:
         d.mkdir(parents=True, exist_ok=True)
+        clear_stale_lock(d)
         with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
             warnings.simplefilter("ignore")
             path = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
@@ -123,6 +124,23 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     st.update(backend="cpp", reason="C++ kernel (at::parallel_for on torch's thread pool)",
               avx2=bool(lib.bs_has_avx2()), avx512=bool(lib.bs_has_avx512()))
     return lib, st
+
+
+STALE_LOCK_S = 300.0  # a build takes seconds; an older lock was left by a build that was killed
+
+
+def clear_stale_lock(d: Path, max_age_s: float = STALE_LOCK_S) -> bool:
+    """Remove ``d/lock`` when it is older than ``max_age_s``. torch's build lock is a plain file that waits forever
+    while it exists, so a build interrupted by Ctrl-C or a kill would otherwise hang every later first use. True when
+    a lock was removed."""
+    lock = d / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+            return True
+    except FileNotFoundError:
+        pass
+    return False
 
 
 def library() -> ctypes.CDLL | None:
