@@ -26,7 +26,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -47,9 +46,6 @@ namespace {
 constexpr int BS_ABI = 4;
 // software prefetch distance of the tile kernel's weight stream, bytes (measured: 10-15% faster than none with the
 // caches flushed, flat between 1 and 8 KB; the hardware prefetchers stop at 4 KB page boundaries)
-#ifndef BS_DYN
-#define BS_DYN 0
-#endif
 #ifndef BS_PF
 #define BS_PF 2048
 #endif
@@ -711,17 +707,7 @@ int tiles_run_t(const I* ot, const float* vt, const float* x, float* y, const fl
             else
                 tiles_avx512_nc<I, 4>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
         };
-#if BS_DYN
-        const int64_t chunk = BS_DYN;
-        const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(threads > 0 ? threads : at::get_num_threads(), (groups + g - 1) / g));
-        const int64_t nchunks = (groups + chunk - 1) / chunk;
-        std::atomic<int64_t> next{0};
-        at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
-            for (int64_t c; (c = next.fetch_add(1)) < nchunks;) body(c * chunk, std::min(groups, (c + 1) * chunk));
-        });
-#else
         at::parallel_for(0, groups, g, body);
-#endif
     }
     return 0;
 #else
