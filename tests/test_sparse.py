@@ -547,6 +547,27 @@ def test_decide_picks_dense_where_sparse_loses(monkeypatch):
     assert d.path == "dense" and "no CUDA crossover table" in d.reason
 
 
+def test_a_table_timed_with_other_kernels_gets_the_wider_margin(monkeypatch):
+    """The packaged table records which kernel it timed at each batch; on a CPU that runs another kernel there (an
+    AVX2-only machine: gather / spmm instead of the AVX-512 tiles / bspmm) a 1.5x prediction must not be enough."""
+    from workbench.sparse import dispatch
+    from workbench.sparse.kernels import cpu
+    t = _table(lambda s, b, p: 1.5)
+    t["kernels"] = {f"{s}x{b}": ("tiles" if b == 1 else "bspmm" if b >= 64 else "spmm")
+                    for s in t["sizes"] for b in t["batches"]}
+    monkeypatch.setattr(dispatch, "load_table", lambda device="cpu", refresh=False: t)
+    monkeypatch.setattr(cpu, "kernel_for", lambda n, dtype, bank, lib=None:
+                        "tiles" if n == 1 else "bspmm" if n >= 64 else "spmm")    # the table's own machine
+    assert dispatch.decide(1024, 1024, 0.9, 1, backend="cpp").path == "sparse"
+    assert dispatch.decide(1024, 1024, 0.9, 100, backend="cpp").path == "sparse"
+    monkeypatch.setattr(cpu, "kernel_for", lambda n, dtype, bank, lib=None: "gather" if n == 1 else "spmm")  # AVX2
+    d = dispatch.decide(1024, 1024, 0.9, 1, backend="cpp")
+    assert d.path == "dense" and "runs the gather kernel here, the table timed tiles" in d.reason
+    assert dispatch.decide(1024, 1024, 0.9, 16, backend="cpp").path == "sparse"   # spmm both here and there
+    d = dispatch.decide(1024, 1024, 0.9, 100, backend="cpp")                      # brackets 16 (spmm) and 256 (bspmm)
+    assert d.path == "dense" and "batch 256 runs the spmm kernel here" in d.reason
+
+
 def test_module_dispatch_follows_the_table(monkeypatch):
     from workbench.sparse import dispatch
     t = _table(lambda s, b, p: 4.0 if b == 1 else 0.5)

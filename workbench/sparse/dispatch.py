@@ -151,11 +151,35 @@ def decide(rows: int, cols: int, sparsity: float, batch: int, *, device: str = "
         if backend != table.get("backend", backend):
             margin = BACKEND_MARGIN
             notes.append(f"running the {backend} kernels, table measured with {table['backend']}: margin {margin}x")
+        elif table.get("kernels"):
+            other = kernel_mismatch(table, batch, bank_size)
+            if other:
+                margin = BACKEND_MARGIN
+                notes.append(f"{other}: margin {margin}x")
     note = f" ({'; '.join(notes)})" if notes else ""
     path = "sparse" if p >= margin else "dense"
     verb = ">=" if path == "sparse" else "<"
     return Decision(path, f"{path}: predicted {p:.2f}x over dense {verb} {margin}x for {where}, table {src}{note}",
                     p, src)
+
+
+def kernel_mismatch(table: dict, batch: int, bank_size: int = 64) -> str | None:
+    """Why the table may not describe this machine's kernel at ``batch`` (None if it does). The table records the
+    kernel it timed at every measured batch (e.g. the AVX-512 ``tiles`` / ``bspmm``); a machine that runs another one
+    there (an AVX2-only CPU runs ``gather`` / ``spmm``) gets the wider margin, so the packaged table cannot make a
+    layer slower on a CPU it was not measured on."""
+    import torch
+
+    from workbench.sparse.kernels import cpu
+    batches = table["batches"]
+    below = [b for b in batches if b <= batch][-1:] or batches[:1]
+    above = [b for b in batches if b >= batch][:1] or batches[-1:]
+    for b in dict.fromkeys(below + above):
+        measured = next((k for key, k in table["kernels"].items() if key.endswith(f"x{b}")), None)
+        running = cpu.kernel_for(b, torch.float32, bank_size)
+        if measured is not None and measured != running:
+            return f"batch {b} runs the {running} kernel here, the table timed {measured}"
+    return None
 
 
 def crossover_records(table: dict | None = None, device: str = "cpu") -> list[dict]:
