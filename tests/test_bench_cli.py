@@ -106,3 +106,18 @@ def test_cli_lab_serves_the_notebooks_on_loopback():
             proc.kill()
             out = proc.communicate()[0]
     assert "--notebook-dir=" in out and "notebooks" in out and "--ip=127.0.0.1" in out
+
+
+def test_bench_sparse_crossover_measures_only_the_table(tmp_path, monkeypatch):
+    """``workbench bench sparse --crossover`` writes the dispatcher's table (and no benchmark tables): the table a
+    user measures for this machine, which ``sparsify_`` then reads."""
+    from workbench.benchmarks import sparse as bs
+    from workbench.sparse import dispatch
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "table.json"
+    bs.main(["--device", "cpu", "--quick", "--crossover", "--crossover-out", str(out), "--threads", "1",
+             "--rounds", "1", "--settle", "0"])
+    t = dispatch._validate_table(json.loads(out.read_text()))
+    assert t["sizes"] == [256, 512] and t["batches"] == [1, 16] and t["rounds"] == 1 and t["block_warmup"] == 2
+    assert not any(tmp_path.rglob("sparse*.json"))                 # the benchmark grid did not run

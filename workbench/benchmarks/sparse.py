@@ -9,7 +9,8 @@ OpenBLAS threads spin after a call and would take the cores of the next threaded
 64 MB cache flush before every call, medians; thread pools capped at ``--threads``; load average recorded per point.
 Reported: medians, actual sparsity, achieved GB/s, fraction of the machine's measured read bandwidth, speedups
 side by side, and the goal checks of the issue. ``--models`` adds the in-model speedups (three 4096x4096 Linear +
-GELU at batch 1; the paper's 2-layer LSTM, hidden 1500, 16 steps). ``--crossover`` measures the dispatcher's table.
+GELU at batch 1; the paper's 2-layer LSTM, hidden 1500, 16 steps). ``--crossover`` measures only the dispatcher's
+table (run without it for the benchmark itself).
 
 GPU (``--device cuda``/``all`` when CuPy sees a device; skipped cleanly otherwise): cuBLAS fp32/fp16/bf16 (torch),
 cuSPARSE CSR (cupyx), balanced fp32/fp16/bf16 (CuPy kernels); SpMV and SpMM at 4096^2 and 16384^2; CUDA-event
@@ -36,7 +37,7 @@ from workbench import bench
 from workbench.sparse.formats import BalancedMatrix
 from workbench.sparse.prune import balanced_mask, block_mask
 
-DURATION = "about 9 minutes (--quick: about 1 minute; --crossover adds 4)"
+DURATION = "about 9 minutes (--quick: about 1 minute; --crossover: the table only, about 5 minutes)"
 BANK = 64
 COLUMNS = ["size", "batch", "target", "method", "kernel", "sparsity", "median_ms", "p95_ms", "speedup_vs_dense",
            "gbps", "pct_bw", "load_avg_1m"]
@@ -217,9 +218,10 @@ def run_models(args, log=print) -> list[dict]:
 
 def run_crossover(args, log=print):
     from workbench.sparse import dispatch
-    sizes = (256, 1024) if args.quick else (256, 512, 1024, 2048, 4096)
+    sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
     batches = (1, 16) if args.quick else (1, 4, 16, 64, 256)
-    t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle, log=log)
+    t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,
+                               rounds=args.rounds, log=log)
     path = dispatch.save_table(t, args.crossover_out)
     log(f"crossover table ({t['seconds']} s) written to {path}")
     return t
@@ -416,7 +418,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--block", type=int, default=5, help="Timed calls per method block.")
     p.add_argument("--settle", type=float, default=0.3, help="Pause before each method block, in seconds.")
     p.add_argument("--models", action="store_true", help="Also time the two models, dense vs sparsify_.")
-    p.add_argument("--crossover", action="store_true", help="Measure the dispatcher's crossover table.")
+    p.add_argument("--crossover", action="store_true", help="Measure only the dispatcher's crossover table (this "
+                   "machine's, used by sparsify_ from then on), not the benchmark.")
     p.add_argument("--crossover-out", default=None, help="where to write it (default: this machine's table in "
                    "$WORKBENCH_CACHE; workbench/sparse/crossover.json is the packaged one)")
     p.add_argument("--gpu-repeats", type=int, default=30, help="Timed calls per GPU method.")
@@ -426,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_output_arguments(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    if args.crossover:
+        run_crossover(args)
+        return
     if args.device in ("cpu", "all"):
         load0 = os.getloadavg()[0]
         rows, status = run_cpu(args)
@@ -440,8 +446,6 @@ def main(argv: list[str] | None = None) -> None:
         paths = bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,
                                     notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
         _report("CPU", "the fastest dense product (torch or numpy; the dense model for model_* rows)", rows, paths)
-        if args.crossover:
-            run_crossover(args)
     if args.device in ("cuda", "all"):
         from workbench.sparse.kernels import gpu
         if not gpu.available():
