@@ -499,9 +499,9 @@ __attribute__((target("avx512f"))) void tiles_avx512_nc(int nc, const float* vt,
 // AVX-512 SpMM on the tiled layout (bank-major inside a block of row groups): x (cols, n) row-major as in the packed
 // SpMM. The packed SpMM walks a row's 384 entries and loads TW columns of a random x row for each: every load misses
 // L1 (x is megabytes), so it runs at the L2 -> L1 line rate. Here a block of R rows (GB groups of 16) walks the banks
-// in order: for bank b only x rows [bB, bB + B) are touched (B * TW * 4 bytes, <= 16 KB: L1), and the block's partial
-// sums (R x TW floats, <= 8 KB) stay in L1 too; each x line is fetched once per block and bank instead of once per
-// entry.
+// in order: for bank b only x rows [bB, bB + B) are touched (B * TW * 4 bytes: 32 KB at the 128-column tiles of
+// cpp.bspmm_plan), and the block's partial sums (R x TW floats, ~64 KB) stay in L2; each x line is fetched once per
+// block and bank instead of once per entry (measured 1.3x over the packed SpMM at 128 columns, even at 64).
 template <typename I, int NV, bool MASK>
 __attribute__((target("avx512f"))) void bspmm_block_avx512(const float* vt, const I* ot, int64_t g0, int64_t g1,
                                                             int64_t banks, int64_t k, int64_t B, uint64_t last,
