@@ -447,17 +447,22 @@ def test_cpu_tiles_layout_is_a_reordering():
     torch.testing.assert_close(bm.cpu_tiles()[0], 2 * before)
 
 
-def test_batch1_fast_path_matches_float64_and_follows_in_place_changes():
-    """``BalancedMatrix.matmul`` resolves the batch-1 kernel once (where the tile kernel applies); its result must
-    equal the float64 product, and an in-place change of the weights must not leave a stale layout behind."""
+def test_small_batch_fast_path_matches_float64_and_follows_in_place_changes():
+    """``BalancedMatrix.matmul`` resolves the kernel of every batch below bspmm once (tiles, gather or spmm, as the
+    dispatcher picks them); its result must equal the float64 product at every batch, and an in-place change of the
+    weights must not leave a stale layout or pointer behind."""
     g = torch.Generator().manual_seed(14)
     bm = BalancedMatrix.from_dense(torch.randn(50, 192, generator=g), 0.875, 64)
-    x = torch.randn(192, generator=g)
+    xs = [torch.randn(192, generator=g)] + [torch.randn(192, n, generator=g) for n in (1, 2, 4, 5, 9, 63, 64)]
     for _ in range(2):  # first call builds, second uses the cached path
-        torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+        for x in xs:
+            torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5,
+                                       atol=1e-5)
+    assert (bm._cache["cpu_fast"][1] is not None) == ("scalar" in _cpu_kernels())  # built wherever C++ runs
     bm.values.mul_(-3)
-    torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(bm.matmul(x), bm.matmul(x, kernel="numba"), rtol=1e-5, atol=1e-5)
+    for x in xs:
+        torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bm.matmul(xs[3]), bm.matmul(xs[3], kernel="numba"), rtol=1e-5, atol=1e-5)
 
 
 def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(tmp_path):

@@ -43,7 +43,7 @@
 
 namespace {
 
-constexpr int BS_ABI = 4;
+constexpr int BS_ABI = 5;
 // software prefetch distance of the tile kernel's weight stream, bytes (measured: 10-15% faster than none with the
 // caches flushed, flat between 1 and 8 KB; the hardware prefetchers stop at 4 KB page boundaries)
 #ifndef BS_PF
@@ -507,7 +507,7 @@ template <typename I, int NX, int NC>
 __attribute__((target("avx512f"))) void tiles_rows_avx512(const float* vt, const I* ot, const float* x, float* y,
                                                            const float* bias, int64_t g0, int64_t g1, int64_t rows,
                                                            int64_t banks, int64_t k, int64_t B, int64_t cols,
-                                                           int64_t c0) {
+                                                           int64_t c0, int64_t yn) {
     const int64_t per_group = banks * k * 16;
     for (int64_t g = g0; g < g1; ++g) {
         const float* vg = vt + g * per_group;
@@ -564,22 +564,33 @@ __attribute__((target("avx512f"))) void tiles_rows_avx512(const float* vt, const
         const int64_t left = rows - g * 16;
         const __mmask16 rm = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
         const __m512 vb = bias ? _mm512_maskz_loadu_ps(rm, bias + g * 16) : _mm512_setzero_ps();
+        if (yn == 0) {  // y (n, rows)
 #pragma GCC unroll 4
-        for (int c = 0; c < NC; ++c)
-            _mm512_mask_storeu_ps(y + (c0 + c) * rows + g * 16, rm,
-                                  _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][1]), vb));
+            for (int c = 0; c < NC; ++c)
+                _mm512_mask_storeu_ps(y + (c0 + c) * rows + g * 16, rm,
+                                      _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][1]), vb));
+        } else {  // y (rows, yn): 16 * NC scalar stores per group, next to its banks * k * 16 entries
+            alignas(64) float tmp[NC][16];
+#pragma GCC unroll 4
+            for (int c = 0; c < NC; ++c) _mm512_store_ps(tmp[c], _mm512_add_ps(_mm512_add_ps(acc[c][0], acc[c][1]), vb));
+            const int64_t nl = left >= 16 ? 16 : left;
+            for (int64_t l = 0; l < nl; ++l)
+#pragma GCC unroll 4
+                for (int c = 0; c < NC; ++c) y[(g * 16 + l) * yn + c0 + c] = tmp[c][l];
+        }
     }
 }
 
 template <typename I, int NX>
 __attribute__((target("avx512f"))) void tiles_avx512_nc(int nc, const float* vt, const I* ot, const float* x, float* y,
                                                          const float* bias, int64_t g0, int64_t g1, int64_t rows,
-                                                         int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t c0) {
+                                                         int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t c0,
+                                                         int64_t yn) {
     switch (nc) {
-        case 1: tiles_rows_avx512<I, NX, 1>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
-        case 2: tiles_rows_avx512<I, NX, 2>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
-        case 3: tiles_rows_avx512<I, NX, 3>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
-        default: tiles_rows_avx512<I, NX, 4>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0); break;
+        case 1: tiles_rows_avx512<I, NX, 1>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn); break;
+        case 2: tiles_rows_avx512<I, NX, 2>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn); break;
+        case 3: tiles_rows_avx512<I, NX, 3>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn); break;
+        default: tiles_rows_avx512<I, NX, 4>(vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn); break;
     }
 }
 
@@ -775,12 +786,41 @@ int run_idx(int it, const void* v, const void* o, const void* x, void* y, const 
     }
 }
 
+// dst (n, cols) = src (cols, n)^T; n fixed at compile time for the tile kernel's batches (vectorised by the compiler)
+template <int N>
+void transpose_n(const float* src, float* dst, int64_t cols) {
+    for (int64_t i = 0; i < cols; ++i)
+#pragma GCC unroll 4
+        for (int c = 0; c < N; ++c) dst[c * cols + i] = src[i * N + c];
+}
+
+inline void transpose_into(const float* src, float* dst, int64_t cols, int64_t n) {
+    switch (n) {
+        case 2: transpose_n<2>(src, dst, cols); return;
+        case 3: transpose_n<3>(src, dst, cols); return;
+        case 4: transpose_n<4>(src, dst, cols); return;
+        default:
+            for (int64_t i = 0; i < cols; ++i)
+                for (int64_t c = 0; c < n; ++c) dst[c * cols + i] = src[i * n + c];
+    }
+}
+
 template <typename I>
 int tiles_run_t(const I* ot, const float* vt, const float* x, float* y, const float* bias, int64_t rows, int64_t banks,
-                int64_t k, int64_t B, int64_t cols, int64_t n, int threads) {
+                int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
 #if BS_X86
     if (!cpu_has_avx512()) return -4;
     if (B > 64 || B < 1) return -5;
+    // flags bit 0: x (cols, n) and y (rows, n), the layout of W @ X. x is transposed here into a per-thread buffer
+    // (n * cols floats; measured ~0.1 ms less than torch's transposes of x and y around the call at n = 4, 4096^2),
+    // and y is written in place.
+    const int64_t yn = (flags & 1) && n > 1 ? n : 0;
+    if (yn) {
+        thread_local std::vector<float> xt;
+        if ((int64_t)xt.size() < n * cols) xt.resize(n * cols);
+        transpose_into(x, xt.data(), cols, n);
+        x = xt.data();
+    }
     const int nx = B <= 16 ? 1 : (B <= 32 ? 2 : 4);
     const int64_t groups = (rows + 15) / 16;
     const int64_t g = grain_for(groups, banks * k * 16 * std::min<int64_t>(n, 4), threads);
@@ -788,11 +828,11 @@ int tiles_run_t(const I* ot, const float* vt, const float* x, float* y, const fl
         const int nc = (int)std::min<int64_t>(4, n - c0);
         auto body = [&](int64_t g0, int64_t g1) {
             if (nx == 1)
-                tiles_avx512_nc<I, 1>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
+                tiles_avx512_nc<I, 1>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn);
             else if (nx == 2)
-                tiles_avx512_nc<I, 2>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
+                tiles_avx512_nc<I, 2>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn);
             else
-                tiles_avx512_nc<I, 4>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0);
+                tiles_avx512_nc<I, 4>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn);
         };
         at::parallel_for(0, groups, g, body);
     }
@@ -820,7 +860,7 @@ int bspmm_run_t(const I* ot, const float* vt, const float* x, float* y, const fl
 }
 
 int tiles_run(int it, const void* vt, const void* ot, const void* x, void* y, const void* bias, int64_t rows,
-              int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads) {
+              int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
     if (rows <= 0 || n <= 0) return 0;
     if (banks <= 0 || k <= 0 || cols <= 0) return -2;
     const float* v = (const float*)vt;
@@ -828,9 +868,9 @@ int tiles_run(int it, const void* vt, const void* ot, const void* x, void* y, co
     float* yy = (float*)y;
     const float* bb = (const float*)bias;
     switch (it) {
-        case 0: return tiles_run_t<uint8_t>((const uint8_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads);
-        case 1: return tiles_run_t<int16_t>((const int16_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads);
-        case 2: return tiles_run_t<int32_t>((const int32_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads);
+        case 0: return tiles_run_t<uint8_t>((const uint8_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
+        case 1: return tiles_run_t<int16_t>((const int16_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
+        case 2: return tiles_run_t<int32_t>((const int32_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
         default: return -1;
     }
 }
@@ -846,11 +886,12 @@ int bs_has_avx2() { return cpu_has_avx2() ? 1 : 0; }
 int bs_has_avx512() { return cpu_has_avx512() ? 1 : 0; }
 
 // Tiled layout (see tiles_rows_avx512), float32, bank_size <= 64, AVX-512F machines only (returns -4 otherwise).
-// x (n, cols) row-major, y (n, rows) row-major, bias (rows,) or NULL.
+// x (n, cols) row-major, y (n, rows) row-major (a Linear layer's layout); with flags bit 0 x (cols, n) and y (rows, n)
+// (W @ X); bias (rows,) or NULL.
 int bs_matmul_tiles(int it, const void* vt, const void* ot, const void* x, void* y, const void* bias, int64_t rows,
-                    int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads) {
+                    int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
     try {
-        return tiles_run(it, vt, ot, x, y, bias, rows, banks, k, B, cols, n, threads);
+        return tiles_run(it, vt, ot, x, y, bias, rows, banks, k, B, cols, n, threads, flags);
     } catch (...) {
         return -100;
     }

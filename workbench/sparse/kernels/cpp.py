@@ -35,7 +35,7 @@ from workbench.data.cache import cache_root as data_cache_root
 SOURCE = Path(__file__).with_name("balanced_cpu.cpp")
 CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
 LDFLAGS = ["-fopenmp"]
-ABI = 4  # must match BS_ABI in balanced_cpu.cpp
+ABI = 5  # must match BS_ABI in balanced_cpu.cpp
 VALUE_CODES = {torch.float32: 0, torch.float64: 1}
 INDEX_CODES = {torch.uint8: 0, torch.int16: 1, torch.int32: 2}
 
@@ -117,7 +117,7 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     f.argtypes = [ctypes.c_int, ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2
     f = lib.bs_matmul_tiles
     f.restype = ctypes.c_int
-    f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int]
+    f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2
     f = lib.bs_spmm_tiles
     f.restype = ctypes.c_int
     f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2 + [ctypes.c_int64] * 2
@@ -208,14 +208,16 @@ def make_tiles(values: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tenso
 
 
 def tiles_into(lib: ctypes.CDLL, vt: torch.Tensor, ot: torch.Tensor, rows: int, x: torch.Tensor, y: torch.Tensor,
-               bias: torch.Tensor | None, bank_size: int, cols: int, *, threads: int | None = None) -> None:
+               bias: torch.Tensor | None, bank_size: int, cols: int, *, threads: int | None = None,
+               wx: bool = False) -> None:
     """y = W x (+ bias) with the tiled layout of :func:`make_tiles`: x (cols,) or (n, cols) row-major (batch-major,
-    as a Linear layer's input), y (rows,) or (n, rows)."""
+    as a Linear layer's input), y (rows,) or (n, rows); with ``wx`` x (cols, n) and y (rows, n), the layout of W @ X
+    (the kernel transposes x into a buffer of its own and writes y in place)."""
     _, banks, k, _ = vt.shape
-    n = 1 if x.dim() == 1 else x.shape[0]
+    n = 1 if x.dim() == 1 else x.shape[1 if wx else 0]
     rc = lib.bs_matmul_tiles(INDEX_CODES[ot.dtype], vt.data_ptr(), ot.data_ptr(), x.data_ptr(), y.data_ptr(),
                              None if bias is None else bias.data_ptr(), int(rows), banks, k, int(bank_size), int(cols),
-                             n, int(threads or 0))
+                             n, int(threads or 0), 1 if wx else 0)
     if rc != 0:
         raise RuntimeError(f"balanced C++ tile kernel failed with code {rc}")
 

@@ -245,13 +245,11 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
         raise ValueError("the bspmm kernel needs float32 and a CPU with AVX-512F")
     if k == "numba":
         return numba_matmul(values, offsets, x, bank_size, threads=threads)
+    y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=values.dtype)
     if k == "tiles":
         vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
-        x2 = x if x.dim() == 1 else x.t().contiguous()
-        y = torch.empty((rows,) if x.dim() == 1 else (n, rows), dtype=values.dtype)
-        cpp.tiles_into(lib, vt, ot, rows, x2, y, None, bank_size, cols, threads=threads)
-        return y if x.dim() == 1 else y.t().contiguous()
-    y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=values.dtype)
+        cpp.tiles_into(lib, vt, ot, rows, x, y, None, bank_size, cols, threads=threads, wx=True)
+        return y
     if k == "bspmm":
         vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x if x.dim() == 2 else x[:, None], y if x.dim() == 2 else y[:, None], None,
