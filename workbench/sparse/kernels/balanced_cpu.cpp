@@ -14,11 +14,12 @@
 //   per-period step, and the row is processed 8 entries at a time: zero-extend 8 offsets, add the pattern, clamp to
 //   the row length (memory safety for corrupted offsets), gather x, FMA with 8 values. The stream is then
 //   5 bytes / nonzero (fp32 + uint8) and x stays in L1.
-// spmm (batch n, x (cols, n) row-major, y (rows, n)): per row, per column tile of up to 64 columns held in 8 ymm
+// spmm (batch n, x (cols, n) row-major, y (rows, n)): per row, per column tile of up to 32 columns held in 4 ymm
 //   accumulators, every stored entry broadcasts its value and FMAs the contiguous x[col, tile] (one load per FMA);
-//   a partial last vector uses masked loads/stores.
+//   a partial last vector uses masked loads/stores. For k <= 8 the banks are walked with k fixed at compile time.
 // AVX-512 machines (float32) also use the tiled layout (rows in groups of 16, bank-major inside a group):
-//   tiles (batch <= 4): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes;
+//   tiles (batch <= 4): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes
+//   (x (n, cols) and y (n, rows) as a Linear layer has them, or x (cols, n) and y (rows, n) for W @ X);
 //   bspmm (batch >= 64): the SpMM above with banks walked in order inside a block of rows, so x rows come from L1/L2
 //   instead of L3 (see bspmm_block_avx512).
 // Generic scalar paths (float64, machines without AVX2) are plain loops the compiler vectorises where it can.
@@ -50,6 +51,9 @@ constexpr int BS_ABI = 5;
 #define BS_PF 2048
 #endif
 // 0: the AVX2 SpMM reads a column-base table instead of walking the banks (spmm_bank_avx2; kept for timing runs)
+#ifndef BS_TGB
+#define BS_TGB 4
+#endif
 #ifndef BS_BANKWALK
 #define BS_BANKWALK 1
 #endif
@@ -824,18 +828,23 @@ int tiles_run_t(const I* ot, const float* vt, const float* x, float* y, const fl
     const int nx = B <= 16 ? 1 : (B <= 32 ? 2 : 4);
     const int64_t groups = (rows + 15) / 16;
     const int64_t g = grain_for(groups, banks * k * 16 * std::min<int64_t>(n, 4), threads);
-    for (int64_t c0 = 0; c0 < n; c0 += 4) {
-        const int nc = (int)std::min<int64_t>(4, n - c0);
-        auto body = [&](int64_t g0, int64_t g1) {
-            if (nx == 1)
-                tiles_avx512_nc<I, 1>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn);
-            else if (nx == 2)
-                tiles_avx512_nc<I, 2>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn);
-            else
-                tiles_avx512_nc<I, 4>(nc, vt, ot, x, y, bias, g0, g1, rows, banks, k, B, cols, c0, yn);
-        };
-        at::parallel_for(0, groups, g, body);
-    }
+    // more than 4 columns: passes of 4 over a block of BS_TGB groups while its weights are still in L2, so the
+    // weights are read from memory once, not once per pass
+    auto body = [&](int64_t g0, int64_t g1) {
+        for (int64_t b0 = g0; b0 < g1; b0 += BS_TGB) {
+            const int64_t b1 = std::min<int64_t>(g1, b0 + BS_TGB);
+            for (int64_t c0 = 0; c0 < n; c0 += 4) {
+                const int nc = (int)std::min<int64_t>(4, n - c0);
+                if (nx == 1)
+                    tiles_avx512_nc<I, 1>(nc, vt, ot, x, y, bias, b0, b1, rows, banks, k, B, cols, c0, yn);
+                else if (nx == 2)
+                    tiles_avx512_nc<I, 2>(nc, vt, ot, x, y, bias, b0, b1, rows, banks, k, B, cols, c0, yn);
+                else
+                    tiles_avx512_nc<I, 4>(nc, vt, ot, x, y, bias, b0, b1, rows, banks, k, B, cols, c0, yn);
+            }
+        }
+    };
+    at::parallel_for(0, groups, g, body);
     return 0;
 #else
     return -4;

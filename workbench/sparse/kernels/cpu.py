@@ -4,11 +4,12 @@ Two implementations:
 
 * **C++** (``balanced_cpu.cpp``, built at first use by :mod:`workbench.sparse.kernels.cpp`, parallel with
   ``at::parallel_for`` on PyTorch's own thread pool) — the default. Kernels (``kernel=`` names):
-  ``tiles`` (batch <= 4, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
-  registers and picked with permutes — no gathers; two entries per step, the weight stream prefetched 2 KB ahead),
+  ``tiles`` (batch <= 8, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
+  registers and picked with permutes — no gathers; two entries per step, the weight stream prefetched 2 KB ahead;
+  passes of 4 columns over a block of 4 groups, so the weights are read from memory once),
   ``gather`` (batch 1, AVX2: 8 entries at a time, the bank base pattern precomputed, x gathered from L1), ``spmm``
-  (batch > 1: per row and column tile, broadcast value x contiguous x row, FMA; AVX2 32-column tiles, AVX-512
-  64/128-column tiles for batches >= 64), ``bspmm`` (batch >= 64, float32, AVX-512: the spmm product on the tiled
+  (batch > 1: per row and column tile, broadcast value x contiguous x row, FMA; AVX2 32-column tiles with the banks
+  walked at compile-time k <= 8, AVX-512 64/128-column tiles for batches >= 64), ``bspmm`` (batch >= 64, float32, AVX-512: the spmm product on the tiled
   layout with the banks walked in order inside a block of rows, so each x line is fetched once per block and bank
   rather than once per entry — measured 1.2-1.4x over ``spmm`` at batch 128), ``scalar`` (float64 or no AVX2).
 * **numba** (below) — the fallback when no C++ compiler / ninja is present or the build failed (the reason is in
@@ -155,7 +156,8 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
 
 # ---------------------------------------------------------------------------------------------------- dispatch
 KERNELS = ("auto", "tiles", "gather", "spmm", "bspmm", "scalar", "numba")
-TILES_MAX_N = 4  # measured: the tile kernel beats spmm up to 4 columns (one pass over the weights per 4 columns)
+TILES_MAX_N = 8  # measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8,
+#                  0.96 at 12 (each 4 more columns are another pass of permutes)
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 columns, 1.3x faster at 128, slower at 16
 
 
