@@ -18,7 +18,7 @@
 //   accumulators, every stored entry broadcasts its value and FMAs the contiguous x[col, tile] (one load per FMA);
 //   a partial last vector uses masked loads/stores. For k <= 8 the banks are walked with k fixed at compile time.
 // AVX-512 machines (float32) also use the tiled layout (rows in groups of 16, bank-major inside a group):
-//   tiles (batch <= 4): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes
+//   tiles (batch <= 8): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes
 //   (x (n, cols) and y (n, rows) as a Linear layer has them, or x (cols, n) and y (rows, n) for W @ X);
 //   bspmm (batch >= 64): the SpMM above with banks walked in order inside a block of rows, so x rows come from L1/L2
 //   instead of L3 (see bspmm_block_avx512).
