@@ -924,6 +924,8 @@ def test_speed_summary_reads_the_ratios_off_the_records():
                         "(80% of the rate of a plain threaded read of the same bytes)")
     assert lines[1] == "batch 128 (bspmm): 5x the best dense, 3.5x torch CSR"
     assert lines[2].endswith("6x the dense model")
+    rows[3] = row(1, "read_same_bytes", 0.5)  # percentages print whole (not "1e+02%")
+    assert "(100% of the rate" in demo.speed_summary(rows).splitlines()[0]
     assert demo.speed_summary([]).startswith("No committed CPU benchmark")
 
 
