@@ -202,6 +202,33 @@ __attribute__((target("avx2,fma"))) inline __m256i tail_mask(int64_t m) {  // fi
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int32_t)m), lane);
 }
 
+// the end of one row's column tile: sum the U accumulator sets, add the bias, store y[r, t0:t0+cnt] (cs = 1) or the
+// transposed y[t0:t0+cnt, r] (cs = rows: a strided scatter of <= 32 values per row, negligible next to the FMAs)
+template <int NV, int U, bool MASK>
+__attribute__((target("avx2,fma"))) inline void row_out_avx2(__m256 (&acc)[U][NV], float b0, float* yr, int64_t t0,
+                                                             __m256i mask, int64_t cs, int64_t cnt) {
+#pragma GCC unroll 8
+    for (int u = 1; u < U; ++u)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[0][i] = _mm256_add_ps(acc[0][i], acc[u][i]);
+    const __m256 vb = _mm256_set1_ps(b0);
+    if (cs == 1) {
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) {
+            const __m256 out = _mm256_add_ps(acc[0][i], vb);
+            if (MASK && i == NV - 1)
+                _mm256_maskstore_ps(yr + t0 + 8 * i, mask, out);
+            else
+                _mm256_storeu_ps(yr + t0 + 8 * i, out);
+        }
+    } else {
+        alignas(32) float tmp[8 * NV];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) _mm256_store_ps(tmp + 8 * i, _mm256_add_ps(acc[0][i], vb));
+        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
+    }
+}
+
 // one row, columns [t0, t0 + 8*(NV-1) + m) with m in 1..8 lanes in the last vector (masked when m < 8).
 // U independent accumulator sets (entries e, e+1, ... go to different sets) keep enough FMA chains in flight when
 // the tile is narrow. colbase[e] = (e / k) * B (the same for every row). yr points at y[r, 0]; element t of the
@@ -240,26 +267,7 @@ __attribute__((target("avx2,fma"))) inline void spmm_tile_avx2(const float* v, c
             acc[0][i] = _mm256_fmadd_ps(w, xv, acc[0][i]);
         }
     }
-#pragma GCC unroll 8
-    for (int u = 1; u < U; ++u)
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) acc[0][i] = _mm256_add_ps(acc[0][i], acc[u][i]);
-    const __m256 vb = _mm256_set1_ps(b0);
-    if (cs == 1) {
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) {
-            const __m256 out = _mm256_add_ps(acc[0][i], vb);
-            if (MASK && i == NV - 1)
-                _mm256_maskstore_ps(yr + t0 + 8 * i, mask, out);
-            else
-                _mm256_storeu_ps(yr + t0 + 8 * i, out);
-        }
-    } else {  // transposed output: a strided scatter of <= 32 values per row (negligible next to the FMAs)
-        alignas(32) float tmp[8 * NV];
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) _mm256_store_ps(tmp + 8 * i, _mm256_add_ps(acc[0][i], vb));
-        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
-    }
+    row_out_avx2<NV, U, MASK>(acc, b0, yr, t0, mask, cs, cnt);
 }
 
 // The same tile with the banks walked in order and k known at compile time (K <= 8, i.e. sparsity >= 87.5% at bank
@@ -295,26 +303,7 @@ __attribute__((target("avx2,fma"))) inline void spmm_bank_avx2(const float* v, c
             }
         }
     }
-#pragma GCC unroll 8
-    for (int u = 1; u < U; ++u)
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) acc[0][i] = _mm256_add_ps(acc[0][i], acc[u][i]);
-    const __m256 vb = _mm256_set1_ps(b0);
-    if (cs == 1) {
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) {
-            const __m256 out = _mm256_add_ps(acc[0][i], vb);
-            if (MASK && i == NV - 1)
-                _mm256_maskstore_ps(yr + t0 + 8 * i, mask, out);
-            else
-                _mm256_storeu_ps(yr + t0 + 8 * i, out);
-        }
-    } else {
-        alignas(32) float tmp[8 * NV];
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) _mm256_store_ps(tmp + 8 * i, _mm256_add_ps(acc[0][i], vb));
-        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
-    }
+    row_out_avx2<NV, U, MASK>(acc, b0, yr, t0, mask, cs, cnt);
 }
 
 // Column tiles of 32 (x[:, tile] of a 4096-row x is 512 KB: it stays in L2 while the task's rows stream past).
