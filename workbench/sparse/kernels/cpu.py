@@ -9,9 +9,10 @@ Two implementations:
   passes of 4 columns over a block of 4 groups, so the weights are read from memory once),
   ``gather`` (batch 1, AVX2: 8 entries at a time, the bank base pattern precomputed, x gathered from L1), ``spmm``
   (batch > 1: per row and column tile, broadcast value x contiguous x row, FMA; AVX2 32-column tiles with the banks
-  walked at compile-time k <= 8, AVX-512 64/128-column tiles for batches >= 64), ``bspmm`` (batch >= 64, float32, AVX-512: the spmm product on the tiled
-  layout with the banks walked in order inside a block of rows, so each x line is fetched once per block and bank
-  rather than once per entry — measured 1.2-1.4x over ``spmm`` at batch 128), ``scalar`` (float64 or no AVX2).
+  walked at compile-time k <= 8, AVX-512 64/128-column tiles for batches >= 64), ``bspmm`` (batch >= 64, float32,
+  AVX-512: the spmm product on the tiled layout with the banks walked in order inside a block of rows, so each x
+  line is fetched once per block and bank rather than once per entry — measured 1.2-1.4x over ``spmm`` at batch
+  128), ``scalar`` (float64 or no AVX2).
 * **numba** (below) — the fallback when no C++ compiler / ninja is present or the build failed (the reason is in
   :func:`backend`): ``spmv`` (batch 1) and ``spmm`` compiled per (k, bank_size) so the in-bank loop unrolls.
 
@@ -156,8 +157,9 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
 
 # ---------------------------------------------------------------------------------------------------- dispatch
 KERNELS = ("auto", "tiles", "gather", "spmm", "bspmm", "scalar", "numba")
-TILES_MAX_N = 8  # measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8,
-#                  0.96 at 12 (each 4 more columns are another pass of permutes)
+# measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8 (1.05 with
+# the benchmark's pauses), 0.96 at 12 — each 4 more columns are another pass of permutes
+TILES_MAX_N = 8
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 columns, 1.3x faster at 128, slower at 16
 
 
