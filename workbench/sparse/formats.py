@@ -241,11 +241,9 @@ class BalancedMatrix:
             from workbench.sparse.kernels import gpu
             return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
         if kernel == "auto" and threads is None:
-            fast = self._cpu_fast()
+            fast = self._cpu_fast(1 if x.dim() == 1 else x.shape[1])
             if fast is not None:
-                y = fast(x)
-                if y is not None:
-                    return y
+                return fast(x)
         from workbench.sparse.kernels import cpu
         n = 1 if x.dim() == 1 else x.shape[1]
         tiles = None
@@ -257,51 +255,52 @@ class BalancedMatrix:
 
     __matmul__ = matmul
 
-    def _cpu_fast(self):
-        """The CPU product for batches below ``cpu.BSPMM_MIN_N`` with the kernel choice, the tile layout and the
-        pointers resolved once: ``fast(x)`` returns y, or None where x takes the general path (a wider batch, or a
-        machine without the C++ kernels). After a cache flush the Python around one product runs cold, and this path
-        touches little of it (measured ~0.05 ms of a 0.35 ms SpMV and ~0.06 ms of a 0.45 ms batch-4 product at
-        4096^2). Rebuilt when values/offsets change in place or the library is rebuilt."""
+    def _cpu_fast(self, n: int):
+        """The CPU product at batch ``n`` (below ``cpu.BSPMM_MIN_N``) with the kernel choice, the layout and the
+        pointers resolved once, or None where the general path runs (a wider batch, a GPU matrix, no C++ kernels).
+        After a cache flush the Python around one product runs cold, and this path touches little of it (measured
+        ~0.05 ms of a 0.35 ms SpMV and ~0.06 ms of a 0.45 ms batch-4 product at 4096^2). The kernel per batch comes
+        from ``cpu.kernel_for``; a kernel's function (and the tile layout, for ``tiles``) is built at its first use.
+        Rebuilt when values/offsets change in place or the library is rebuilt."""
         key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version,
                id(_cpp._STATE["lib"]))
         hit = self._cache.get("cpu_fast")
-        if hit is not None and hit[0] == key:
-            return hit[1]
-        from workbench.sparse.kernels import cpu
-        fast = None
-        lib = _cpp.library() if self.device.type == "cpu" else None
-        if lib is not None:
-            key = key[:4] + (id(lib),)
-            # the dispatcher's choice for every batch below bspmm, resolved once (the same function picks it)
-            kinds = [cpu.kernel_for(n, self.dtype, self.bank_size, lib) for n in range(1, cpu.BSPMM_MIN_N)]
-            rows, cols = self.shape
-            banks, k, bsz, dtype = self.banks, self.k, self.bank_size, self.dtype
-            vt = ot = None
-            if "tiles" in kinds:
-                vt, ot = self.cpu_tiles()
-            ft = lib.bs_matmul_tiles
-            fm = lib.bs_matmul
-            tcode = _cpp.INDEX_CODES[self.offsets.dtype]
-            vcode = _cpp.VALUE_CODES.get(dtype)
-            vtp, otp = (vt.data_ptr(), ot.data_ptr()) if vt is not None else (0, 0)
-            vp, op = self.values.data_ptr(), self.offsets.data_ptr()
+        if hit is None or hit[0] != key:
+            from workbench.sparse.kernels import cpu
+            lib = _cpp.library() if self.device.type == "cpu" else None
+            kinds = ([cpu.kernel_for(b, self.dtype, self.bank_size, lib) for b in range(1, cpu.BSPMM_MIN_N)]
+                     if lib is not None else [])
+            hit = (key[:4] + (id(lib),), lib, kinds, {})
+            self._cache["cpu_fast"] = hit
+        _, lib, kinds, made = hit
+        kind = kinds[n - 1] if n <= len(kinds) else None
+        if kind not in ("tiles", "gather", "spmm"):
+            return None
+        if kind not in made:
+            made[kind] = self._make_cpu_fast(lib, kind)
+        return made[kind]
 
-            def fast(x, _keep=(vt, ot, self.values, self.offsets)):
-                n = 1 if x.dim() == 1 else x.shape[1]
-                kind = kinds[n - 1] if n <= len(kinds) else None
-                if kind == "tiles":
-                    y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=dtype)
-                    rc = ft(tcode, vtp, otp, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, 1)
-                elif kind in ("gather", "spmm"):
-                    y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=dtype)
-                    rc = fm(vcode, tcode, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, 0)
-                else:
-                    return None
-                if rc != 0:
-                    raise RuntimeError(f"balanced C++ {kind} kernel failed with code {rc}")
-                return y
-        self._cache["cpu_fast"] = (key, fast)
+    def _make_cpu_fast(self, lib, kind: str):
+        """``fast(x) -> y`` for one C++ kernel (see :meth:`_cpu_fast`), calling its entry point directly."""
+        rows, cols = self.shape
+        banks, k, bsz, dtype = self.banks, self.k, self.bank_size, self.dtype
+        tcode = _cpp.INDEX_CODES[self.offsets.dtype]
+        if kind == "tiles":
+            vt, ot = self.cpu_tiles()
+            f, vp, op, head, flags = lib.bs_matmul_tiles, vt.data_ptr(), ot.data_ptr(), (tcode,), 1
+            keep = (vt, ot)
+        else:
+            f, vp, op, flags = lib.bs_matmul, self.values.data_ptr(), self.offsets.data_ptr(), 0
+            head = (_cpp.VALUE_CODES[dtype], tcode)
+            keep = (self.values, self.offsets)
+
+        def fast(x, _keep=keep):
+            n = 1 if x.dim() == 1 else x.shape[1]
+            y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=dtype)
+            rc = f(*head, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, flags)
+            if rc != 0:
+                raise RuntimeError(f"balanced C++ {kind} kernel failed with code {rc}")
+            return y
         return fast
 
     def matmul_reference(self, x: torch.Tensor) -> torch.Tensor:
