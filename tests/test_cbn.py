@@ -509,6 +509,44 @@ def test_state_dicts_from_before_the_burnin_counter_still_load():
     assert int(fresh.bn.iteration) == 3 and not fresh.bn.window_active()
 
 
+def test_a_plain_batchnorm_state_dict_leaves_the_burnin_counter_at_zero():
+    """Only a CBN checkpoint (window buffers present) without ``iteration`` is read as a legacy one; a BatchNorm
+    state dict loaded into the drop-in layer (non-strict) keeps the counter at 0, like the official layer."""
+    bn = nn.BatchNorm2d(5)
+    bn.num_batches_tracked.fill_(10_000)
+    layer = CrossIterationBatchNorm2d(5, window=3, burnin=4)
+    res = layer.load_state_dict(bn.state_dict(), strict=False)
+    assert "iteration" in res.missing_keys
+    assert int(layer.iteration) == 0 and int(layer.num_batches_tracked) == 10_000 and not layer.window_active()
+
+
+def test_differences_from_the_official_normalisation_are_as_documented():
+    """The official CBatchNorm2d divides by ``sqrt(var) + eps`` and uses the unbiased batch variance in burn-in;
+    ours is ``nn.BatchNorm2d``'s ``1 / sqrt(var + eps)`` with the biased variance. Reference formulas written
+    out here; the size of the first difference is the one the module docstring states."""
+    eps = 1e-5
+    g = torch.Generator().manual_seed(0)
+    w = torch.zeros(5, 3, 3, 3, dtype=torch.float64)
+    for sigma in (0.1, 0.2, 0.5, 2.0):
+        z = torch.randn(4, 5, 6, 6, generator=g, dtype=torch.float64)
+        z = (z - z.mean((0, 2, 3), keepdim=True)) / z.std((0, 2, 3), unbiased=False, keepdim=True)
+        x = 0.3 + sigma * z                                   # every channel: biased std exactly sigma
+        layer = CrossIterationBatchNorm2d(5, window=1, eps=eps).double()   # window 1: burn-in forever
+        y = layer(x, w)
+        mu = x.mean((0, 2, 3), keepdim=True)
+        var_b = x.var((0, 2, 3), unbiased=False, keepdim=True)
+        var_u = x.var((0, 2, 3), unbiased=True, keepdim=True)
+        torch.testing.assert_close(y, (x - mu) / torch.sqrt(var_b + eps), rtol=1e-12, atol=1e-12)
+        official = (x - mu) / (torch.sqrt(var_b) + eps)                   # the official window normalisation
+        rel = (y[z.abs() > 0.5] / official[z.abs() > 0.5] - 1).abs().max().item()
+        assert rel == pytest.approx(abs((sigma + eps) / (sigma ** 2 + eps) ** 0.5 - 1), rel=1e-6, abs=1e-12)
+        assert abs(rel - abs(eps / sigma - eps / (2 * sigma ** 2))) < 1e-6    # the docstring's first-order form
+        assert (rel > 3e-4) if sigma == 0.1 else (rel < 1e-4)
+        official_burnin = (x - mu) / (torch.sqrt(var_u) + eps)            # the official burn-in normalisation
+        m = x.numel() // 5
+        assert (y / official_burnin).mean().item() == pytest.approx(((m / (m - 1)) ** 0.5), rel=1e-3)
+
+
 def test_emulated_devices_normalise_each_group_on_its_own():
     """``devices=G``: each of the G groups of the batch is normalised with its own statistics and window, exactly
     like G separate layers (one per GPU) sharing the conv weights; ``window=1`` is ghost BatchNorm."""

@@ -742,3 +742,30 @@ def test_layer_ids_follow_official_get_swin_layer():
     m = create_model("swinv2_lite_window4_64", ape=True, mask_token=True)
     assert m.get_layer_id("absolute_pos_embed") == m.num_layers - 1
     assert m.get_layer_id("encoder.mask_token") == m.get_layer_id("patch_embed.norm.weight") == 0
+
+
+def test_logit_scale_clamp_is_the_float32_log_100():
+    """Official: ``torch.clamp(logit_scale, max=torch.log(torch.tensor(1. / 0.01))).exp()`` — the clamp is the
+    float32 value of log(100), which a float64 model sees too (a Python ``math.log(100)`` differs by ~1e-7)."""
+    c32 = float(np.float32(np.log(np.float32(100.0))))
+    assert swin_v2._LOGIT_MAX == c32 and c32 != math.log(100)
+    cfg = swin_v2.SwinConfig(img_size=16, embed_dim=16, depths=(1,), num_heads=(2,), window_size=4,
+                             pretrained_window_sizes=(0,), attn="cosine", bias="cpb_log", norm="post", use_sdpa=False)
+    a = randomize_(swin_v2.WindowAttention(cfg, 16, 2, 4), 3).double().eval()
+    with torch.no_grad():
+        a.logit_scale.copy_(torch.tensor([6.0, 1.0], dtype=torch.float64).view(2, 1, 1))   # head 0 is clamped
+    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        got = a(x)
+
+    def reference(clamp):
+        qkv = x @ a.qkv.weight.T + torch.cat([a.q_bias, torch.zeros(16, dtype=torch.float64), a.v_bias])
+        q, k, v = (t.view(3, 16, 2, 8).transpose(1, 2) for t in qkv.split(16, -1))
+        scale = torch.exp(torch.minimum(a.logit_scale.view(2), torch.tensor(clamp, dtype=torch.float64)))
+        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * scale.view(1, 2, 1, 1)
+        o = (logits + a.position_bias()).softmax(-1) @ v
+        return o.transpose(1, 2).reshape(3, 16, 16) @ a.proj.weight.T + a.proj.bias
+
+    with torch.no_grad():
+        torch.testing.assert_close(got, reference(c32), rtol=0, atol=1e-12)
+        assert (got - reference(math.log(100))).abs().max().item() > 1e-10
