@@ -183,7 +183,7 @@ report.claim_figure(headline["sparse"]).update_layout(title_text="Balanced spars
 #
 # Every paper notebook ends with an explorer that mirrors its app tab, built from the same `workbench.demos`
 # functions (`workbench.widgets.explorer(controls, render)`). Here is the shapes explorer; the hub's welcome tab
-# calls the same `render_shape_sample`.
+# calls the same panel function, `workbench.demos.common.shape_sample_panel`.
 
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets.core import shapes_explorer

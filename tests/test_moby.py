@@ -55,6 +55,19 @@ def test_official_defaults_match_the_paper():
     assert (c.drop_path_online, c.drop_path_target) == (0.2, 0.0)
 
 
+def test_moby_without_a_config_is_the_official_one():
+    """``MoBY`` / ``build_moby`` without ``cfg`` use :data:`OFFICIAL` (4096-wide MLPs, 256-d keys, two queues of
+    4096, asymmetric drop path 0.2 / 0), not the laptop preset."""
+    import inspect as pyinspect
+    assert pyinspect.signature(moby.build_moby).parameters["cfg"].default is None
+    torch.manual_seed(0)
+    model = MoBY(lambda dp: TinyEncoder(dp))
+    assert model.cfg == moby.OFFICIAL and model.cfg != moby.LAPTOP
+    assert model.queue1.shape == model.queue2.shape == (256, 4096)
+    assert model.projector.net[0].out_features == 4096 and model.predictor.net[-1].out_features == 256
+    assert (model.encoder.drop_path_rate, model.encoder_k.drop_path_rate) == (0.2, 0.0)
+
+
 @pytest.mark.parametrize("kw", [dict(queue_size=0), dict(temperature=0.0), dict(temperature=float("nan")),
                                 dict(momentum=1.5), dict(drop_path_online=1.0), dict(out_dim=-3)])
 def test_config_rejects_absurd_values(kw):
@@ -314,6 +327,30 @@ def test_linear_probe_reaches_the_convex_optimum_of_sklearn():
     assert res["loss"] >= opt - 1e-6  # cannot beat the optimum
     sk_acc = 100.0 * (clf.predict(xt) == yt).mean()
     assert abs(res["acc"] - sk_acc) <= 100.0 / 80 * 2  # at most two test points differ
+
+
+def test_linear_probe_trains_on_raw_features_by_default_and_standardises_on_request():
+    """Official linear evaluation: the classifier sees the raw pooled features. ``standardize=True`` is the
+    same probe on features standardised with the training mean and (unbiased) std, done by hand here."""
+    rng = np.random.default_rng(3)
+    scale = torch.tensor([1.0, 30.0, 0.05, 4.0])
+    x = torch.tensor(rng.normal(size=(120, 4)), dtype=torch.float32) * scale + 2.0
+    y = torch.tensor((x / scale).sum(1).numpy() > 8.0).long()
+    xt = torch.tensor(rng.normal(size=(40, 4)), dtype=torch.float32) * scale + 2.0
+    yt = torch.tensor((xt / scale).sum(1).numpy() > 8.0).long()
+    kw = dict(epochs=20, lr=0.05, batch_size=32)
+    raw = moby.linear_probe(x, y, xt, yt, **kw)
+    explicit = moby.linear_probe(x, y, xt, yt, standardize=False, **kw)
+    assert torch.equal(raw["weight"], explicit["weight"]) and torch.equal(raw["bias"], explicit["bias"])
+    assert torch.equal(raw["mean"], torch.zeros(4)) and torch.equal(raw["std"], torch.ones(4))
+    std = moby.linear_probe(x, y, xt, yt, standardize=True, **kw)
+    mu, sd = x.double().mean(0), x.double().std(0)
+    by_hand = moby.linear_probe(((x - mu) / sd).float(), y, ((xt - mu) / sd).float(), yt, **kw)
+    torch.testing.assert_close(std["mean"], mu.float())
+    torch.testing.assert_close(std["std"], sd.float())
+    torch.testing.assert_close(std["weight"], by_hand["weight"], rtol=1e-5, atol=1e-6)
+    assert std["acc"] == by_hand["acc"]
+    assert not torch.allclose(raw["weight"], std["weight"], atol=1e-3)     # the two options are different probes
 
 
 def test_linear_probe_rejects_nan():
@@ -709,8 +746,9 @@ def test_queue_under_ddp_rejects_a_global_batch_that_does_not_divide_it():
 
 
 # ---------------------------------------------------------------------------------------------- real backbones
-@pytest.mark.parametrize("backbone", ["swinv2_lite_window4_64", "vit_lite_patch8_64"])
+@pytest.mark.parametrize("backbone", ["swinv2_lite_window4_64", "swin_lite_window4_64", "vit_lite_patch8_64"])
 def test_real_backbones_get_asymmetric_drop_path_and_an_identical_target(backbone):
+    """Swin V2, Swin V1 (the names SimMIM accepts too, from the one registry) and ViT backbones."""
     torch.manual_seed(0)
     cfg = MoBYConfig(proj_hidden=32, pred_hidden=32, out_dim=16, queue_size=8, drop_path_online=0.2)
     model = moby.build_moby(backbone, cfg, img_size=32)

@@ -103,3 +103,37 @@ def test_cbn_explorer_statistics_groups_follow_the_batch():
     assert list(c["stat_batch"].options) == ["1", "2", "3", "whole batch"] and c["stat_batch"].value == "2"
     c["batch_size"].value = 9
     assert list(c["stat_batch"].options) == ["1", "3", "whole batch"] and c["stat_batch"].value == "1"
+
+
+def test_shapes_sample_widget_and_hub_share_the_demo_panel():
+    """The tour's shapes explorer and the hub's welcome tab draw ``demos.common.shape_sample_panel``."""
+    import gradio as gr
+
+    from workbench.apps.hub import _welcome
+    from workbench.demos.common import shape_sample_panel
+    from workbench.widgets.core import render_shape_sample
+
+    p = shape_sample_panel("ring", "blue", "small", "plain", 3, 64)
+    fig, html = render_shape_sample("ring", "blue", "small", "plain", 3, 64)
+    assert fig.to_json() == p.figures["sample"].to_json() and html == f"<i>{p.text}</i>"
+    with gr.Blocks():
+        show, _, _ = _welcome()
+    hub_fig, caption = show("ring", "blue", "small", "plain", 3)
+    assert hub_fig.to_json() == p.figures["sample"].to_json() and caption == f"*{p.text}*"
+    with pytest.raises(ValueError, match="seed"):
+        shape_sample_panel(seed=-1)
+
+
+def test_cbn_explorer_draws_the_demo_panel_of_a_live_run():
+    """The explorer's live run is ``demos.cbn.live_record`` (the app's configuration) drawn by ``demos.cbn.panel``."""
+    from workbench.demos import cbn as demo
+    from workbench.widgets.cbn import render_cbn
+
+    fig, html = render_cbn("live", batch_size=4, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=1,
+                           stat_batch="2")
+    p = demo.panel(demo.live_record(4, 3, 1.0, 0, 10, "stem", 2), 1)
+    assert fig.to_json() == p.figures["trajectories"].to_json() and "statistics groups of 2" in html
+    assert p.values["diag"]["config"]["lr"] == demo.live_config(batch_size=4).lr == 0.1 * 4 / 32
+    with pytest.raises(ValueError, match="channel"):
+        render_cbn("live", batch_size=4, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=99,
+                   stat_batch="2")

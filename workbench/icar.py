@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_into, save_checkpoint
 from workbench.models import create_model
 
 __all__ = [
@@ -616,16 +617,12 @@ def prototype_accuracy(support: torch.Tensor, support_labels: torch.Tensor, quer
 def save_model(path, model: ICARModel, tokenizer: WordTokenizer, *, command: str | None = None,
                extra: dict | None = None, half: bool = True):
     """Checkpoint with everything needed to rebuild the model: its config and the tokenizer vocabulary."""
-    from .checkpoints import save_checkpoint
-
     info = {"icar_config": model.cfg.to_dict(), "vocab": list(tokenizer.vocab), **(extra or {})}
     return save_checkpoint(path, model, config=model.cfg.to_dict(), command=command, extra=info, half=half)
 
 
 def load_model(source) -> tuple[ICARModel, WordTokenizer, dict]:
     """Rebuild ``(model in eval mode, tokenizer, extra)`` from a checkpoint path or a loaded Checkpoint."""
-    from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_into
-
     ck = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     if "icar_config" not in ck.extra or "vocab" not in ck.extra:
         raise CheckpointError("this checkpoint is not an iCAR model (no icar_config / vocab in it)")

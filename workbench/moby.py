@@ -19,11 +19,12 @@ and an asymmetric two-view augmentation). For two augmented views ``x1, x2`` of 
 
 Evaluation on frozen features: the weighted kNN classifier (Wu et al. 2018, as used by DINO) with
 ``score_c = sum_{i in top-k, y_i = c} exp(cos_i / T)``, and a linear probe (a softmax classifier trained
-on the frozen, standardised features). ``supervised_train`` fine-tunes (or trains from scratch) a whole
-encoder with a linear head for the supervised / fine-tune columns of the study.
+on the frozen raw pooled features, as the official probe; ``standardize=True`` standardises them first).
+``supervised_train`` fine-tunes (or trains from scratch) a whole encoder with a linear head for the supervised /
+fine-tune columns of the study.
 
-The backbones come from :mod:`workbench.swin_v2` and :mod:`workbench.vit` (``create_model(name,
-num_classes=0)`` returns pooled features); any module with ``num_features`` whose forward returns
+The backbones come from the registry, :func:`workbench.models.create_model` (Swin V2, Swin V1 and ViT names;
+``num_classes=0`` returns pooled features); any module with ``num_features`` whose forward returns
 ``(B, num_features)`` works, which keeps the unit tests independent of the backbones.
 """
 from __future__ import annotations
@@ -33,11 +34,22 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.data.transforms import byol_two_view, normalize, to_tensor
 from workbench.models import create_model
+from workbench.train import (
+    TrainConfig,
+    concat_all_gather,
+    evaluate_accuracy,
+    fit,
+    setup_distributed,
+    unwrap,
+    world_size,
+)
 
 __all__ = [
     "MoBYConfig", "OFFICIAL", "LAPTOP", "MLP", "MoBY", "build_moby", "create_encoder",
@@ -162,7 +174,6 @@ def moby_loss(p1, p2, z1, z2, queue1, queue2, temperature: float) -> torch.Tenso
 def _gather(t: torch.Tensor) -> torch.Tensor:
     """All-gather keys across DDP ranks (identity when not distributed)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        from workbench.train import concat_all_gather
         return concat_all_gather(t)
     return t
 
@@ -268,18 +279,15 @@ def two_view_transform(size: int, normalize: bool = True, scale=(0.08, 1.0)):
     p 0.2; view 1: blur p 1.0; view 2: blur p 0.1 and solarize p 0.2; then ImageNet normalisation
     (``normalize=False`` keeps [0, 1] values for display).
     """
-    from workbench.data.transforms import byol_two_view
     if not isinstance(size, int) or not 8 <= size <= 1024:
         raise ValueError(f"view size must be an integer in [8, 1024], got {size!r}")
     return byol_two_view(size, scale=scale, normalize=normalize)
 
 
 def normalize_batch(x: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean / std normalisation of a float batch (N, 3, H, W) in [0, 1] (what the encoder sees)."""
-    from workbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """ImageNet mean / std normalisation of a float batch (N, 3, H, W) in [0, 1] (what the encoder sees):
+    :func:`workbench.data.transforms.normalize`."""
+    return normalize(x)
 
 
 def _as_chw(image) -> torch.Tensor:
@@ -287,11 +295,10 @@ def _as_chw(image) -> torch.Tensor:
     if isinstance(image, torch.Tensor) and image.dtype.is_floating_point:
         t = image
     else:
-        import numpy as np
         a = np.asarray(image)
         if a.ndim != 3 or a.shape[-1] != 3:
             raise ValueError(f"expected an RGB image (H, W, 3), got shape {a.shape}")
-        t = torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1) / 255.0
+        t = to_tensor(a)
     if t.ndim != 3 or t.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -331,7 +338,6 @@ def pretrain(model: MoBY, images, train_cfg, *, eval_fn: Callable | None = None,
 
     ``images``: float images (N, 3, H, W) in [0, 1] (two views by :class:`TwoViewImages`), or any Dataset
     that yields ``(view1, view2)`` pairs."""
-    from workbench.train import fit, setup_distributed, unwrap, world_size
     _, _, device = setup_distributed()  # under torchrun: join the process group before counting processes
     if world_size() > 1 and device.type == "cuda":
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # as the official code: projector BN over the global batch
@@ -508,7 +514,6 @@ def supervised_train(encoder: nn.Module, images: torch.Tensor, labels: torch.Ten
     """Train ``encoder`` + a linear head end to end with cross-entropy through :func:`workbench.train.fit`
     (AdamW, 1 warm-up epoch, cosine). Supervised training from scratch and fine-tuning of a pre-trained
     encoder (same budget). Returns ``{"acc" (if test), "train_loss", "steps", "model"}``."""
-    from workbench.train import TrainConfig, evaluate_accuracy, fit
     n_cls = int(labels.max()) + 1 if test is None else int(max(int(labels.max()), int(test[1].max()))) + 1
     torch.manual_seed(seed)
     model = Classifier(encoder, n_cls)

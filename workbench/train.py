@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from workbench.checkpoints import load_checkpoint, save_checkpoint
+
 
 @dataclass
 class TrainConfig:
@@ -216,8 +218,6 @@ def fit(model: nn.Module, data, loss_fn: Callable, cfg: TrainConfig, *, eval_fn:
     ``DistributedDataParallel`` (e.g. ``forward_sync_buffers=False`` for layers whose buffers are per-process state).
     """
     from tqdm.auto import tqdm
-
-    from .checkpoints import load_checkpoint, save_checkpoint
 
     rank, world, device = setup_distributed()
     if cfg.device != "auto" and not is_distributed():

@@ -13,7 +13,8 @@ H. Bao et al., "BEiT" (ICLR 2022) as used by Z. Xie et al., "SimMIM" (CVPR 2022)
   its table has (2W-1)^2 + 3 rows (the last three: cls->token, token->cls, cls->cls);
 * pooling: mean of patch tokens + ``fc_norm`` (``use_mean_pooling``) or the class token after ``norm``.
 
-Same API as :mod:`workbench.swin_v2`: ``create_model``, ``forward_features(x, mask)`` returns the patch
+Same API as :mod:`workbench.swin_v2`: named configs in ``CONFIGS`` and ``build(cfg, **overrides)`` (found by
+:func:`workbench.models.create_model`), ``forward_features(x, mask)`` returns the patch
 tokens as a map (B, C, H/patch, W/patch) after the final norm, ``mask_token`` blending, ``forward_head``,
 ``get_layer_id`` / ``num_layers``, ``no_weight_decay``; state-dict keys are the official (BEiT/SimMIM) ones.
 """

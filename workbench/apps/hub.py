@@ -51,7 +51,7 @@ def _welcome():
     import gradio as gr
 
     from workbench.data import shapes
-    from workbench.widgets.core import render_shape_sample
+    from workbench.demos.common import shape_sample_panel
 
     gr.Markdown("### The shapes dataset\nEvery study uses procedurally generated shapes (or photos and digits "
                 "that installed packages ship). Pick the attributes of a sample:")
@@ -65,8 +65,8 @@ def _welcome():
     plot = gr.Plot(elem_id="hub-shapes-plot")
 
     def show(shape, color, size, background, seed):
-        fig, text = render_shape_sample(shape, color, size, background, int(seed), 64)
-        return fig, text.replace("<i>", "*").replace("</i>", "*")
+        p = shape_sample_panel(shape, color, size, background, seed, 64)
+        return p.figures["sample"], f"*{p.text}*"
 
     inputs = [shape, color, size, background, seed]
     for i, c in enumerate(inputs):

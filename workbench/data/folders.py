@@ -102,6 +102,8 @@ class SegmentationFolder:
     def __getitem__(self, i: int):
         import torch
 
+        from .transforms import to_tensor
+
         path, mpath = self.samples[i]
         try:
             arr, _ = prepare_image(path, max_side=self.max_side)
@@ -111,7 +113,7 @@ class SegmentationFolder:
         if mask.shape != arr.shape[:2]:
             raise ValueError(f"{mpath}: mask {mask.shape[1]}x{mask.shape[0]} differs from its image "
                              f"{arr.shape[1]}x{arr.shape[0]}")
-        x = torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
+        x = to_tensor(arr)
         y = torch.from_numpy(mask)
         if self.transform is not None:
             x, y = self.transform(x, y)

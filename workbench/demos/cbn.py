@@ -193,14 +193,32 @@ def parse_stat_batch(choice) -> int | None:
         raise ValueError(f"images per statistics group must be a number or {WHOLE!r}, got {choice!r}") from None
 
 
+def live_config(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1",
+                stat_batch=None) -> DiagnosticConfig:
+    """The validated :class:`DiagnosticConfig` of a live run from the controls (lr 0.1 x batch / 32, the study's
+    linear scaling rule); the app and the notebook explorer train with it."""
+    cfg = DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps, layer=layer,
+                           stat_batch=stat_batch,
+                           lr=0.1 * check_int("batch size", batch_size, *LIMITS["batch_size"]) / 32)
+    return cfg.validate()
+
+
+def live_record(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1",
+                stat_batch=None) -> dict:
+    """A whole live run as a diagnostic record (:func:`diagnostic_series`), for :func:`panel`: the notebook
+    explorer trains once per setting and then only redraws."""
+    cfg = live_config(batch_size, window, rho, burnin, steps, layer, stat_batch)
+    cfg.every = cfg.steps
+    *_, last = diagnostic_run(cfg)
+    return diagnostic_series(last, cfg)
+
+
 def live(batch_size=4, window=4, rho=1.0, burnin=0, steps=120, layer="blocks.1.conv1", channel=0,
          stat_batch=None) -> Iterator[Panel]:
     """Train live and yield a :class:`Panel` every few steps (the app streams them). ``stat_batch``: images per
     statistics group (None: the whole batch)."""
-    cfg = DiagnosticConfig(batch_size=batch_size, window=window, rho=rho, burnin=burnin, steps=steps, layer=layer,
-                           stat_batch=stat_batch,
-                           lr=0.1 * check_int("batch size", batch_size, *LIMITS["batch_size"]) / 32)
-    cfg.every = max(5, cfg.validate().steps // 8)
+    cfg = live_config(batch_size, window, rho, burnin, steps, layer, stat_batch)
+    cfg.every = max(5, cfg.steps // 8)
     n = channels(layer)
     c = min(check_int("channel", channel, 0, 1023), n - 1)
     for res in diagnostic_run(cfg):

@@ -128,3 +128,17 @@ def sample_image(shape: str, seed: int = 0, color: str = "red", size: str = "lar
 
     seed = check_int("seed", seed, 0, 1_000_000)
     return shapes.render(shape, color, size, background, seed=seed, image_size=image_size)["image"]
+
+
+def shape_sample_panel(shape: str = "star", color: str = "red", size: str = "large", background: str = "striped",
+                       seed: int = 0, image_size: int = 64) -> Panel:
+    """One shapes sample and its mask (figure ``"sample"``), its caption as the text (the hub's welcome tab and the
+    tour's shapes explorer)."""
+    from workbench.data import shapes
+    from workbench.viz import core
+
+    seed = check_int("seed", seed, 0, 1_000_000)
+    s = shapes.render(shape, color, size, background, seed=seed, image_size=image_size)
+    fig = core.image_grid([s["image"], core.colorize_labels(s["mask"])], titles=["image", "mask"], cols=2,
+                          height_per_row=300)
+    return Panel({"sample": fig}, s["caption"], values={"image": s["image"], "mask": s["mask"]})

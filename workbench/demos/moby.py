@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench import moby as mb
+from workbench.data.transforms import denormalize, images_to_tensor
 from workbench.demos.common import Panel, cached, check_choice, check_int, read_image
 
 CHECKPOINT = "moby_swinv2_shapes"
@@ -27,11 +28,10 @@ def embed_images(encoder: nn.Module, images) -> torch.Tensor:
     if isinstance(images, torch.Tensor) and images.dtype.is_floating_point:
         x = images
     else:
-        import numpy as np
         a = np.asarray(images)
         if a.ndim != 4 or a.shape[-1] != 3:
             raise ValueError(f"expected images (N, H, W, 3), got shape {a.shape}")
-        x = torch.from_numpy(np.array(a, dtype=np.float32)).permute(0, 3, 1, 2) / 255.0
+        x = images_to_tensor(a)
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
@@ -213,7 +213,6 @@ def views_panel(source: str = "shapes #0", seed: int = 0) -> Panel:
     """Two augmented views of a gallery shape or a bundled photo. Shapes get the demo's training views (object
     on a new background and in a new colour, then the BYOL augmentations); photos the paper's BYOL views."""
     from workbench.data import natural
-    from workbench.data.transforms import denormalize
     from workbench.viz import moby as vm
 
     seed = check_int("seed", seed, 0, 10**9)

@@ -39,6 +39,7 @@ import torch
 
 from workbench import icar
 from workbench.data import shapes
+from workbench.data.transforms import images_to_tensor
 from workbench.studies import protocol, scale
 
 HELD_OUT: tuple[str, ...] = shapes.CLASSES[-3:]
@@ -65,16 +66,12 @@ def build_data(n_train: int = 3000, n_test: int = 1000, size: int = 32, seed: in
     return train, test, tok
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-
-
 def train_tensors(train, tok, context_length: int):
     """Mixed batches: image, label among the seen classes (-1 for held-out), caption ids, caption identity."""
     seen_index = {c: i for i, c in enumerate(SEEN)}
     labels = torch.tensor([seen_index.get(shapes.CLASSES[int(l)], -1) for l in train.labels])
     uid = {c: i for i, c in enumerate(dict.fromkeys(train.captions))}
-    return torch.utils.data.TensorDataset(to_tensor(train.images), labels,
+    return torch.utils.data.TensorDataset(images_to_tensor(train.images), labels,
                                           tok.batch(train.captions, context_length),
                                           torch.tensor([uid[c] for c in train.captions]))
 
@@ -102,7 +99,7 @@ def _embed(model, x, batch: int = 500):
 def evaluate(model: icar.ICARModel, tok, train, test, *, episodes: int = 20, seed: int = 0) -> dict:
     model.eval()
     spec = model.cfg.spec
-    xt = to_tensor(test.images)
+    xt = images_to_tensor(test.images)
     names = [shapes.CLASSES[int(l)] for l in test.labels]
     seen_m = np.array([n in SEEN for n in names])
     held_m = ~seen_m
@@ -132,7 +129,7 @@ def evaluate(model: icar.ICARModel, tok, train, test, *, episodes: int = 20, see
         episodes = 0
     ftr = torch.zeros(len(tr_names), model.backbone.num_features)
     if episodes:
-        ftr[tr_held] = _embed(model, to_tensor(train.images[tr_held]))[0]
+        ftr[tr_held] = _embed(model, images_to_tensor(train.images[tr_held]))[0]
         fte, _ = _embed(model, xh)
     rng = np.random.default_rng(seed + 12345)
     for k in (1, 5) if episodes else ():

@@ -68,6 +68,24 @@ def image_grid(images: Sequence, titles: Sequence[str] | None = None, cols: int 
     return fig
 
 
+def heatmaps_side_by_side(figs: Sequence[go.Figure], *, height: int = 400) -> go.Figure:
+    """Heatmap figures side by side in one figure, each with its title, without colour bars or cell text (a notebook
+    explorer shows one FigureWidget)."""
+    titles = [(f.layout.title.text or "").replace("<br>", " ") for f in figs]
+    fig = make_subplots(rows=1, cols=len(figs), subplot_titles=titles, horizontal_spacing=0.08)
+    for i, f in enumerate(figs):
+        for tr in f.data:
+            tr = tr.to_plotly_json()
+            if tr.get("type") == "heatmap":
+                tr["showscale"] = False
+                tr.pop("texttemplate", None)
+            fig.add_trace(tr, row=1, col=i + 1)
+        fig.update_yaxes(autorange="reversed", row=1, col=i + 1)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(height=height, template="plotly_white", margin=dict(l=30, r=10, t=70, b=30))
+    return fig
+
+
 def heatmap(z, x=None, y=None, *, title: str | None = None, colorscale: str = "Viridis", zmid: float | None = None,
             zmin: float | None = None, zmax: float | None = None, colorbar_title: str | None = None,
             xlabel: str | None = None, ylabel: str | None = None, text_fmt: str | None = None,

@@ -8,24 +8,20 @@ import html as _html
 from .core import Explorer, explorer
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)   # the explorer's memory of its last live runs: a new channel only redraws
 def _live(batch_size: int, window: int, rho: float, burnin: int, steps: int, layer: str,
           stat_batch: int | None = None) -> dict:
     from ..demos import cbn as demo
 
-    cfg = demo.DiagnosticConfig(batch_size=batch_size, stat_batch=stat_batch, window=window, rho=rho, burnin=burnin,
-                                steps=steps, layer=layer, every=steps, lr=0.1 * batch_size / 32)
-    *_, last = demo.diagnostic_run(cfg)
-    return demo.diagnostic_series(last, cfg)
+    return demo.live_record(batch_size, window, rho, burnin, steps, layer, stat_batch)
 
 
 def render_cbn(source: str = "recorded", batch_size: int = 32, window: int = 4, rho: float = 1.0, burnin: int = 20,
                steps: int = 80, layer: str = "blocks.1.conv1", channel: int = 0, diag: dict | None = None,
                stat_batch: str | int | None = "1"):
-    """(trajectories figure, summary HTML) for the recorded run (``diag`` or the committed one) or a live run;
-    ``stat_batch``: images per statistics group ("whole batch" or None: the batch)."""
+    """(trajectories figure, summary HTML) of ``workbench.demos.cbn.panel`` for the recorded run (``diag`` or the
+    committed one) or a live run; ``stat_batch``: images per statistics group ("whole batch" or None: the batch)."""
     from ..demos import cbn as demo
-    from ..viz import cbn as vz
 
     if source == "recorded":
         if diag is None:
@@ -35,16 +31,13 @@ def render_cbn(source: str = "recorded", batch_size: int = 32, window: int = 4, 
                      demo.parse_stat_batch(stat_batch))
     else:
         raise ValueError(f"source must be 'recorded' or 'live', got {source!r}")
-    n = vz.num_channels(diag)
-    if not 0 <= int(channel) < n:
-        raise ValueError(f"layer {diag['config']['layer']} has {n} channels: choose a channel in [0, {n - 1}]")
-    text = vz.diagnostic_summary(diag)
-    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("|---")]
+    p = demo.panel(diag, channel)
+    lines = [ln for ln in p.text.splitlines() if ln and not ln.startswith("|---")]
     head, rows = lines[0], [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[1:]]
     table = "".join("<tr>" + "".join(f"<td style='padding:0 8px'>{_html.escape(c)}</td>" for c in r) + "</tr>"
                     for r in rows)
     html = f"<div>{_html.escape(head).replace('**', '')}</div><table>{table}</table>"
-    return vz.trajectories_figure(diag, int(channel)), html
+    return p.figures["trajectories"], html
 
 
 def cbn_explorer(diag: dict | None = None) -> Explorer:

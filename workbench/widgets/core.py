@@ -66,14 +66,12 @@ def explorer(controls: Mapping, render: Callable, *, title: str | None = None, c
 
 def render_shape_sample(shape: str = "star", color: str = "red", size: str = "large", background: str = "striped",
                         seed: int = 0, image_size: int = 64):
-    """Figure for one shapes sample and its mask (the tour's explorer and the hub's welcome tab use it)."""
-    from ..data import shapes
-    from ..viz import core
+    """(figure, html) of one shapes sample and its mask: ``workbench.demos.common.shape_sample_panel``, which the
+    hub's welcome tab calls too."""
+    from ..demos.common import shape_sample_panel
 
-    s = shapes.render(shape, color, size, background, seed=seed, image_size=image_size)
-    fig = core.image_grid([s["image"], core.colorize_labels(s["mask"])], titles=["image", "mask"], cols=2,
-                          height_per_row=300)
-    return fig, f"<i>{_html.escape(s['caption'])}</i>"
+    p = shape_sample_panel(shape, color, size, background, seed, image_size)
+    return p.figures["sample"], f"<i>{_html.escape(p.text)}</i>"
 
 
 def shape_controls(shape: str = "star", background: str = "striped", max_seed: int = 99) -> dict:

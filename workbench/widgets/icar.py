@@ -9,10 +9,10 @@ from .core import Explorer, explorer, shape_controls
 
 def render_zero_shot(*, shape="ring", color="red", size="large", background="plain", seed=0, classes_text="", k=5):
     """(figure, html) for one rendered shapes image and a class list given as 'name: description' lines."""
-    from ..data import shapes
     from ..demos import icar as demo
+    from ..demos.common import sample_image
 
-    img = shapes.render(shape, color, size, background, seed=int(seed), image_size=128)["image"]
+    img = sample_image(shape, seed, color, size, background, image_size=128)
     p = demo.panel(upload=img, table=demo.rows_from_lines(classes_text), k=k)
     rep = p.values
     caps = "".join(f"<li>{_html.escape(c)} <small>({s:.3f})</small></li>" for c, s in zip(rep["captions"], rep["scores"]))
