@@ -106,6 +106,18 @@ def test_cli_lab_serves_the_notebooks_on_loopback():
             proc.kill()
             out = proc.communicate()[0]
     assert "--notebook-dir=" in out and "notebooks" in out and "--ip=127.0.0.1" in out
+    assert "--LabApp.news_url=None" in out and "--LabApp.user_settings_dir=" in out
+
+
+def test_lab_settings_turn_off_the_news_prompt():
+    """`workbench lab` hands JupyterLab a user-settings folder that answers the "get notified about official Jupyter
+    news?" prompt with Never (fetchNews "false", a string in JupyterLab's schema) and checks for no updates."""
+    import json
+
+    from workbench.cli import lab_settings_dir
+
+    f = lab_settings_dir() / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    assert json.loads(f.read_text()) == {"fetchNews": "false", "checkForUpdates": False}
 
 
 def test_bench_sparse_crossover_measures_only_the_table(tmp_path, monkeypatch):

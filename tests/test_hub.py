@@ -270,3 +270,46 @@ def test_upload_box_outputs_go_through_image_file(tmp_path, monkeypatch):
         assert out.path.startswith(str(common.image_dir()))
         assert np.array_equal(np.asarray(Image.open(out.path)), a)
     assert box.postprocess(None) is None
+
+
+def test_integer_choices_take_a_value_or_its_text():
+    """``view_api`` lists every choice quoted (``Literal['4', '8', '16', '32']``): the choice controls take both 16
+    and '16' (and 2 for the CBN group size '2'), also after an update rebuilt the component for a session (gradio
+    re-creates it from its class); a value that is not a choice is still refused."""
+    import gradio as gr
+
+    for tab, elem_id, sent, taken, refused in [
+        ("simmim", "simmim-patch", [16, "16", " 16"], 16, ["5", 5, "16.0"]),
+        ("sparse", "sparse-size", [256, "256"], 256, ["300", 4096]),
+        ("sparse", "sparse-bank", [32, "32"], 32, ["33"]),
+        ("cbn", "cbn-stat-batch", [2, "2"], "2", [3.5, "three"]),
+    ]:
+        demo = build_hub(only=tab)
+        comp = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}[elem_id]
+        rebuilt = type(comp)(**{**comp.constructor_args, "render": False})
+        for c in (comp, rebuilt):
+            for v in sent:
+                assert c.preprocess(v) == taken and type(c.preprocess(v)) is type(taken), (elem_id, v)
+            for v in refused:
+                with pytest.raises(gr.Error):
+                    c.preprocess(v)
+    demo = build_hub(only="cbn")
+    comp = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}["cbn-stat-batch"]
+    assert comp.preprocess("whole batch") == "whole batch"
+
+
+def test_clients_send_integer_choices_as_view_api_lists_them(hub_url):
+    """A ``gradio_client`` user sends the quoted choice ``view_api`` shows, or the integer: both get a result."""
+    from gradio_client import Client
+
+    client = Client(hub_url, verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    patch = next(p for p in api["/simmim_reconstruct"]["parameters"] if p["parameter_name"] == "mask_patch_size")
+    assert "'16'" in patch["python_type"]["type"]
+    for v in ("16", 16):
+        res = client.predict("shapes scene", None, "random", 0.6, v, 1, "Swin V2 lite (SimMIM)",
+                             api_name="/simmim_reconstruct")
+        assert not res[-1].startswith("⚠️") and "160/256" in res[-1], res[-1]
+    for v in ("32", 32):
+        res = client.predict(0.9, v, api_name="/sparse_patterns")
+        assert not (isinstance(res[-1], str) and res[-1].startswith("⚠️")), res

@@ -160,3 +160,39 @@ def test_ignored_cells_hold_only_figures_and_compared_cells_carry_numbers(name):
             compared_outputs += 1
     need = 3 if name == "00_tour" else 5
     assert compared_outputs >= need, f"{name}: only {compared_outputs} compared cells with outputs"
+
+
+# ------------------------------------------------------------------------------------------------ how they are run
+def test_make_test_runs_nbval_under_the_plain_cpu_kernels():
+    """`make test` (what .ci/run calls) runs nbval over notebooks/ under PyTorch's plain kernels
+    (ATEN_CPU_CAPABILITY=default) and compares outputs (no --nbval-lax): the committed outputs come from a vectorised
+    CPU, so a green run proves they do not depend on the CPU."""
+    root = NB_DIR.parent
+    lines = (root / "Makefile").read_text().splitlines()
+    start = lines.index(next(ln for ln in lines if ln.startswith("test:")))
+    recipe = []
+    for ln in lines[start + 1:]:
+        if not ln.startswith("\t") and not (recipe and recipe[-1].endswith("\\")):
+            break
+        recipe.append(ln)
+    command = " ".join(ln.strip().rstrip("\\") for ln in recipe)
+    assert command.startswith("ATEN_CPU_CAPABILITY=default "), command
+    words = command.split()
+    assert "--nbval" in words and "notebooks" in words and "--nbval-lax" not in words, command
+    assert "--nbval-sanitize-with tests/nbval_sanitize.cfg" in command, command
+    assert "make test" in (root / ".ci" / "run").read_text()
+
+
+def test_plain_nbconvert_stores_no_widget_state():
+    """The jupyter config shipped with the package (jupyter-config/ -> <prefix>/etc/jupyter) makes a plain
+    `jupyter nbconvert --execute` store no widget state, as `make nb` does."""
+    pytest.importorskip("nbconvert")
+    from nbconvert.nbconvertapp import NbConvertApp
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    shipped = json.loads((NB_DIR.parent / "jupyter-config" / "jupyter_nbconvert_config.json").read_text())
+    assert shipped["ExecutePreprocessor"]["store_widget_state"] is False
+    app = NbConvertApp()
+    app.load_config_file()
+    assert ExecutePreprocessor(config=app.config).store_widget_state is False, \
+        "the shipped nbconvert config is not installed (pip install -e . puts it in <venv>/etc/jupyter)"

@@ -41,3 +41,24 @@ def test_ratio_slider_changes_the_reconstruction(hub_url, page):
     page.keyboard.press("Enter")
     expect(summary).to_contain_text("Choose an image file to upload", timeout=30_000)
     expect(page.get_by_text("Error", exact=True).filter(visible=True)).to_have_count(0)
+
+
+def test_mask_patch_choices_follow_the_model(hub_url, page):
+    """The mask-patch radio (a ``ChoiceRadio``: gradio's radio on the page) picks 32 px patches, and the ViT model,
+    whose patches are 8 px, does not offer 4 px mask patches."""
+    from playwright.sync_api import expect
+
+    page.goto(hub_url)
+    click_tab(page, "SimMIM reconstructions")
+    summary = page.locator("#simmim-summary")
+    expect(summary).to_contain_text("160/256", timeout=60_000)
+    radio = page.locator("#simmim-patch")
+    expect(radio.get_by_role("radio")).to_have_count(4)                 # 4, 8, 16, 32 px for Swin V2 (4 px patches)
+    radio.get_by_text("32", exact=True).click()
+    expect(summary).to_contain_text("192/256", timeout=30_000)           # 3 of the 4 mask patches of 32 px
+    page.locator("#simmim-model input").fill("ViT lite (SimMIM)")
+    page.keyboard.press("Enter")
+    expect(summary).to_contain_text("ViT lite", timeout=60_000)
+    expect(radio.get_by_role("radio")).to_have_count(3, timeout=30_000)  # 8, 16, 32 px
+    expect(radio.get_by_text("4", exact=True)).to_have_count(0)
+    expect(page.get_by_text("Error", exact=True).filter(visible=True)).to_have_count(0)

@@ -6,7 +6,7 @@ Layout and wiring only: ``workbench.demos.cbn`` trains and measures, ``workbench
 Run alone with ``workbench app --tab cbn``."""
 from __future__ import annotations
 
-from workbench.apps.common import guard, launch
+from workbench.apps.common import choice_dropdown, guard, launch
 
 DEFAULTS = dict(batch_size=32, stat_batch="1", window=4, rho=1.0, burnin=20, steps=80, layer="blocks.1.conv1",
                 channel=0)
@@ -75,8 +75,9 @@ def build():
     lim = demo.LIMITS
     with gr.Row():
         bs = gr.Slider(*lim["batch_size"], value=DEFAULTS["batch_size"], step=1, label="batch size", elem_id="cbn-batch")
-        sb = gr.Dropdown(stat_batch_choices(DEFAULTS["batch_size"], DEFAULTS["stat_batch"])["choices"],
-                         value=DEFAULTS["stat_batch"], label="images per statistics group", elem_id="cbn-stat-batch")
+        sb = choice_dropdown(stat_batch_choices(DEFAULTS["batch_size"], DEFAULTS["stat_batch"])["choices"],
+                             value=DEFAULTS["stat_batch"], label="images per statistics group",
+                             elem_id="cbn-stat-batch")
         win = gr.Slider(*lim["window"], value=DEFAULTS["window"], step=1, label="window k (iterations)",
                         elem_id="cbn-window")
         rho = gr.Slider(*lim["rho"], value=DEFAULTS["rho"], step=0.1, label="ρ (compensation)", elem_id="cbn-rho")

@@ -79,6 +79,21 @@ def upload_image(**kwargs):
     return UploadImage(**kwargs)
 
 
+def choice_radio(choices, **kwargs):
+    """``gr.Radio`` whose API takes a choice by its value or its text: ``view_api`` lists integer choices quoted
+    (``'16'``), and both ``16`` and ``'16'`` select the choice 16."""
+    from workbench.apps.upload import ChoiceRadio
+
+    return ChoiceRadio(choices, **kwargs)
+
+
+def choice_dropdown(choices, **kwargs):
+    """``gr.Dropdown`` (one choice) whose API takes a choice by its value or its text (see :func:`choice_radio`)."""
+    from workbench.apps.upload import ChoiceDropdown
+
+    return ChoiceDropdown(choices, **kwargs)
+
+
 def on_load(fn, inputs, outputs, api_name=False):
     """Run ``fn`` when a page opens (the tab shows something meaningful before any click)."""
     import gradio as gr

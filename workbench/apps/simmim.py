@@ -3,7 +3,7 @@ Layout and wiring only: ``workbench.demos.simmim`` computes, ``workbench.viz.sim
 Run alone with ``workbench app --tab simmim``."""
 from __future__ import annotations
 
-from workbench.apps.common import guard, launch, upload_image
+from workbench.apps.common import choice_radio, guard, launch, upload_image
 
 DEFAULTS = dict(source="shapes scene", strategy="random", mask_ratio=0.6, mask_patch_size=16, seed=0,
                 label="Swin V2 lite (SimMIM)")
@@ -47,8 +47,9 @@ def build():
     with gr.Row():
         ratio = gr.Slider(0.05, 0.95, value=DEFAULTS["mask_ratio"], step=0.05, label="mask ratio",
                           elem_id="simmim-ratio")
-        patch = gr.Radio([(str(p), p) for p in demo.mask_patches(DEFAULTS["label"])],
-                         value=DEFAULTS["mask_patch_size"], label="mask patch size (px)", elem_id="simmim-patch")
+        patch = choice_radio([(str(p), p) for p in demo.mask_patches(DEFAULTS["label"])],
+                             value=DEFAULTS["mask_patch_size"], label="mask patch size (px)",
+                             elem_id="simmim-patch")
         seed = gr.Slider(0, 99, value=DEFAULTS["seed"], step=1, label="seed", elem_id="simmim-seed")
     upload = upload_image(label="your image (choose 'upload' above)", elem_id="simmim-upload", height=200)
     first = demo.panel(**DEFAULTS)

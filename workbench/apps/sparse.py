@@ -4,7 +4,7 @@ and the accuracy study. Layout and wiring only: ``workbench.demos.sparse`` compu
 Run alone with ``workbench app --tab sparse``."""
 from __future__ import annotations
 
-from workbench.apps.common import guard, launch, on_load
+from workbench.apps.common import choice_dropdown, guard, launch, on_load
 
 
 def patterns(sparsity, bank):
@@ -50,9 +50,9 @@ def build():
 
     with gr.Row():
         sparsity = gr.Slider(0.5, 0.95, value=0.9, step=0.0125, label="sparsity", elem_id="sparse-sparsity")
-        bank = gr.Dropdown([(str(b), b) for b in demo.BANKS], value=64, label="bank size", elem_id="sparse-bank")
-        size = gr.Dropdown([(str(s), s) for s in demo.SIZES], value=1024,
-                           label=f"matrix size (live, up to {max(demo.SIZES)})", elem_id="sparse-size")
+        bank = choice_dropdown([(str(b), b) for b in demo.BANKS], value=64, label="bank size", elem_id="sparse-bank")
+        size = choice_dropdown([(str(s), s) for s in demo.SIZES], value=1024,
+                               label=f"matrix size (live, up to {max(demo.SIZES)})", elem_id="sparse-size")
         batch = gr.Slider(1, 128, value=1, step=1, label="batch", elem_id="sparse-batch")
         methods = gr.CheckboxGroup(list(demo.METHODS), value=list(demo.METHODS), label="methods ('model': a 3-layer "
                                    "MLP of this size, dense vs sparsify_)", elem_id="sparse-methods")

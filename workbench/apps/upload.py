@@ -1,6 +1,8 @@
-"""An image input that never fails inside gradio (see :func:`workbench.apps.common.upload_image`).
+"""The workbench's gradio component classes: an image input that never fails inside gradio (see
+:func:`workbench.apps.common.upload_image`) and choice controls that take a choice by its value or its text (see
+:func:`workbench.apps.common.choice_radio`).
 
-Its own module because gradio writes a typing stub (``upload.pyi``, committed) next to the module that defines a
+Their own module because gradio writes a typing stub (``upload.pyi``, committed) next to the module that defines a
 component class.
 """
 from __future__ import annotations
@@ -41,3 +43,36 @@ class UploadImage(gr.Image):
         if isinstance(value, np.ndarray) and value.dtype == np.uint8:
             value = image_file(value)
         return super().postprocess(value)
+
+
+
+def choice_by_text(choices, payload):
+    """The choice a client means: ``gradio_client``'s ``view_api`` shows every choice quoted (``Literal['4', '8',
+    '16', '32']`` for the SimMIM mask patch, whose values are integers), so a client sends ``'16'`` as often as
+    ``16``, while gradio accepts only the value itself. A payload that is not a choice's value but reads the same as
+    exactly one of them is taken as that value (``'16'`` -> 16; 2 -> ``'2'`` for the CBN statistics groups);
+    anything else is passed on unchanged, for gradio to refuse."""
+    values = [v for _, v in choices]
+    if isinstance(payload, (str, int, float)) and not isinstance(payload, bool) and payload not in values:
+        same = [v for v in values if str(v) == str(payload).strip()]
+        if len(same) == 1:
+            return same[0]
+    return payload
+
+
+class ChoiceRadio(gr.Radio):
+    """``gr.Radio`` whose API takes a choice by its value or by its text (:func:`choice_by_text`)."""
+
+    is_template = True   # the frontend is gradio's radio component
+
+    def preprocess(self, payload):
+        return super().preprocess(choice_by_text(self.choices, payload))
+
+
+class ChoiceDropdown(gr.Dropdown):
+    """``gr.Dropdown`` (one choice) whose API takes a choice by its value or by its text (:func:`choice_by_text`)."""
+
+    is_template = True   # the frontend is gradio's dropdown component
+
+    def preprocess(self, payload):
+        return super().preprocess(choice_by_text(self.choices, payload))
