@@ -27,7 +27,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from workbench import bench
 from workbench.data.cache import cache_root as data_cache_root
+from workbench.sparse.timing import timed_blocks
 
 MARGIN = 1.1          # predicted speedup needed to choose the sparse path
 BACKEND_MARGIN = 2.0  # ... when the running kernel backend is not the one the table was measured with
@@ -146,7 +148,7 @@ def decide(rows: int, cols: int, sparsity: float, batch: int, *, device: str = "
     margin = MARGIN
     if device == "cpu":
         if backend is None:
-            from workbench.sparse.kernels import cpu
+            from workbench.sparse.kernels import cpu  # local: keeps torch out of the dispatcher's import
             backend = cpu.backend()["backend"]
         if backend != table.get("backend", backend):
             margin = BACKEND_MARGIN
@@ -226,11 +228,9 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
     import torch
     import torch.nn.functional as F
 
-    from workbench import bench
     from workbench.sparse.formats import BalancedMatrix
     from workbench.sparse.kernels import cpu
     from workbench.sparse.prune import balanced_mask, kept_per_bank
-    from workbench.sparse.timing import timed_blocks
 
     old = torch.get_num_threads()
     if threads:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench.sparse.kernels import cpp as _cpp
+from workbench.sparse.kernels import cpu, gpu
 from workbench.sparse.prune import balanced_mask
 
 CPU_DTYPES = (torch.float32, torch.float64)
@@ -198,11 +199,10 @@ class BalancedMatrix:
     def cpu_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The 16-row tiled copy used by the AVX-512 CPU kernel (built once; rebuilt if values/offsets change in
         place). Same bytes as the packed format, so a matrix using it holds its weights twice."""
-        from workbench.sparse.kernels import cpp
         key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
         hit = self._cache.get("tiles")
         if hit is None or hit[0] != key:
-            hit = (key, cpp.make_tiles(self.values, self.offsets))
+            hit = (key, _cpp.make_tiles(self.values, self.offsets))
             self._cache["tiles"] = hit
         return hit[1]
 
@@ -238,13 +238,11 @@ class BalancedMatrix:
         ``kernels.gpu.KERNELS``."""
         self._check_x(x)
         if x.is_cuda:
-            from workbench.sparse.kernels import gpu
             return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
         if kernel == "auto" and threads is None:
             fast = self._cpu_fast(1 if x.dim() == 1 else x.shape[1])
             if fast is not None:
                 return fast(x)
-        from workbench.sparse.kernels import cpu
         n = 1 if x.dim() == 1 else x.shape[1]
         tiles = None
         if (kernel == "bspmm" or (kernel in ("auto", "tiles")
@@ -266,7 +264,6 @@ class BalancedMatrix:
                id(_cpp._STATE["lib"]))
         hit = self._cache.get("cpu_fast")
         if hit is None or hit[0] != key:
-            from workbench.sparse.kernels import cpu
             lib = _cpp.library() if self.device.type == "cpu" else None
             kinds = ([cpu.kernel_for(b, self.dtype, self.bank_size, lib) for b in range(1, cpu.BSPMM_MIN_N)]
                      if lib is not None else [])

@@ -27,8 +27,14 @@ import time
 import numpy as np
 import torch
 
-from workbench.sparse import prune
+from workbench import bench
+from workbench.checkpoints import load_demo
+from workbench.records import read_jsonl, studies_dir
+from workbench.sparse import dispatch, prune
 from workbench.sparse.formats import BalancedMatrix
+from workbench.sparse.kernels import cpu
+from workbench.sparse.nn import SparsifyConfig, masked_dense_, path_report, sparsify_
+from workbench.sparse.timing import timed_blocks
 
 LIVE_MAX_SIZE = 2048
 LIVE_MAX_BATCH = 128
@@ -64,7 +70,6 @@ def live_speed(size: int = 1024, batch: int = 1, sparsities=(0.5, 0.75, 0.9, 0.9
     ``progress(fraction, text)`` is called after every sparsity (the app's progress bar)."""
     import scipy.sparse as sp
 
-    from workbench import bench
     size, batch, bank_size = int(size), int(batch), int(bank_size)
     _check_live(size, batch, bank_size, sparsities)
     unknown = set(methods) - set(LIVE_METHODS)
@@ -101,7 +106,6 @@ def live_speed(size: int = 1024, batch: int = 1, sparsities=(0.5, 0.75, 0.9, 0.9
                 med = bench.summarize(v)["median"]
                 row = dict(sparsity=s, method=k, median_ms=med * 1e3, speedup=dense / med)
                 if k == "balanced":
-                    from workbench.sparse import dispatch
                     d = dispatch.decide(size, size, bm.sparsity, batch, bank_size=bank_size)
                     row.update(path=d.path, reason=d.reason)
                 rows.append(row)
@@ -140,7 +144,6 @@ def load_balance(masks: dict[str, torch.Tensor], bank_size: int) -> dict[str, di
 
 def example_weight(name: str | None = None) -> tuple[str, torch.Tensor]:
     """A trained dense weight matrix from the demo checkpoint (saved before pruning)."""
-    from workbench.checkpoints import load_demo
     ck = load_demo("sparse_swin", DEMO_COMMAND)
     ex = ck.extra.get("dense_examples") or {}
     if not ex:
@@ -151,10 +154,9 @@ def example_weight(name: str | None = None) -> tuple[str, torch.Tensor]:
 
 def cpu_results() -> dict:
     """The committed CPU benchmark (2 threads: ``sparse``; else the 1-thread run ``sparse_1thread``)."""
-    from workbench.bench import load_results
     for name in ("sparse", "sparse_1thread"):
         try:
-            return load_results(name)
+            return bench.load_results(name)
         except FileNotFoundError:
             continue
     raise FileNotFoundError("no committed CPU benchmark results; run `workbench bench sparse`")
@@ -168,9 +170,8 @@ def cpu_records() -> list[dict]:
 
 
 def gpu_records() -> list[dict]:
-    from workbench.bench import load_results
     try:
-        return load_results("sparse_gpu")["rows"]
+        return bench.load_results("sparse_gpu")["rows"]
     except FileNotFoundError:
         return []
 
@@ -178,7 +179,6 @@ def gpu_records() -> list[dict]:
 def accuracy_records() -> list[dict]:
     """The committed accuracy study (``workbench train sparse-study --commit``): protocol records, one per task and
     seed, metrics ``dense`` and ``<method>@<sparsity>``."""
-    from workbench.records import read_jsonl, studies_dir
     path = studies_dir("sparse") / "records.jsonl"  # a protocol study's records (workbench.studies.protocol.Study)
     return read_jsonl(path) if path.exists() else []
 
@@ -188,7 +188,6 @@ def accuracy_records() -> list[dict]:
 def kernel_status() -> dict:
     """``{backend: "cpp" | "numba", reason, avx2, avx512, kernels: {batch: kernel}, threads, build_dir}`` — builds the
     C++ kernels on first call (seconds), falls back to numba with the reason recorded."""
-    from workbench.sparse.kernels import cpu
     st = dict(cpu.backend())
     st["kernels"] = {n: cpu.kernel_for(n, torch.float32, 64) for n in (1, 4, 16, 128)}
     st["threads"] = torch.get_num_threads()
@@ -251,10 +250,6 @@ def micro_speedup(size: int = 4096, sparsity: float = 0.9, batch: int = 1, bank_
     load_avg_1m}``; ``pct_bw`` is the balanced kernel's achieved GB/s over the read bandwidth."""
     import scipy.sparse as sp
     from threadpoolctl import threadpool_limits
-
-    from workbench import bench
-    from workbench.sparse.kernels import cpu
-    from workbench.sparse.timing import timed_blocks
 
     size, batch, bank_size = int(size), int(batch), int(bank_size)
     if size < bank_size or size % bank_size:
@@ -349,10 +344,6 @@ def model_speedup(kind: str = "mlp", sparsity: float = 0.9, bank_size: int = 64,
     speedup, max_abs_err, paths: [per layer: path, kernel, reason, ...], threads, load_avg_1m}``."""
     import copy
 
-    from workbench import bench
-    from workbench.sparse.nn import SparsifyConfig, masked_dense_, path_report, sparsify_
-    from workbench.sparse.timing import timed_blocks
-
     if kind not in ("mlp", "lstm"):
         raise ValueError(f"kind must be 'mlp' or 'lstm', got {kind!r}")
     old = torch.get_num_threads()
@@ -390,7 +381,6 @@ def model_speedup(kind: str = "mlp", sparsity: float = 0.9, bank_size: int = 64,
 def crossover_map(device: str = "cpu") -> dict:
     """The dispatcher's crossover table: ``{source, threads, backend, machine, records: [{size, batch, sparsity,
     speedup, path, dense_ms, sparse_ms}]}`` (empty records when no table exists for ``device``)."""
-    from workbench.sparse import dispatch
     t = dispatch.load_table(device)
     if t is None:
         return dict(source=None, records=[], device=device)
@@ -402,5 +392,4 @@ def crossover_map(device: str = "cpu") -> dict:
 def decision(rows: int, cols: int, sparsity: float, batch: int, *, bank_size: int = 64,
              device: str = "cpu") -> dict:
     """Which path a balanced layer of this shape would take, and why (the dispatcher's decision as a dict)."""
-    from workbench.sparse import dispatch
     return dispatch.decide(rows, cols, sparsity, batch, device=device, bank_size=bank_size).as_dict()

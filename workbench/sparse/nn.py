@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.sparse import dispatch as dp
 from workbench.sparse.formats import BalancedMatrix, validate_parts
+from workbench.sparse.kernels import cpu, gpu
 from workbench.sparse.prune import balanced_mask
 
 DISPATCH_MODES = ("auto", "sparse", "dense")
@@ -106,7 +108,6 @@ class BalancedSparseLinear(nn.Module):
         key = (dev, n, self.dispatch)
         plan = self._decisions.get(key)
         if plan is None:
-            from workbench.sparse import dispatch as dp
             if self.dispatch != "auto":
                 d = dp.Decision(self.dispatch, f"{self.dispatch}: forced (dispatch={self.dispatch!r})", None, None)
             else:
@@ -117,7 +118,6 @@ class BalancedSparseLinear(nn.Module):
             elif dev == "cuda":
                 kernel = "cuda"
             else:
-                from workbench.sparse.kernels import cpu
                 kernel = cpu.kernel_for(n, self.values.dtype, self.bank_size)
             plan = (d, kernel)
             self._decisions[key] = plan
@@ -149,7 +149,6 @@ class BalancedSparseLinear(nn.Module):
             y = F.linear(x2 if x2.dtype == W.dtype else x2.to(W.dtype), W,
                          None if bias is None else bias.to(W.dtype))
         elif kernel == "cuda":
-            from workbench.sparse.kernels import gpu
             xv = x2.to(vdt)
             y = gpu.balanced_matmul(values, offsets, xv[0].contiguous() if n == 1 else xv.t().contiguous(),
                                     self.bank_size, self.in_features)
@@ -157,7 +156,6 @@ class BalancedSparseLinear(nn.Module):
             if bias is not None:
                 y = y + bias.to(y.dtype)
         else:
-            from workbench.sparse.kernels import cpu
             if x2.dtype != vdt:
                 x2 = x2.to(vdt)
             if not x2.is_contiguous():

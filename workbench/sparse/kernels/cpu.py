@@ -165,7 +165,6 @@ BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 column
 
 def backend() -> dict:
     """Which CPU implementation runs and why: :func:`workbench.sparse.kernels.cpp.status` (builds at first call)."""
-    from workbench.sparse.kernels import cpp
     return cpp.status()
 
 
@@ -179,7 +178,6 @@ _lib = library
 
 def kernel_for(n: int, dtype: torch.dtype, bank_size: int, lib=None) -> str:
     """The kernel ``auto`` picks for n right-hand columns."""
-    from workbench.sparse.kernels import cpp
     lib = lib if lib is not None else _lib()
     if lib is None:
         return "numba"
@@ -231,7 +229,6 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
                     kernel: str = "auto") -> torch.Tensor:
     """y = W x for CPU tensors; values/offsets (rows, banks, k), x (in,) or (in, n) contiguous, same dtype.
     ``kernel``: one of :data:`KERNELS` (forcing one is for tests and benchmarks)."""
-    from workbench.sparse.kernels import cpp
     if kernel not in KERNELS:
         raise ValueError(f"unknown CPU kernel {kernel!r}; choose one of {KERNELS}")
     rows = values.shape[0]
