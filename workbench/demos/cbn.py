@@ -20,7 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from workbench import cbn, inspect
+from workbench.data import shapes
+from workbench.data.transforms import normalize
 from workbench.demos.common import Panel, check_choice, check_float, check_int
+from workbench.records import studies_dir
 
 COMMAND = "workbench train cbn-demo --commit"
 WIDTHS = (32, 64, 128)
@@ -70,9 +73,6 @@ def channels(layer: str) -> int:
 
 
 def data(n: int = 5000, seed: int = 51):
-    from workbench.data import shapes
-    from workbench.data.transforms import normalize
-
     x, y = shapes.tensors(n=n, size=32, seed=seed)
     return normalize(x), y
 
@@ -136,8 +136,6 @@ def diagnostic_series(result: dict, cfg: DiagnosticConfig, digits: int = 5) -> d
 
 
 def recorded_path():
-    from workbench.records import studies_dir
-
     return studies_dir("cbn") / "diagnostic.json"
 
 

@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from workbench.data import shapes
+from workbench.data.images import center_square, prepare_image
+
 _LOCK = threading.Lock()
 _CACHE: dict[Any, Any] = {}
 _KEY_LOCKS: dict[Any, threading.Lock] = {}
@@ -86,8 +89,6 @@ def read_image(value, size: int | None = None) -> tuple[np.ndarray, list[str]]:
     """An uploaded image (path, bytes, PIL image, array, or a gradio file dict) as uint8 (H, W, 3), resized to
     ``size`` x ``size`` (centre square) when given, plus notices. Anything that is not a readable image raises
     ``ValueError("could not read the image: ...")`` without internal paths."""
-    from workbench.data.images import center_square, prepare_image
-
     if value is None or (isinstance(value, str) and value == ""):
         raise ValueError("Please choose or upload an image first.")
     if isinstance(value, dict) and "path" in value:
@@ -124,8 +125,6 @@ def user_message(e: BaseException) -> str:
 def sample_image(shape: str, seed: int = 0, color: str = "red", size: str = "large", background: str = "striped",
                  image_size: int = 64) -> np.ndarray:
     """A rendered single-object shapes sample (uint8 (S, S, 3))."""
-    from workbench.data import shapes
-
     seed = check_int("seed", seed, 0, 1_000_000)
     return shapes.render(shape, color, size, background, seed=seed, image_size=image_size)["image"]
 
@@ -134,8 +133,7 @@ def shape_sample_panel(shape: str = "star", color: str = "red", size: str = "lar
                        seed: int = 0, image_size: int = 64) -> Panel:
     """One shapes sample and its mask (figure ``"sample"``), its caption as the text (the hub's welcome tab and the
     tour's shapes explorer)."""
-    from workbench.data import shapes
-    from workbench.viz import core
+    from workbench.viz import core  # local: keeps plotly out of demos.common (apps.common imports it)
 
     seed = check_int("seed", seed, 0, 1_000_000)
     s = shapes.render(shape, color, size, background, seed=seed, image_size=image_size)

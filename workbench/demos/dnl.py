@@ -15,8 +15,11 @@ import numpy as np
 import torch
 
 from workbench import dnl
+from workbench.checkpoints import load_demo, load_into
+from workbench.data import natural, shapes
 from workbench.data.transforms import normalize, to_tensor
 from workbench.demos.common import Panel, cached, check_float, check_int, read_image
+from workbench.studies.dnl import boundary_cells
 
 COMMAND = "workbench train dnl-study --commit --save-demo"
 HEADS = ("nl", "dnl")
@@ -29,8 +32,6 @@ SIZE = 64
 def model(head: str) -> dnl.SegNet:
     """The committed demo SegNet with a ``head`` block (eval mode, float32). ``CheckpointError`` names the command
     that regenerates a missing checkpoint."""
-    from workbench.checkpoints import load_demo, load_into
-
     if head not in HEADS:
         raise ValueError(f"no demo model for head {head!r}; choose one of {HEADS}")
     ckpt = load_demo(f"dnl_seg_{head}", COMMAND)
@@ -48,15 +49,11 @@ def _with_temperature(t: float) -> dnl.SegNet:
 
 
 def sources() -> list[str]:
-    from workbench.data import natural
-
     return [SCENE] + [f"photo: {n}" for n in natural.photo_names()]
 
 
 def image(source: str, seed: int = 0, upload=None) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """(uint8 (64, 64, 3) image, label mask (64, 64) for shapes scenes else None, notices)."""
-    from workbench.data import natural, shapes
-
     if source == UPLOAD:
         if upload is None:
             raise ValueError("Choose an image file to upload (or pick a shapes scene or a bundled photo).")
@@ -96,8 +93,6 @@ def explore(img, query: tuple[float, float] | None = None, temperature: float | 
     else the trained one), "DNL unary" and "NL implicit unary" (softmax of mu_q . k). ``mask`` adds the
     within-region share and the unary mass on boundary cells.
     """
-    from workbench.studies.dnl import boundary_cells
-
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected a uint8 (H, W, 3) image, got {img.dtype} {img.shape}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from workbench import icar
+from workbench.checkpoints import load_demo
+from workbench.data import shapes
 from workbench.data.transforms import to_tensor
 from workbench.demos.common import Panel, cached, check_int, read_image
 
@@ -28,8 +30,6 @@ EXAMPLES = [
 @cached
 def bundle():
     """``(model, tokenizer, captions, extra)`` of the demo, loaded once per process."""
-    from workbench.checkpoints import load_demo
-
     model, tok, extra = icar.load_model(load_demo(CHECKPOINT, COMMAND))
     return model, tok, caption_pool(size=model.cfg.image_size), extra
 
@@ -39,8 +39,6 @@ def example_names() -> list[str]:
 
 
 def example_image(choice: str, size: int = 128):
-    from workbench.data import shapes
-
     names = example_names()
     if choice not in names:
         raise ValueError(f"unknown example {choice!r}; choose one of {names[:3]} ...")
@@ -54,15 +52,11 @@ def held_out() -> list[str]:
 
 def caption_pool(n: int = 3000, seed: int = 100, size: int = 32) -> list[str]:
     """Distinct captions of a shapes set (by default the study's training set) to retrieve from."""
-    from workbench.data import shapes
-
     return sorted(set(shapes.load(shapes.ShapesConfig(n=n, size=size, seed=seed)).captions))
 
 
 def default_class_rows(names=None) -> list[list[str]]:
     """``[[name, description], ...]`` for the shapes classes (all, or ``names``)."""
-    from workbench.data import shapes
-
     names = shapes.CLASSES if names is None else names
     return [[n, shapes.CLASS_DESCRIPTIONS[n]] for n in names]
 

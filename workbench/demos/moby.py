@@ -11,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench import checkpoints
 from workbench import moby as mb
+from workbench.data import natural, shapes
 from workbench.data.transforms import denormalize, images_to_tensor
 from workbench.demos.common import Panel, cached, check_choice, check_int, read_image
+from workbench.studies.moby import PretrainConfig, TwoViewShapes
 
 CHECKPOINT = "moby_swinv2_shapes"
 COMMAND = "workbench train moby-demo --save-demo"
@@ -86,8 +89,6 @@ def project_2d(embeddings: torch.Tensor, method: str = "pca", seed: int = 0, per
 def encoder():
     """``(encoder in eval mode, info)``: the MoBY-pretrained backbone (pooled features) and the numbers measured
     at training time (kNN against a random encoder, linear probe, the curve)."""
-    from workbench import checkpoints
-
     ck = checkpoints.load_demo(CHECKPOINT, COMMAND)
     cfg = (ck.meta or {}).get("config") or {}
     try:
@@ -111,13 +112,9 @@ def gallery(dataset: str = "shapes"):
     check_choice("gallery", dataset, GALLERIES)
     size = image_size()
     if dataset == "shapes":
-        from workbench.data import shapes
-
         d = shapes.load(n=N, size=size, seed=7)
         return d.images, d.labels.astype(np.int64), list(shapes.CLASSES)
-    from workbench.data.natural import digits
-
-    x, y = digits("test", size=size, rgb=True)
+    x, y = natural.digits("test", size=size, rgb=True)
     imgs = (x[:N].permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     return imgs, y[:N].numpy().astype(np.int64), [str(i) for i in range(10)]
 
@@ -204,15 +201,12 @@ def summary() -> str:
 
 
 def view_sources() -> list[str]:
-    from workbench.data import natural
-
     return [f"shapes #{i}" for i in range(4)] + list(natural.photo_names())
 
 
 def views_panel(source: str = "shapes #0", seed: int = 0) -> Panel:
     """Two augmented views of a gallery shape or a bundled photo. Shapes get the demo's training views (object
     on a new background and in a new colour, then the BYOL augmentations); photos the paper's BYOL views."""
-    from workbench.data import natural
     from workbench.viz import moby as vm
 
     seed = check_int("seed", seed, 0, 10**9)
@@ -234,6 +228,4 @@ def views_panel(source: str = "shapes #0", seed: int = 0) -> Panel:
 
 @cached
 def _views_set(size: int):
-    from workbench.studies.moby import PretrainConfig, TwoViewShapes
-
     return TwoViewShapes(PretrainConfig(n_images=16, img_size=size))

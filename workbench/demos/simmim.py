@@ -11,8 +11,12 @@ import numpy as np
 import torch
 
 from workbench import simmim as sm
+from workbench.checkpoints import demo_path, load_demo, load_into
+from workbench.data import shapes
+from workbench.data.natural import load_photo, photo_names
 from workbench.data.transforms import to_tensor
 from workbench.demos.common import Panel, cached, check_choice, check_float, check_int, read_image
+from workbench.studies.simmim import biharmonic_inpaint, masked_l1, mean_fill_inpaint
 
 SIZE = 64
 MODELS = {  # label -> (checkpoint, backbone, command)
@@ -26,16 +30,12 @@ UPLOAD = "upload"
 
 def available_models() -> list[str]:
     """The labels of the models whose checkpoints are committed."""
-    from workbench.checkpoints import demo_path
-
     return [label for label, (ck, _, _) in MODELS.items() if demo_path(ck).exists()]
 
 
 @cached
 def model(label: str = "Swin V2 lite (SimMIM)"):
     """``(SimMIM model in eval mode, info)``; ``info`` holds the inpainting numbers measured at training time."""
-    from workbench.checkpoints import load_demo, load_into
-
     check_choice("model", label, list(MODELS))
     ck_name, backbone, command = MODELS[label]
     ck = load_demo(ck_name, command)
@@ -54,10 +54,7 @@ def mask_patches(label: str) -> list[int]:
 
 
 def sources() -> list[str]:
-    from workbench.data.natural import photo_names
-    from workbench.data.shapes import CLASSES
-
-    return ["shapes scene"] + [f"photo: {n}" for n in photo_names()] + [f"shapes: {c}" for c in CLASSES]
+    return ["shapes scene"] + [f"photo: {n}" for n in photo_names()] + [f"shapes: {c}" for c in shapes.CLASSES]
 
 
 def image(source: str, seed: int = 0, upload=None) -> tuple[np.ndarray, list[str]]:
@@ -69,23 +66,17 @@ def image(source: str, seed: int = 0, upload=None) -> tuple[np.ndarray, list[str
             raise ValueError("Choose an image file to upload (or pick a bundled photo or a shapes scene).")
         return read_image(upload, size=SIZE)
     if source == "shapes scene":
-        from workbench.data import shapes
-
         d = shapes.generate(n=1, size=SIZE, seed=10_000 + seed, min_objects=1, max_objects=2)
         return np.ascontiguousarray(d.images[0]), []
     kind, _, name = str(source).partition(":")
     name = name.strip()
     if kind == "photo":
-        from workbench.data.natural import load_photo, photo_names
-
         if name not in photo_names():
             raise ValueError(f"unknown photo {name!r}; pick one of the listed photos or {UPLOAD!r}")
         return read_image(np.array(load_photo(name)), size=SIZE)[0], []
     if kind == "shapes":
-        from workbench.data.shapes import CLASSES, render
-
-        check_choice("shape", name, CLASSES)
-        return render(name, color="red", size="large", background="striped", seed=seed, image_size=SIZE)["image"], []
+        check_choice("shape", name, shapes.CLASSES)
+        return shapes.render(name, color="red", size="large", background="striped", seed=seed, image_size=SIZE)["image"], []
     raise ValueError(f"unknown image source {source!r}; choose one of {sources()[:4]} ... or {UPLOAD!r}")
 
 
@@ -106,8 +97,6 @@ def reconstruct(img: np.ndarray, strategy: str = "random", mask_ratio: float = 0
 
 def classical(img: np.ndarray, token_mask: np.ndarray, patch: int) -> dict[str, float]:
     """Masked-pixel L1 ([0, 1] pixel units) of biharmonic inpainting and of the mean visible colour."""
-    from workbench.studies.simmim import biharmonic_inpaint, masked_l1, mean_fill_inpaint
-
     x = to_tensor(img)[None]
     pm = sm.upsample_mask(torch.as_tensor(token_mask)[None].float(), patch)
     return {"biharmonic": float(masked_l1(biharmonic_inpaint(x, pm), x, pm)[0]),

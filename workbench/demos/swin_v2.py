@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from workbench import swin_v2
+from workbench.checkpoints import load_demo, load_into
 from workbench.data import shapes
 from workbench.data.transforms import normalize, to_tensor
 from workbench.demos.common import Panel, cached, check_int, read_image, sample_image
@@ -22,8 +23,6 @@ MAX_WINDOW = 24
 @cached
 def model():
     """``(model in eval mode, {parameter name: V1 table}, info)``; ``info`` holds the test accuracy."""
-    from workbench.checkpoints import load_demo, load_into
-
     ck = load_demo(CHECKPOINT, COMMAND)
     cfg = dict(ck.meta.get("config", {}))
     cfg.pop("name", None)

@@ -52,7 +52,7 @@ def two_views_figure(image, view1, view2, *, seed: int | None = None):
 
 def momentum_figure(total: int = 100, base: float = 0.99):
     """The cosine momentum schedule m(k) = 1 - (1 - m0)(cos(pi k / K) + 1) / 2 from m0 to 1."""
-    from workbench.moby import momentum_at
+    from workbench.moby import momentum_at  # local: keeps torch out of workbench.viz
     k = np.arange(total + 1)
     m = np.array([momentum_at(int(i), total, base) for i in k])
     return core.line_chart({f"m0 = {base}": (k, m)}, title="Momentum schedule of the target encoder",

@@ -10,6 +10,9 @@ from __future__ import annotations
 import html as _html
 from collections.abc import Callable, Mapping
 
+from ..data import shapes
+from ..demos.common import shape_sample_panel
+
 
 class Explorer:
     """The panel returned by :func:`explorer`: ``.widget`` to display, ``.update()`` to re-render,
@@ -68,8 +71,6 @@ def render_shape_sample(shape: str = "star", color: str = "red", size: str = "la
                         seed: int = 0, image_size: int = 64):
     """(figure, html) of one shapes sample and its mask: ``workbench.demos.common.shape_sample_panel``, which the
     hub's welcome tab calls too."""
-    from ..demos.common import shape_sample_panel
-
     p = shape_sample_panel(shape, color, size, background, seed, image_size)
     return p.figures["sample"], f"<i>{_html.escape(p.text)}</i>"
 
@@ -78,8 +79,6 @@ def shape_controls(shape: str = "star", background: str = "striped", max_seed: i
     """Dropdowns for one shapes sample (shape, colour, size, background) and a seed slider, keyed by the
     argument names of :func:`workbench.data.shapes.render`; explorers add their own controls to them."""
     import ipywidgets as W
-
-    from ..data import shapes
 
     return {
         "shape": W.Dropdown(options=list(shapes.CLASSES), value=shape, description="shape"),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import html as _html
 
+from ..demos.common import sample_image
 from .core import Explorer, explorer, shape_controls
 
 
 def render_zero_shot(*, shape="ring", color="red", size="large", background="plain", seed=0, classes_text="", k=5):
     """(figure, html) for one rendered shapes image and a class list given as 'name: description' lines."""
     from ..demos import icar as demo
-    from ..demos.common import sample_image
 
     img = sample_image(shape, seed, color, size, background, image_size=128)
     p = demo.panel(upload=img, table=demo.rows_from_lines(classes_text), k=k)

@@ -2,6 +2,8 @@
 demo model -> the CPB bias over offsets, one query's bias and the V1 table (``workbench.demos.swin_v2``)."""
 from __future__ import annotations
 
+from .core import explorer
+
 
 def bias_explorer():
     """An Explorer over the demo model; the head slider follows the stage, like the app's."""
@@ -9,7 +11,6 @@ def bias_explorer():
 
     from ..demos import swin_v2 as demo
     from ..viz.core import heatmaps_side_by_side
-    from .core import explorer
 
     net, _, _ = demo.model()
     controls = {
