@@ -72,7 +72,7 @@ def upload_image(**kwargs):
     """An image input that never fails inside gradio: a file that PIL cannot open reaches the handler as a
     ``BadUpload`` (then ``demos.common.read_image`` says "could not read the image: ...") instead of a traceback and
     error badges. Values are file paths (decoded by the workbench, with its size checks)."""
-    from workbench.apps.upload import UploadImage
+    from workbench.apps.upload import UploadImage  # local: keeps gradio out of apps.common
 
     kwargs.setdefault("type", "filepath")
     kwargs.setdefault("sources", ["upload", "clipboard"])
@@ -82,14 +82,14 @@ def upload_image(**kwargs):
 def choice_radio(choices, **kwargs):
     """``gr.Radio`` whose API takes a choice by its value or its text: ``view_api`` lists integer choices quoted
     (``'16'``), and both ``16`` and ``'16'`` select the choice 16."""
-    from workbench.apps.upload import ChoiceRadio
+    from workbench.apps.upload import ChoiceRadio  # local: keeps gradio out of apps.common
 
     return ChoiceRadio(choices, **kwargs)
 
 
 def choice_dropdown(choices, **kwargs):
     """``gr.Dropdown`` (one choice) whose API takes a choice by its value or its text (see :func:`choice_radio`)."""
-    from workbench.apps.upload import ChoiceDropdown
+    from workbench.apps.upload import ChoiceDropdown  # local: keeps gradio out of apps.common
 
     return ChoiceDropdown(choices, **kwargs)
 

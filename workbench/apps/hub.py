@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib
 import traceback
 
+from workbench import report
 from workbench.apps.common import configure, guard, launch_kwargs, log, user_message
 from workbench.apps.registry import TABS
+from workbench.data import shapes
+from workbench.demos.common import shape_sample_panel
 
 INTRO = """# Vision Workbench
 Run, see and trust seven vision papers: **Swin Transformer V2**, **SimMIM**, **MoBY**,
@@ -50,9 +53,6 @@ def build_tab(mod, module: str) -> str | None:
 def _welcome():
     import gradio as gr
 
-    from workbench.data import shapes
-    from workbench.demos.common import shape_sample_panel
-
     gr.Markdown("### The shapes dataset\nEvery study uses procedurally generated shapes (or photos and digits "
                 "that installed packages ship). Pick the attributes of a sample:")
     with gr.Row():
@@ -77,8 +77,6 @@ def _welcome():
 def study_findings(paper: str) -> str | None:
     """The paper's committed study verdicts as a markdown table (the notebooks show the same table), or None when
     the paper has no ``claims.json``."""
-    from workbench import report
-
     try:
         return report.claims_markdown(paper)
     except (FileNotFoundError, ValueError):

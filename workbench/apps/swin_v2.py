@@ -4,6 +4,7 @@ Run alone with ``workbench app --tab swin_v2``."""
 from __future__ import annotations
 
 from workbench.apps.common import guard, launch, upload_image
+from workbench.data import shapes
 
 
 def bias_views(layer, block, head, window, pretrained_window, qy, qx):
@@ -45,7 +46,6 @@ def classify(image):
 def build():
     import gradio as gr
 
-    from workbench.data import shapes
     from workbench.demos import swin_v2 as demo
 
     gr.Markdown(

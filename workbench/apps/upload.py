@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gradio as gr
 
+from workbench.apps.images import image_file
+from workbench.demos.common import user_message
+
 
 class BadUpload(str):
     """What :class:`UploadImage` passes on for a file that is not a readable image (a ``str`` holding the reason)."""
@@ -24,8 +27,6 @@ class UploadImage(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception as e:  # corrupt, truncated or not an image at all
-            from workbench.demos.common import user_message
-
             return BadUpload(user_message(e))
 
     def postprocess(self, value):
@@ -35,8 +36,6 @@ class UploadImage(gr.Image):
         image at that moment."""
         import numpy as np
         from PIL import Image
-
-        from workbench.apps.images import image_file
 
         if isinstance(value, Image.Image):
             value = np.asarray(value.convert("RGBA" if "A" in value.getbands() else "RGB"))

@@ -25,8 +25,6 @@ class UploadImage(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception as e:  # corrupt, truncated or not an image at all
-            from workbench.demos.common import user_message
-
             return BadUpload(user_message(e))
 
     def postprocess(self, value):
@@ -36,8 +34,6 @@ class UploadImage(gr.Image):
         image at that moment."""
         import numpy as np
         from PIL import Image
-
-        from workbench.apps.images import image_file
 
         if isinstance(value, Image.Image):
             value = np.asarray(value.convert("RGBA" if "A" in value.getbands() else "RGB"))
