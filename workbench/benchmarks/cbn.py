@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from workbench import bench
+
 METHODS = ("bn", "cbn", "cbn-autograd", "gn")
 NETS = {"study": dict(widths=(16, 32), size=8, in_chans=1), "wide": dict(widths=(32, 64), size=32, in_chans=3)}
 
@@ -45,8 +47,6 @@ def _step_fn(method: str, net: str, batch: int, device: str):
 
 def main(argv: list[str] | None = None) -> None:
     import torch
-
-    from workbench import bench
 
     p = argparse.ArgumentParser(prog="workbench bench cbn", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

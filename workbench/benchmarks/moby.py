@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from workbench import bench
+
 DURATION = "about 3 minutes"  # a default run on 2 cores
 
 
@@ -78,8 +80,6 @@ def _parts(backbone: str, img_size: int, batch: int, device: str, queue: int):
 
 def main(argv: list[str] | None = None) -> None:
     import torch
-
-    from workbench import bench
 
     p = argparse.ArgumentParser(prog="workbench bench moby", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from workbench import bench
+
 DURATION = "about 5 minutes"  # a default run on 2 cores
 
 
@@ -66,8 +68,6 @@ def _with_cpu_time(fn, sink: list):
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
-
-    from workbench import bench
 
     p = argparse.ArgumentParser(prog="workbench bench simmim", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

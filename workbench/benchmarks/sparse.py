@@ -34,8 +34,13 @@ import numpy as np
 import torch
 
 from workbench import bench
+from workbench.records import markdown_table
+from workbench.sparse import dispatch, measure
 from workbench.sparse.formats import BalancedMatrix
+from workbench.sparse.kernels import cpu as cpu_kernels
+from workbench.sparse.kernels import gpu
 from workbench.sparse.prune import balanced_mask, block_mask
+from workbench.sparse.timing import timed_blocks
 
 DURATION = "about 9 minutes (--quick: about 1 minute; --crossover: the table only, about 5 minutes)"
 BANK = 64
@@ -119,10 +124,6 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
     import scipy.sparse as sp
     from threadpoolctl import threadpool_limits
 
-    from workbench.sparse import measure
-    from workbench.sparse.kernels import cpu as cpu_kernels
-    from workbench.sparse.timing import timed_blocks
-
     torch.set_num_threads(args.threads)
     status = measure.kernel_status()
     log(f"CPU kernels: {status['backend']} ({status['reason']}); avx2={status.get('avx2')} "
@@ -200,7 +201,6 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
 
 
 def run_models(args, log=print) -> list[dict]:
-    from workbench.sparse import measure
     out = []
     for kind in ("mlp", "lstm"):
         r = measure.model_speedup(kind, sparsity=0.9, bank_size=BANK, threads=args.threads,
@@ -217,7 +217,6 @@ def run_models(args, log=print) -> list[dict]:
 
 
 def run_crossover(args, log=print):
-    from workbench.sparse import dispatch
     sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
     batches = (1, 16) if args.quick else (1, 4, 16, 64, 256)
     t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,
@@ -292,8 +291,6 @@ def _gpu_methods(dense: dict, bms: dict, xs: dict, csr, xcp) -> dict:
 def run_gpu(args, log=print) -> list[dict]:
     import cupy
     import cupyx.scipy.sparse as csp
-
-    from workbench.sparse.kernels import gpu
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
@@ -371,8 +368,6 @@ def run_gpu(args, log=print) -> list[dict]:
 def ratio_table(rows: list[dict]) -> str:
     """Markdown table of ``speedup_vs_dense`` side by side: one row per (size, batch, target sparsity), one column per
     method (in the order measured; "-" where a method was not run at that point)."""
-    from workbench.records import markdown_table
-
     methods = list(dict.fromkeys(r["method"] for r in rows))
     points: dict[tuple, dict] = {}
     for r in rows:
@@ -447,7 +442,6 @@ def main(argv: list[str] | None = None) -> None:
                                     notes=cpu_notes(rows, args, status), out_dir=bench.output_dir(args), info=info)
         _report("CPU", "the fastest dense product (torch or numpy; the dense model for model_* rows)", rows, paths)
     if args.device in ("cuda", "all"):
-        from workbench.sparse.kernels import gpu
         if not gpu.available():
             print("no CUDA device visible to CuPy: GPU benchmark skipped")
             return

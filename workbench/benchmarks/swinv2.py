@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from workbench import bench
+
 DURATION = "about 8 minutes"  # a default run on 2 cores
 
 
@@ -41,8 +43,6 @@ def _call(model, x):
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-
-    from workbench import bench
 
     p = argparse.ArgumentParser(prog="workbench bench swinv2", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from workbench import cbn
 from workbench.data import shapes
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
+from workbench.demos import cbn as demo
+from workbench.models import create_model
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit
 
@@ -243,8 +245,6 @@ def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
     """BN / naive window / CBN with real per-GPU statistics on ImageNet-style data (see
     :mod:`workbench.studies.scale`). Every arm keeps per-process BatchNorm statistics and CBN windows
     (``forward_sync_buffers=False``); the running statistics are averaged over processes before evaluation."""
-    from workbench.models import create_model
-
     run = scale.start(a, argv, PAPER)
     if a.batch_per_gpu:
         raise SystemExit("cbn-study --scale paper: the arms fix the images per GPU; --batch-per-gpu does not apply")
@@ -285,8 +285,6 @@ def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
 
 def main_demo(argv: list[str]) -> None:
     """Record the diagnostic run the app replays (and notebook 04 shows)."""
-    from workbench.demos import cbn as demo
-
     p = argparse.ArgumentParser(prog="workbench train cbn-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Record one CBN layer's current / naive / compensated / true statistics "
                                             "during a short small-batch run on 32 px shapes (the app's replay).")

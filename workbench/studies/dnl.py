@@ -29,8 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from workbench import dnl
+from workbench.checkpoints import demo_path, save_checkpoint
 from workbench.data import shapes
+from workbench.data.folders import SegmentationFolder
 from workbench.data.transforms import images_to_tensor, normalize
+from workbench.models import create_model
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, fit
 
@@ -217,8 +220,6 @@ def main(argv: list[str]) -> None:
         def run(seed):
             model, rec = train_one(head, seed, cfg, progress)
             if a.save_demo and head in DEMO_HEADS and seed == a.seeds[0]:
-                from workbench.checkpoints import demo_path, save_checkpoint
-
                 save_checkpoint(demo_path(f"dnl_seg_{head}"), model, config=asdict(cfg.net_config(head)),
                                 command=DEMO_COMMAND, data_seed=cfg.data_seed, half=True,
                                 extra={"miou": rec["miou"], "study": asdict(cfg), "normalize": "imagenet"})
@@ -276,8 +277,6 @@ class _Features(torch.nn.Module):
 def paper_net(head: str, num_classes: int, r, arch: dict, init: str | None = None) -> tuple[dnl.SegNet, torch.nn.Module]:
     """SegNet's head (conv, context block, conv, concatenation, conv, classifier) on a dilated ResNet-101: the
     backbone and the two layers that read its 2048 channels replace SegNet's compact conv stack."""
-    from workbench.models import create_model
-
     hc = r.extra["head_channels"]
     net = dnl.SegNet(dnl.SegNetConfig(head=head, num_classes=num_classes, stride=8, width=1, depth=1, head_channels=hc,
                                       reduction=r.extra["reduction"], temperature=r.extra["temperature"]))
@@ -297,8 +296,6 @@ def paper_net(head: str, num_classes: int, r, arch: dict, init: str | None = Non
 
 def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
     """The context heads on a dilated ResNet-101 at the paper's size (see :mod:`workbench.studies.scale`)."""
-    from workbench.data.folders import SegmentationFolder
-
     run = scale.start(a, argv, PAPER)
     r = run.scale.recipes["train"]
     crop, n_cls, ignore = run.img_size(r), int(a.num_classes), r.extra["ignore_index"]

@@ -38,9 +38,11 @@ import numpy as np
 import torch
 
 from workbench import icar
+from workbench.checkpoints import demo_path
 from workbench.data import shapes
 from workbench.data.transforms import images_to_tensor
 from workbench.studies import protocol, scale
+from workbench.train import TrainConfig, fit, seed_everything
 
 HELD_OUT: tuple[str, ...] = shapes.CLASSES[-3:]
 SEEN: tuple[str, ...] = tuple(c for c in shapes.CLASSES if c not in HELD_OUT)
@@ -159,8 +161,6 @@ def evaluate(model: icar.ICARModel, tok, train, test, *, episodes: int = 20, see
 
 def run_one(method: str, seed: int, data, *, epochs: int, batch_size: int = 64, lr: float = 2e-3,
             image_encoder: str = "cnn", progress: bool = True, **model_kw) -> tuple[dict, icar.ICARModel]:
-    from workbench.train import TrainConfig, fit, seed_everything
-
     train, test, tok = data
     seed_everything(seed)
     model = make_model(method, tok, image_encoder=image_encoder, image_size=train.images.shape[1], **model_kw)
@@ -225,8 +225,6 @@ def descriptions_claim(study: protocol.Study, command: str) -> list[dict]:
 
 
 def _save_demo(model, tok, metrics, seed, path=None):
-    from workbench.checkpoints import demo_path
-
     path = demo_path(DEMO_NAME) if path is None else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     print(f"wrote {path}")

@@ -36,10 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from workbench import moby as mb
+from workbench.checkpoints import demo_path, save_checkpoint
 from workbench.data import shapes
 from workbench.data import transforms as T
 from workbench.studies import protocol, scale
-from workbench.train import TrainConfig
+from workbench.studies import simmim as ss
+from workbench.train import TrainConfig, fit
 
 PAPER = "moby"
 DEMO_NAME = "moby_swinv2_shapes"
@@ -242,8 +244,6 @@ def main_demo(argv: list[str]) -> None:
     model, hist = pretrain(cfg, a.seed, a.work_dir, a.resume)
     knn, lin = knn_top1(model.encoder, sets), linear_top1(model.encoder, sets)
     print(f"MoBY encoder: kNN top-1 {knn:.1f}% (random init {rand:.1f}%), linear probe {lin:.1f}%")
-    from workbench.checkpoints import demo_path, save_checkpoint
-
     path = demo_path(DEMO_NAME) if a.save_demo else a.out
     save_checkpoint(path, model.encoder, half=True, data_seed=cfg.data_seed,
                     config={"backbone": cfg.backbone, "overrides": encoder_overrides(cfg), "pretrain": asdict(cfg)},
@@ -258,26 +258,21 @@ def main_demo(argv: list[str]) -> None:
 # ------------------------------------------------------------------------------------------------ the study
 def supervised_encoder(cfg: PretrainConfig, seed: int, steps: int, progress: bool = True):
     """The same backbone trained with labels for ``steps`` steps on the same images (the supervised arm)."""
-    from workbench.data.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop, TensorImages
-    from workbench.train import fit
-
     d = shapes.load(n=cfg.n_images, size=cfg.img_size, seed=cfg.data_seed)
     x, y = T.images_to_tensor(d.images), torch.from_numpy(d.labels).long()
     torch.manual_seed(seed)
     model = mb.Classifier(mb.create_encoder(cfg.backbone, cfg.drop_path_online, **encoder_overrides(cfg)), 10)
-    aug = Compose([RandomResizedCrop(cfg.img_size, scale=(cfg.crop_min, 1.0)), RandomHorizontalFlip()])
+    aug = T.Compose([T.RandomResizedCrop(cfg.img_size, scale=(cfg.crop_min, 1.0)), T.RandomHorizontalFlip()])
     per_epoch = len(x) // cfg.batch_size
     tc = TrainConfig(steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
                      warmup_epochs=cfg.warmup_frac * steps / per_epoch, weight_decay=cfg.weight_decay, seed=seed,
                      progress=progress, device="cpu", log_every=0)
-    fit(model, TensorImages(x, y, transform=aug), lambda m, b: F.cross_entropy(m(b[0]), b[1]), tc)
+    fit(model, T.TensorImages(x, y, transform=aug), lambda m, b: F.cross_entropy(m(b[0]), b[1]), tc)
     return model.encoder.eval()
 
 
 def simmim_encoder(cfg: PretrainConfig, seed: int, steps: int, progress: bool = True):
     """The same backbone pre-trained with SimMIM for ``steps`` steps on the same images (no labels)."""
-    from workbench.studies import simmim as ss
-
     pc = ss.PretrainConfig(model=cfg.backbone, img_size=cfg.img_size, n_shapes=cfg.n_images, n_photos=0,
                            min_objects=1, max_objects=1, steps=steps, batch_size=cfg.batch_size,
                            data_seed=cfg.data_seed, mask_patch_size=16)

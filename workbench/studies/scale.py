@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.data import transforms as T
+from workbench.data.folders import ImageFolder
+from workbench.models import family_of, model_config
 from workbench.studies import protocol
 from workbench.train import TrainConfig, fit, is_distributed, is_main_process, setup_distributed
 
@@ -579,8 +581,6 @@ class Run:
         arch = {**r.arch, **more}
         if not (self.dry and self.args.dry_run_img_size):
             return arch
-        from workbench.models import family_of, model_config
-
         if family_of(r.backbone) != "swin":
             return arch
         size, w = self.img_size(r), model_config(r.backbone, **arch).window_size
@@ -598,8 +598,6 @@ class Run:
     def folder(self, split: str, transform: Callable | None = None):
         """``--data-dir/<split>`` as an :class:`~workbench.data.folders.ImageFolder` with ``transform``. The file
         lists of ``train/`` and ``val/`` are read once (ImageNet: 1.3M files) and must name the same classes."""
-        from workbench.data.folders import ImageFolder
-
         if not self.folders:
             self.folders = {s: ImageFolder(self.data_dir(s)) for s in ("train", "val")}
             if self.folders["train"].classes != self.folders["val"].classes:

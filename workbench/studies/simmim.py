@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench import simmim as sm
+from workbench.checkpoints import demo_path, load_demo, save_checkpoint
 from workbench.data import natural, shapes
 from workbench.data.transforms import (
     RandomHorizontalFlip,
@@ -46,7 +47,7 @@ from workbench.data.transforms import (
 )
 from workbench.models import create_model
 from workbench.studies import protocol, scale
-from workbench.train import TrainConfig, evaluate_accuracy, fit, param_groups_weight_decay
+from workbench.train import TrainConfig, evaluate_accuracy, fit, is_distributed, param_groups_weight_decay, read_jsonl
 
 PAPER = "simmim"
 DEMO_NAME = "simmim_swinv2_lite"
@@ -216,9 +217,6 @@ def main_demo(argv: list[str]) -> None:
     for k, s in scores.items():
         print(f"{k}: masked L1 SimMIM {s['simmim']:.4f}, biharmonic {s['biharmonic']:.4f}, mean fill "
               f"{s['mean_fill']:.4f} -> {s['ratio_to_biharmonic']:.2f}x the biharmonic error")
-    from workbench.checkpoints import demo_path, save_checkpoint
-    from workbench.train import read_jsonl
-
     metrics = Path(a.work_dir) / "metrics.jsonl"
     curve = [(r["step"], r["loss"]) for r in read_jsonl(metrics) if r.get("kind") == "step"] if metrics.exists() else []
 
@@ -266,8 +264,6 @@ def finetune(cfg: FinetuneConfig, seed: int, init: dict | None, progress: bool =
 
 
 def demo_init() -> dict:
-    from workbench.checkpoints import load_demo
-
     ck = load_demo(DEMO_NAME, DEMO_COMMAND)
     return {"model": {k: v.float() for k, v in ck.state_dict.items()}}
 
@@ -390,8 +386,6 @@ def paper_claims(command: str, n_cls: int) -> list[protocol.Claim]:
 
 def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
     """SimMIM pre-training and fine-tuning at the paper's size (see :mod:`workbench.studies.scale`)."""
-    from workbench.train import is_distributed
-
     run = scale.start(a, argv, PAPER)
     pr, fr = run.scale.recipes["pretrain"], run.scale.recipes["finetune"]
     psize, fsize = run.img_size(pr), run.img_size(fr)

@@ -34,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench.checkpoints import demo_path, load_checkpoint, load_demo, save_checkpoint
+from workbench.data import shapes
+from workbench.data.natural import digits
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
+from workbench.models import create_model
+from workbench.sparse.nn import SparsifyConfig, sparsify_
 from workbench.sparse.prune import PruneConfig, Pruner, cubic_sparsity
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit
@@ -118,7 +123,6 @@ def make_mlp() -> nn.Module:
 
 
 def make_swin() -> nn.Module:
-    from workbench.models import create_model
     return create_model(SWIN_MODEL, drop_path_rate=0.0)
 
 
@@ -216,7 +220,6 @@ class Task:
 
 
 def _mlp_task() -> Task:
-    from workbench.data.natural import digits
     xtr, ytr = digits("train")
     xte, yte = digits("test")
     return Task("mlp", "test accuracy", True, make_mlp, torch.utils.data.TensorDataset(xtr, ytr), _ce, 64,
@@ -230,7 +233,6 @@ def _lstm_task() -> Task:
 
 
 def _swin_task() -> Task:
-    from workbench.data import shapes
     x, y = shapes.tensors(n=20000, size=64, seed=11)
     xt, yt = shapes.tensors(n=1000, size=64, seed=12)
     return Task("swin", "test accuracy", True, make_swin, TensorImages(x, y, transform=RandomHorizontalFlip()), _ce,
@@ -331,9 +333,6 @@ PAPER_TASK = "swin_v2_t"
 def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
     """A dense full-size Swin V2-T, then every (method, sparsity) pruned gradually from it with fine-tuning (see
     :mod:`workbench.studies.scale`). One record per seed, as the laptop tasks: ``dense`` and ``<method>@<s>``."""
-    from workbench.checkpoints import load_checkpoint
-    from workbench.models import create_model
-
     run = scale.start(a, argv, PAPER)
     dr, pr = run.scale.recipes["dense"], run.scale.recipes["prune"]
     size = run.img_size(dr)
@@ -401,7 +400,6 @@ def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
 
 def demo_main(argv: list[str] | None = None) -> None:
     """Train the Swin V2 of the study's Swin task, prune its MLPs to 87.5% balanced sparsity, save fp16 weights."""
-    from workbench.checkpoints import demo_path, save_checkpoint
     p = argparse.ArgumentParser(prog="workbench train sparse-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Train the Swin V2 demo for the sparsity dashboard and prune its MLPs.")
     p.add_argument("--seed", type=int, default=0, help="Initialisation and data-order seed.")
@@ -434,8 +432,6 @@ def demo_main(argv: list[str] | None = None) -> None:
 def demo_model(sparse: bool = True):
     """The demo Swin V2 (fp32, eval mode) with its 87.5%-balanced MLPs; ``sparse=True`` replaces those MLP Linear
     layers by ``BalancedSparseLinear`` via ``sparsify_``. Returns (model, checkpoint)."""
-    from workbench.checkpoints import load_demo
-    from workbench.sparse.nn import SparsifyConfig, sparsify_
     ck = load_demo(DEMO_NAME, DEMO_COMMAND)
     model = make_swin()
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck.state_dict.items()})

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench import swin_v2
+from workbench.checkpoints import demo_path, save_checkpoint
 from workbench.data import shapes
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
 from workbench.models import create_model
@@ -180,8 +181,6 @@ def main_demo(argv: list[str]) -> None:
     print(f"training the V1-table model ({a.table_steps} steps)")
     table_model, tres = train_classifier(replace(cfg, steps=a.table_steps), a.seed, bias="table")
     print(f"V1-table model: test accuracy {tres['acc']:.1%}")
-    from workbench.checkpoints import demo_path, save_checkpoint
-
     path = demo_path(DEMO_NAME) if a.save_demo else a.out
     tables = {n: t.detach().half() for n, t in table_model.named_parameters()
               if n.endswith("relative_position_bias_table")}
