@@ -10,7 +10,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import __version__, benchmarks
+from .bench import cpu_name
+from .data.cache import cache_dir
 from .records import NotACheckout, repo_root
+from .report import write_report
+from .studies import discover
 
 
 def _offline_env() -> None:
@@ -23,7 +28,7 @@ def _offline_env() -> None:
 
 def cmd_app(args) -> int:
     _offline_env()
-    from workbench.apps import hub
+    from .apps import hub  # local: importing the apps sets the offline env; only `workbench app` should
 
     hub.main(host=args.host, port=args.port, tab=args.tab)
     return 0
@@ -33,8 +38,6 @@ def lab_settings_dir() -> Path:
     """A JupyterLab user-settings folder that turns off the news prompt and update checks (no outside
     requests, no "get notified about Jupyter news?" popup)."""
     import json
-
-    from .data.cache import cache_dir
 
     d = cache_dir("jupyterlab-settings")
     f = d / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -66,9 +69,6 @@ def cmd_lab(args) -> int:
 def info_dict() -> dict:
     import numpy
     import torch
-
-    from . import __version__
-    from .bench import cpu_name
 
     d = {
         "workbench": __version__,
@@ -124,8 +124,6 @@ def cmd_checkpoints(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .studies import discover
-
     jobs, errors = discover()
     if args.list or not args.job:
         print("training jobs (workbench train <job> --help for options):")
@@ -147,8 +145,6 @@ def cmd_train(args) -> int:
 def bench_modules() -> dict[str, str]:
     """``{name: module}`` of every benchmark in ``workbench.benchmarks``."""
     import pkgutil
-
-    from . import benchmarks
 
     return {i.name: f"{benchmarks.__name__}.{i.name}" for i in sorted(pkgutil.iter_modules(benchmarks.__path__),
                                                                     key=lambda i: i.name) if not i.name.startswith("_")}
@@ -181,8 +177,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-
     try:
         path = write_report(args.out, studies=args.studies)
     except FileNotFoundError as e:
