@@ -3,7 +3,11 @@
 * no import cycle among the modules' top-level imports (what runs when a module is imported);
 * nothing outside ``workbench.apps`` / ``workbench.cli`` imports ``workbench.apps`` (function-local imports included);
 * the paper modules (backbones and methods) never import the layers built on them: demos, studies, viz, widgets,
-  apps (function-local imports included).
+  apps (function-local imports included);
+* a function-local import of the package's own modules keeps a heavy third-party package (torch, gradio, plotly
+  ...) out of the importing module: one that would load nothing heavy the module does not load already belongs
+  with the module-level imports (issue 17.3). "Heavy" is read from the source: a module is heavy in a package when
+  its top-level imports, or those of a package module it imports at top level (transitively), name it.
 
 The checker itself is tested on a small synthetic package, so a bug in it cannot make the real checks vacuous.
 """
@@ -68,8 +72,14 @@ def imported_modules(module: str, path: Path, known: set[str], top_level_only: b
     """Modules of ``known`` that ``module`` imports (``import a.b``, ``from a import b`` where ``a.b`` may be a
     module, relative imports resolved)."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    is_package = path.name == "__init__.py"
     nodes = _top_level_statements(tree.body) if top_level_only else ast.walk(tree)
+    out = _targets(module, path.name == "__init__.py", nodes, known)
+    out.discard(module)
+    return out
+
+
+def _targets(module: str, is_package: bool, nodes, known: set[str]) -> set[str]:
+    """Modules of ``known`` named by the import statements among ``nodes``."""
     out: set[str] = set()
 
     def add(name: str) -> None:
@@ -90,7 +100,6 @@ def imported_modules(module: str, path: Path, known: set[str], top_level_only: b
             for alias in node.names:
                 if alias.name != "*":
                     add(f"{src}.{alias.name}")
-    out.discard(module)
     return out
 
 
@@ -141,6 +150,71 @@ def _in(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
+HEAVY = frozenset({"torch", "torchvision", "gradio", "gradio_client", "ipywidgets", "IPython", "plotly", "numba",
+                   "cupy", "cupyx", "transformers", "scipy", "sklearn", "skimage", "PIL", "matplotlib", "nbformat",
+                   "kaleido"})
+
+
+def _is_heavy(name: str) -> bool:
+    top = name.split(".")[0]
+    return top in HEAVY or top.startswith("jupyter")
+
+
+def _with_parents(modules: set[str], known: set[str]) -> set[str]:
+    """``modules`` and the packages above them (importing ``a.b.c`` runs ``a`` and ``a.b`` first)."""
+    out = set()
+    for m in modules:
+        parts = m.split(".")
+        out |= {p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if p in known}
+    return out
+
+
+def heavy_packages(root: Path, package: str) -> dict[str, set[str]]:
+    """``{module: heavy third-party packages importing it loads}``, from the top-level imports of the module, of the
+    packages above it and of every package module it imports at top level, transitively (what those packages import
+    in turn is not followed: gradio's PIL does not change a verdict)."""
+    files = module_files(root, package)
+    known = set(files)
+    graph, heavy = {}, {}
+    for m, f in files.items():
+        body = ast.parse(f.read_text(), filename=str(f)).body
+        graph[m] = _with_parents(imported_modules(m, f, known, top_level_only=True) | {m}, known) - {m}
+        heavy[m] = {a.name.split(".")[0] for n in _top_level_statements(body) if isinstance(n, ast.Import)
+                    for a in n.names if _is_heavy(a.name)}
+        heavy[m] |= {n.module.split(".")[0] for n in _top_level_statements(body)
+                     if isinstance(n, ast.ImportFrom) and not n.level and n.module and _is_heavy(n.module)}
+    changed = True
+    while changed:  # a fixed point, so an import cycle cannot hide a heavy import
+        changed = False
+        for m in graph:
+            new = set().union(heavy[m], *(heavy[t] for t in graph[m]))
+            if new != heavy[m]:
+                heavy[m], changed = new, True
+    return heavy
+
+
+def hoistable_local_imports(root: Path, package: str) -> list[tuple[str, int, str]]:
+    """``(module, line, statement)`` of every function-local import of the package's own modules that would load no
+    heavy package the importing module does not load already (so it could sit with the module-level imports)."""
+    files = module_files(root, package)
+    known = set(files)
+    heavy = heavy_packages(root, package)
+    out = []
+    for m, f in files.items():
+        text = f.read_text()
+        tree = ast.parse(text, filename=str(f))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):  # nested functions are walked twice: the set below removes repeats
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                targets = _with_parents(_targets(m, f.name == "__init__.py", [node], known), known)
+                if targets and not set().union(*(heavy[t] for t in targets)) - heavy[m]:
+                    out.append((m, node.lineno, ast.get_source_segment(text, node).split("\n")[0]))
+    return sorted(set(out))
+
+
 # ------------------------------------------------------------------------------------------------ the checker, checked
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
@@ -176,6 +250,34 @@ def test_checker_sees_no_cycle_in_a_chain(tmp_path):
     _write(pkg, {"__init__.py": "", "a.py": "import pkg.b\n", "b.py": "from pkg import c\n", "c.py": "import os\n"})
     g = import_graph(pkg, "pkg")
     assert g["pkg.a"] == {"pkg.b"} and g["pkg.b"] == {"pkg", "pkg.c"} and cycles(g) == []
+
+
+def test_checker_reads_heavy_packages_and_hoistable_local_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    _write(pkg, {
+        "__init__.py": "",
+        "light.py": "import os\nimport numpy as np\n",
+        "heavy.py": "from __future__ import annotations\nimport torch.nn as nn\n",
+        "mid.py": "from pkg import heavy\n",                                     # torch, through heavy
+        "plot.py": "try:\n    from plotly import graph_objects\nexcept ImportError:\n    pass\n",
+        "typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import gradio\n",
+        "sub/__init__.py": "import ipywidgets\n",                                  # a heavy package __init__
+        "sub/leaf.py": "X = 1\n",
+        "user.py": (
+            "import torch\n"
+            "def a():\n    from pkg import light\n"                             # hoistable: light
+            "def b():\n    from pkg.mid import heavy\n"                         # hoistable: torch already here
+            "def c():\n    from . import plot\n"                                # local: plotly
+            "def d():\n    def inner():\n        import pkg.typed\n"           # hoistable (nested function)
+            "def e():\n    from pkg.sub import leaf\n"                          # local: ipywidgets via sub
+            "def f():\n    import json\n"                                       # not the package's own
+        ),
+    })
+    heavy = heavy_packages(pkg, "pkg")
+    assert heavy["pkg.light"] == set() and heavy["pkg.heavy"] == {"torch"} and heavy["pkg.mid"] == {"torch"}
+    assert heavy["pkg.plot"] == {"plotly"} and heavy["pkg.typed"] == set() and heavy["pkg.sub.leaf"] == {"ipywidgets"}
+    assert [(line, stmt) for _, line, stmt in hoistable_local_imports(pkg, "pkg")] == [
+        (3, "from pkg import light"), (5, "from pkg.mid import heavy"), (10, "import pkg.typed")]
 
 
 # ------------------------------------------------------------------------------------------------ the real package
@@ -217,3 +319,20 @@ def test_paper_modules_do_not_import_demos_studies_viz_widgets_or_apps(graph_all
     assert module in graph_all_imports, f"{module} not found"
     bad = sorted(t for t in graph_all_imports[module] if any(_in(t, f"workbench.{u}") for u in UPPER_LAYERS))
     assert not bad, f"{module} imports {bad} (the paper modules sit below demos/studies/viz/widgets/apps)"
+
+
+# a local import of a light module kept for another reason than a heavy package: {(module, statement): why}
+KEEP_LOCAL = {
+    ("workbench.cli", "from .apps import hub"): "workbench.apps.common sets the offline / no-telemetry environment "
+                                                "at import: only `workbench app` should",
+}
+
+
+def test_local_imports_only_keep_heavy_packages_out():
+    """Issue 17.3: a function-local import of the package's own modules must keep a heavy package out of the
+    importing module; the others sit with the module-level imports, where the cycle check above sees them."""
+    found = [(m, line, stmt) for m, line, stmt in hoistable_local_imports(ROOT, "workbench")
+             if (m, stmt) not in KEEP_LOCAL]
+    assert not found, ("function-local imports that load no heavy package the module does not load already "
+                       "(move them to the module-level imports):\n"
+                       + "\n".join(f"{m}:{line}: {stmt}" for m, line, stmt in found))
