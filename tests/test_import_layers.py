@@ -4,7 +4,7 @@ Every ``import`` statement of every module is read from the source — function-
 run as soon as the function does — and resolved to the package's own modules. A module may import modules of
 its own layer or of lower ones:
 
-    0 foundation  data/, records, inspect, checkpoints, bench (timing and result files)
+    0 foundation  data/, records, inspect, checkpoints, bench (timing and result files), helptext (CLI help)
     1 backbones   layers, swin_v2, vit, models (the registry)
     2 methods     simmim, moby, cbn, dnl, icar, sparse/, train
     3 viz         viz/ (draws; the demos call it)
@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 
 LAYERS = {
     0: ("workbench", "workbench.data", "workbench.records", "workbench.inspect", "workbench.checkpoints",
-        "workbench.bench"),
+        "workbench.bench", "workbench.helptext"),
     1: ("workbench.layers", "workbench.swin_v2", "workbench.vit", "workbench.resnet", "workbench.models"),
     2: ("workbench.simmim", "workbench.moby", "workbench.cbn", "workbench.dnl", "workbench.icar", "workbench.sparse",
         "workbench.train"),

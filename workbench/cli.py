@@ -13,6 +13,7 @@ from pathlib import Path
 from . import __version__, benchmarks
 from .bench import cpu_name
 from .data.cache import cache_dir
+from .helptext import HelpFormatter, plain
 from .records import NotACheckout, repo_root
 from .report import write_report
 from .studies import discover
@@ -151,8 +152,9 @@ def bench_modules() -> dict[str, str]:
 
 
 def _first_sentence(doc: str | None) -> str:
-    text = " ".join((doc or "").split("\n\n")[0].split())
-    text = text.split(": ", 1)[1] if text.startswith(("``workbench bench", "`workbench bench", "Benchmark ``")) and ": " in text else text
+    """The first sentence of a benchmark's docstring as plain text, without a leading "workbench bench <name>: "."""
+    text = plain(" ".join((doc or "").split("\n\n")[0].split()))
+    text = text.split(": ", 1)[1] if text.startswith(("workbench bench", "Benchmark workbench bench")) and ": " in text else text
     end = text.find(". ")
     return (text if end < 0 else text[:end + 1]).strip()
 
@@ -187,8 +189,9 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="workbench", description="Vision Workbench: run, see and trust seven vision papers.")
+    fmt = HelpFormatter
+    p = argparse.ArgumentParser(prog="workbench", description="Vision Workbench: run, see and trust seven vision papers.",
+                                formatter_class=fmt)
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("app", help="Serve the Gradio app hub (open the printed address in a browser; Ctrl-C stops it).",
                        formatter_class=fmt)

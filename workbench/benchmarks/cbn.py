@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from workbench import bench
+from workbench.helptext import HelpFormatter
 
 METHODS = ("bn", "cbn", "cbn-autograd", "gn")
 NETS = {"study": dict(widths=(16, 32), size=8, in_chans=1), "wide": dict(widths=(32, 64), size=32, in_chans=3)}
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     p = argparse.ArgumentParser(prog="workbench bench cbn", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS), help="Networks to time.")
     p.add_argument("--batches", nargs="+", type=int, default=[4, 32], help="Batch sizes to time.")
     p.add_argument("--repeats", type=int, default=30, help="Timed repetitions per method.")

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from workbench.helptext import HelpFormatter
+
 DURATION = "about 4 minutes"  # a default run on 2 cores
 
 VARIANTS = {  # name -> (block kind, attention path)
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     from workbench import bench, dnl
 
     p = argparse.ArgumentParser(prog="workbench bench dnl", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--sizes", nargs="+", type=int, default=[16, 32, 48, 64], help="Feature-map sides to time.")
     p.add_argument("--repeats", type=int, default=30, help="Timed repetitions per method.")
     p.add_argument("--threads", type=int, default=1, help="Torch threads.")

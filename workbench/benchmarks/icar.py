@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from workbench.helptext import HelpFormatter
+
 DURATION = "about 1 minute"  # a default run on 2 cores
 
 
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     from workbench import bench, icar
 
     p = argparse.ArgumentParser(prog="workbench bench icar", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--classes", type=int, nargs="+", default=[10, 1000, 10000], help="Class counts to time.")
     p.add_argument("--repeats", type=int, default=9, help="Timed repetitions per method.")
     p.add_argument("--batch", type=int, default=256, help="Images per classification batch.")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from workbench import bench
+from workbench.helptext import HelpFormatter
 
 DURATION = "about 3 minutes"  # a default run on 2 cores
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     p = argparse.ArgumentParser(prog="workbench bench moby", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--backbones", nargs="+", default=["swinv2_lite_window4_64", "vit_lite_patch8_64"],
                    help="Backbones to time.")
     p.add_argument("--img-size", type=int, default=32, help="Image side in pixels.")

@@ -16,6 +16,7 @@ import argparse
 import os
 
 from workbench import bench
+from workbench.helptext import HelpFormatter
 
 DURATION = "about 5 minutes"  # a default run on 2 cores
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     p = argparse.ArgumentParser(prog="workbench bench simmim", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when present).")
     p.add_argument("--batch", type=int, default=None, help="Pre-training batch (default: 16 on CPU, 64 on GPU).")
     p.add_argument("--sizes", default="64,192", help="Comma-separated image sizes.")

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from workbench import bench
+from workbench.helptext import HelpFormatter
 from workbench.records import markdown_table
 from workbench.sparse import dispatch, measure
 from workbench.sparse.formats import BalancedMatrix
@@ -401,7 +402,7 @@ def gpu_notes(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="workbench bench sparse", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                    help="Devices to time (cuda only when CuPy sees a GPU).")
     p.add_argument("--quick", action="store_true",

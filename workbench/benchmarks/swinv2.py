@@ -16,6 +16,7 @@ import json
 import sys
 
 from workbench import bench
+from workbench.helptext import HelpFormatter
 
 DURATION = "about 8 minutes"  # a default run on 2 cores
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     p = argparse.ArgumentParser(prog="workbench bench swinv2", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when present).")
     p.add_argument("--batches", default=None, help="Comma-separated batch sizes (default: 1,4 on CPU, 1,32 on GPU).")
     p.add_argument("--img-size", type=int, default=256, help="Image side in pixels.")

@@ -40,6 +40,7 @@ from workbench import cbn
 from workbench.data import shapes
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
 from workbench.demos import cbn as demo
+from workbench.helptext import HelpFormatter
 from workbench.models import create_model
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit
@@ -285,7 +286,7 @@ def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
 
 def main_demo(argv: list[str]) -> None:
     """Record the diagnostic run the app replays (and notebook 04 shows)."""
-    p = argparse.ArgumentParser(prog="workbench train cbn-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="workbench train cbn-demo", formatter_class=HelpFormatter,
                                 description="Record one CBN layer's current / naive / compensated / true statistics "
                                             "during a short small-batch run on 32 px shapes (the app's replay).")
     dc = demo.DiagnosticConfig()

@@ -41,6 +41,7 @@ from workbench import icar
 from workbench.checkpoints import demo_path
 from workbench.data import shapes
 from workbench.data.transforms import images_to_tensor
+from workbench.helptext import HelpFormatter
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, fit, seed_everything
 
@@ -397,7 +398,7 @@ def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
 
 
 def demo_main(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="workbench train icar-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="workbench train icar-demo", formatter_class=HelpFormatter,
                                 description="Train the iCAR demo model (seed 0) and write its checkpoint.")
     _add_common(p)
     p.add_argument("--threads", type=int, default=1, help="Torch threads.")

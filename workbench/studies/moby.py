@@ -39,6 +39,7 @@ from workbench import moby as mb
 from workbench.checkpoints import demo_path, save_checkpoint
 from workbench.data import shapes
 from workbench.data import transforms as T
+from workbench.helptext import HelpFormatter
 from workbench.studies import protocol, scale
 from workbench.studies import simmim as ss
 from workbench.train import TrainConfig, fit
@@ -200,7 +201,7 @@ def random_encoder(cfg: PretrainConfig, seed: int = 0):
 
 
 def main_demo(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="workbench train moby-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="workbench train moby-demo", formatter_class=HelpFormatter,
                                 description="Pre-train the MoBY demo encoder on shapes and compare its kNN accuracy "
                                             "with a randomly initialised encoder of the same architecture.")
     d = PretrainConfig()

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.helptext import HelpFormatter
 from workbench.records import PACKAGE_DIR, STUDIES_DIR, NotACheckout, repo_root
 
 SEEDS: tuple[int, ...] = (0, 1, 2)
@@ -412,7 +413,7 @@ def seconds_per_step(step: Callable[[], Any], n: int = 3, warmup: int = 1) -> fl
 # ------------------------------------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser, paper: str) -> argparse.ArgumentParser:
     """The options every study shares (each with help text and its default)."""
-    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.formatter_class = HelpFormatter
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                    help="Seeds run for every arm; the protocol asks for at least three.")
     p.add_argument("--resume", action="store_true",

@@ -45,6 +45,7 @@ from workbench.data.transforms import (
     images_to_tensor,
     normalize,
 )
+from workbench.helptext import HelpFormatter
 from workbench.models import create_model
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit, is_distributed, param_groups_weight_decay, read_jsonl
@@ -188,7 +189,7 @@ def photo_test_images(size: int = 64, n: int = 60, seed: int = 5) -> torch.Tenso
 
 
 def main_demo(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="workbench train simmim-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="workbench train simmim-demo", formatter_class=HelpFormatter,
                                 description="Pre-train the SimMIM demo model and measure its inpainting against "
                                             "classical inpainters on unseen shapes scenes and photo crops.")
     d = PretrainConfig()

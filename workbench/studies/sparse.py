@@ -38,6 +38,7 @@ from workbench.checkpoints import demo_path, load_checkpoint, load_demo, save_ch
 from workbench.data import shapes
 from workbench.data.natural import digits
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
+from workbench.helptext import HelpFormatter
 from workbench.models import create_model
 from workbench.sparse.nn import SparsifyConfig, sparsify_
 from workbench.sparse.prune import PruneConfig, Pruner, cubic_sparsity
@@ -400,7 +401,7 @@ def main_paper(a: argparse.Namespace, argv: list[str]) -> None:
 
 def demo_main(argv: list[str] | None = None) -> None:
     """Train the Swin V2 of the study's Swin task, prune its MLPs to 87.5% balanced sparsity, save fp16 weights."""
-    p = argparse.ArgumentParser(prog="workbench train sparse-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="workbench train sparse-demo", formatter_class=HelpFormatter,
                                 description="Train the Swin V2 demo for the sparsity dashboard and prune its MLPs.")
     p.add_argument("--seed", type=int, default=0, help="Initialisation and data-order seed.")
     p.add_argument("--sparsity", type=float, default=0.875, help="Balanced sparsity of the block MLPs.")

@@ -34,6 +34,7 @@ from workbench import swin_v2
 from workbench.checkpoints import demo_path, save_checkpoint
 from workbench.data import shapes
 from workbench.data.transforms import RandomHorizontalFlip, TensorImages, normalize
+from workbench.helptext import HelpFormatter
 from workbench.models import create_model
 from workbench.studies import protocol, scale
 from workbench.train import TrainConfig, evaluate_accuracy, fit
@@ -157,7 +158,7 @@ def transfer(model, img_size: int, window_size: int):
 
 # ------------------------------------------------------------------------------------------------ demo
 def main_demo(argv: list[str]) -> None:
-    p = argparse.ArgumentParser(prog="workbench train swinv2-demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="workbench train swinv2-demo", formatter_class=HelpFormatter,
                                 description="Train the Swin V2 demo classifier (and the V1-table model whose tables "
                                             "the app shows) on single-object 64 px shapes.")
     d = ClassifierConfig()
