@@ -1,7 +1,8 @@
 """The ``workbench train <job>`` and ``workbench bench <name>`` command lines.
 
 * every option of every job's and benchmark's parser has help text (the parsers are captured in-process at
-  ``parse_args``, before the job does anything);
+  ``parse_args``, before the job does anything), shows its default once, and no reST markup reaches the output
+  (``workbench --help`` and its commands too);
 * ``workbench bench --list`` gives a description and a duration for every benchmark;
 * nothing writes into committed paths by default: studies write under ``runs/<paper>`` unless ``--commit``,
   demo jobs need ``--save-demo`` / ``--commit`` to touch the committed files, benchmarks write under
@@ -80,6 +81,52 @@ def _help_problems(parser: argparse.ArgumentParser) -> list[str]:
     return bad
 
 
+def _text_problems(parser: argparse.ArgumentParser) -> list[str]:
+    """What --help prints with reST markup in it, and help texts that give their default twice ("... (default:
+    runs/dnl in the current folder). (default: None)"), in ``parser`` and its sub-commands."""
+    bad = []
+    text = parser.format_help()
+    bad += [f"{parser.prog}: markup in {ln.strip()!r}" for ln in text.splitlines() if "``" in ln]
+    fmt = parser._get_formatter()
+    for a in parser._actions:
+        if a.help is None or a.help == argparse.SUPPRESS:
+            continue
+        shown = fmt._expand_help(a)        # the help text as printed, "(default: ...)" added by the formatter
+        name = f"{parser.prog} {'/'.join(a.option_strings) or a.dest}"
+        if "``" in shown:
+            bad.append(f"{name}: markup in {shown!r}")
+        if shown.lower().count("(default") > 1:
+            bad.append(f"{name}: the default twice in {shown!r}")
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                bad += _text_problems(sub)
+    return bad
+
+
+def test_help_formatter_gives_the_default_once_and_plain_text():
+    from workbench.helptext import HelpFormatter, plain
+
+    assert plain("``workbench bench cbn``: see :func:`workbench.bench.run` and :class:`~a.b.Folder`, `x`") == (
+        "workbench bench cbn: see workbench.bench.run and Folder, x")
+    p = argparse.ArgumentParser(prog="t", description="Times ``sparsify_``.", formatter_class=HelpFormatter)
+    p.add_argument("--out", default=None, help="Folder (default: runs/t in the current folder).")
+    p.add_argument("--n", type=int, default=3, help="Repeats of ``f``.")
+    p.add_argument("--m", type=int, default=4, help="Rows (default: %(default)s).")
+    text = " ".join(p.format_help().split())
+    assert "Times sparsify_." in text and "Repeats of f. (default: 3)" in text and "Rows (default: 4)." in text
+    assert "Folder (default: runs/t in the current folder). --n" in text and "(default: None)" not in text
+    assert not _text_problems(p)
+    bad = argparse.ArgumentParser(prog="b", description="``x``", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bad.add_argument("--out", default=None, help="Folder (default: runs/b).")
+    assert len(_text_problems(bad)) == 2   # the checker sees both faults of the plain argparse formatter
+
+
+def test_workbench_help_and_its_commands_read_plainly():
+    from workbench.cli import build_parser
+
+    assert not _text_problems(build_parser())
+
+
 @pytest.mark.parametrize("job", JOBS)
 def test_every_train_option_has_help(job):
     fn = _jobs()[job][0]
@@ -87,6 +134,7 @@ def test_every_train_option_has_help(job):
     assert parser.prog == f"workbench train {job}"
     assert not _help_problems(parser), f"options without help text: {_help_problems(parser)}"
     assert (parser.description or "").strip(), "the job's parser has no description"
+    assert not _text_problems(parser), _text_problems(parser)
     text = parser.format_help()            # what --help prints (a stray % in a help string breaks it)
     for a in parser._actions:
         assert all(o in text for o in a.option_strings)
@@ -99,6 +147,7 @@ def test_every_bench_option_has_help(name):
     assert parser.prog == f"workbench bench {name}"
     assert not _help_problems(parser), f"options without help text: {_help_problems(parser)}"
     assert (parser.description or "").strip()
+    assert not _text_problems(parser), _text_problems(parser)
     text = parser.format_help()
     for a in parser._actions:
         assert all(o in text for o in a.option_strings)
@@ -121,6 +170,7 @@ def test_bench_list_shows_a_description_and_a_duration_for_each_benchmark():
     r = subprocess.run([sys.executable, "-m", "workbench.cli", "bench", "--list"], capture_output=True, text=True,
                        timeout=180, cwd=REPO)
     assert r.returncode == 0, r.stderr
+    assert "`" not in r.stdout, "reST markup in the list"
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:] if ln.startswith("  ") and ln.split()}
     assert set(lines) == set(BENCHES)
     for name, line in lines.items():
