@@ -31,19 +31,6 @@ def pytest_configure(config):
 
 import pytest  # noqa: E402
 
-# Files that take longest (seconds measured in `make test --durations`: test_scale ~270, test_load ~200,
-# test_cuda_compile ~95, test_moby ~70, test_swin_v2 ~60, test_install ~60). `make test` hands whole files to two
-# pytest-xdist workers in collection order; starting with the long ones keeps one worker from running a long file
-# alone at the end (longest-first scheduling). Only the order changes, never what runs.
-LONG_FIRST = ("test_scale.py", "test_load.py", "test_cuda_compile.py", "test_moby.py", "test_swin_v2.py",
-              "test_install.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-    order = {id(item): n for n, item in enumerate(items)}
-    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[id(item)]))
-
 
 @pytest.fixture(scope="session")
 def hub_url():
