@@ -1,8 +1,8 @@
 """Paper scale (``--scale paper``): every study's dry run under torchrun with two gloo processes on tiny data.
 
-Each dry run trains every arm of the study's paper recipe for two optimizer steps on a full-size backbone and
+Each dry run trains every arm of the study's paper recipe for one optimizer step (``scale.DRY_STEPS``) on a full-size backbone and
 evaluates it once; each process writes ``dry-run/rank<r>.json``. The tests check what could go wrong when the
-same commands run on GPUs: the exit code, exactly two steps on both processes, finite losses, the two processes
+same commands run on GPUs: the exit code, exactly that many steps on both processes, finite losses, the two processes
 trained on different shards yet hold bit-identical parameters (DDP synchronised them), the parameters moved, the
 backbone has the full-size parameter count, the records and claims are written to ``--out`` and nothing to the
 committed ``studies/``. The CPU dry runs use ``--dry-run-img-size 64`` (docs/scale.md).

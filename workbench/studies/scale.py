@@ -47,7 +47,7 @@ from workbench.models import family_of, model_config
 from workbench.studies import protocol
 from workbench.train import TrainConfig, fit, is_distributed, is_main_process, setup_distributed
 
-DRY_STEPS = 2
+DRY_STEPS = 1   # one step shows the gradients synchronised (equal parameters after it) and the parameters moved
 DRY_BATCH = 2
 SCALES_CHOICES = ("laptop", "paper")
 
@@ -344,7 +344,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "torchrun on several GPUs).")
     g.add_argument("--data-dir", default=None, help="Paper scale: the dataset folder (train/ and val/).")
     g.add_argument("--dry-run", action="store_true",
-                   help=f"Paper scale: one seed, {DRY_STEPS} optimizer steps per phase at {DRY_BATCH} images per "
+                   help=f"Paper scale: one seed, {DRY_STEPS} optimizer step(s) per phase at {DRY_BATCH} images per "
                         "process, one evaluation pass; writes only *.dry-run.* files into --out.")
     g.add_argument("--dry-run-img-size", type=int, default=None,
                    help="With --dry-run: replace the image size of every phase to keep CPU runs short (same width "
