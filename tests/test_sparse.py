@@ -393,6 +393,35 @@ def test_kernel_skips_follow_the_cpu_and_the_compiler():
         assert st["avx512"] == ("avx512f" in flags)
 
 
+def test_another_copy_of_the_package_reuses_the_built_kernel(tmp_path):
+    """A checkout and an installed copy share one kernel cache: the second finds the first's library (the build
+    folder is keyed by the source's content, and the source is built from a copy inside that folder, so torch's
+    ninja file does not change with the package's path). Before, they rebuilt it in turn."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from workbench.sparse.kernels import cpp
+
+    st = cpp.status()
+    if st["backend"] != "cpp":
+        pytest.skip(f"no C++ kernel here: {st['reason']}")
+    so = Path(st["build_dir"]) / f"{Path(st['build_dir']).name}.so"
+    before = so.stat().st_mtime_ns
+    pkg = Path(cpp.__file__).resolve().parents[3] / "workbench"
+    shutil.copytree(pkg, tmp_path / "workbench", ignore=shutil.ignore_patterns("assets", "__pycache__", "*.pyc"))
+    code = ("import json; from workbench.sparse.kernels import cpp; st = cpp.status(); "
+            "print(json.dumps({k: st[k] for k in ('backend', 'build_dir', 'cached')}), cpp.SOURCE)")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600, check=True).stdout.split()
+    other = json.loads(" ".join(out[:-1]))
+    assert Path(out[-1]).resolve().is_relative_to(tmp_path)            # the copy's own source was used
+    assert other == {"backend": "cpp", "build_dir": st["build_dir"], "cached": True}
+    assert so.stat().st_mtime_ns == before                              # and nothing was rebuilt
+
+
 @pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "bspmm", "scalar", "numba"])
 @pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
 def test_each_cpu_kernel_matches_float64(kernel, idt):

@@ -61,6 +61,20 @@ def build_dir() -> Path:
     return cache_root() / "torch_extensions" / f"wb_balanced_cpu_{build_key()}"
 
 
+def _source_copy(d: Path) -> Path:
+    """The kernel source copied into its build folder. The build folder is keyed by the source's content, and
+    torch's ninja file names the source by its path: building from this copy keeps that path the same for every
+    checkout and installed copy of the package, so none of them rebuilds what another one built (before, a
+    checkout and an installed copy sharing one cache rebuilt the kernel in turn, ~13 s each time)."""
+    dst = d / SOURCE.name
+    data = SOURCE.read_bytes()
+    if not dst.exists() or dst.read_bytes() != data:
+        tmp = d / f".{SOURCE.name}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)   # atomic: a concurrent build sees the old or the new file, never half of one
+    return dst
+
+
 def _compiler() -> str | None:
     cxx = os.environ.get("CXX", "c++")
     return shutil.which(cxx) or shutil.which("g++")
@@ -95,9 +109,9 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
         clear_stale_lock(d)
         with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
             warnings.simplefilter("ignore")
-            path = cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=LDFLAGS,
-                                      build_directory=str(d), is_python_module=False, with_cuda=False,
-                                      verbose=False)
+            path = cpp_extension.load(name=name, sources=[str(_source_copy(d))], extra_cflags=CFLAGS,
+                                      extra_ldflags=LDFLAGS, build_directory=str(d), is_python_module=False,
+                                      with_cuda=False, verbose=False)
         lib = ctypes.CDLL(str(path or so))
     except Exception as e:  # a failed build falls back to numba, the reason is kept
         msg = str(e).strip().splitlines()
