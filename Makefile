@@ -31,12 +31,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	@touch $@
 
+# plain `jupyter nbconvert` in the environment stores no widget state: an editable install skips the data-files that
+# a wheel install (pip install .) puts into etc/jupyter, so the config is copied there
+JUPYTER_CONFIG = $(VENV)/etc/jupyter/jupyter_nbconvert_config.json
+$(JUPYTER_CONFIG): jupyter-config/jupyter_nbconvert_config.json | $(BIN)/python
+	@mkdir -p $(dir $@) && cp $< $@
+
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
-install: $(VENV)/.installed
-install-dev: $(VENV)/.installed-dev browser
+install: $(VENV)/.installed $(JUPYTER_CONFIG)
+install-dev: $(VENV)/.installed-dev $(JUPYTER_CONFIG) browser
 
 # Debian's chromium for the browser tests (Playwright drives it; no browser is ever downloaded)
 browser:

@@ -195,4 +195,4 @@ def test_plain_nbconvert_stores_no_widget_state():
     app = NbConvertApp()
     app.load_config_file()
     assert ExecutePreprocessor(config=app.config).store_widget_state is False, \
-        "the shipped nbconvert config is not installed (pip install -e . puts it in <venv>/etc/jupyter)"
+        "the shipped nbconvert config is not installed in <venv>/etc/jupyter (make install copies it there)"
