@@ -44,7 +44,6 @@ class UploadImage(gr.Image):
         return super().postprocess(value)
 
 
-
 def choice_by_text(choices, payload):
     """The choice a client means: ``gradio_client``'s ``view_api`` shows every choice quoted (``Literal['4', '8',
     '16', '32']`` for the SimMIM mask patch, whose values are integers), so a client sends ``'16'`` as often as
