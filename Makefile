@@ -58,7 +58,7 @@ app: install
 # The notebooks run under PyTorch's plain kernels (ATEN_CPU_CAPABILITY=default) while their committed outputs come
 # from a vectorised CPU: a passing run proves the outputs do not depend on the CPU.
 test: install-dev
-	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --nbval \
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --nbval \
 	  --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
 
 lint: install-dev
