@@ -448,9 +448,19 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
             torch.testing.assert_close(y.double(), dense @ x.double(), rtol=1e-5, atol=1e-5)
     if kernel == "spmm":
         assert min(ks) < 8 and 8 in ks and max(ks) > 8
+        # full banks of a power-of-two size: n = 8, 16 and 32 take the specialised bank walks (offsets masked with
+        # B - 1, the x stride known at compile time), 24 and 48 the general ones with a masked last vector
+        W2 = torch.randn(rows, 4 * B, generator=g)
+        for s in (0.75, 0.9):
+            bm = BalancedMatrix.from_dense(W2, s, B, index_dtype=idt)
+            dense = bm.to_dense().double()
+            for n in (8, 16, 24, 32, 48):
+                x = torch.randn(4 * B, n, generator=g)
+                torch.testing.assert_close(bm.matmul(x, kernel=kernel).double(), dense @ x.double(), rtol=1e-5,
+                                           atol=1e-5)
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 9, 40, 70, 130])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 9, 16, 32, 40, 70, 130])
 def test_cpu_linear_fuses_bias_and_batch_major_layout(n):
     from workbench.sparse.kernels import cpu
     g = torch.Generator().manual_seed(12)
