@@ -16,7 +16,10 @@
 //   5 bytes / nonzero (fp32 + uint8) and x stays in L1.
 // spmm (batch n, x (cols, n) row-major, y (rows, n)): per row, per column tile of up to 32 columns held in 4 ymm
 //   accumulators, every stored entry broadcasts its value and FMAs the contiguous x[col, tile] (one load per FMA);
-//   a partial last vector uses masked loads/stores. For k <= 8 the banks are walked with k fixed at compile time.
+//   a partial last vector uses masked loads/stores. For k <= 8 the banks are walked with k fixed at compile time,
+//   the weight streams prefetched ahead in software; on AVX-512 machines 9..63 columns use the same walk with zmm
+//   tiles of 16 or 32 columns, and n = 8 / 16 / 32 over full power-of-two banks are specialised (offset & (B - 1),
+//   x row stride known at compile time).
 // AVX-512 machines (float32) also use the tiled layout (rows in groups of 16, bank-major inside a group):
 //   tiles (batch <= 8): the bank's x slice held in registers, 16 rows' entries picked with in-register permutes
 //   (x (n, cols) and y (n, rows) as a Linear layer has them, or x (cols, n) and y (rows, n) for W @ X);

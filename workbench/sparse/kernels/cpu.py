@@ -159,7 +159,8 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
 KERNELS = ("auto", "tiles", "gather", "spmm", "bspmm", "scalar", "numba")
 # measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8 (1.05 with
 # the benchmark's pauses), 0.96 at 12 — each 4 more columns are another pass of permutes. Since the SpMM prefetches
-# its weights and specialises n == 8 (2026-11-30): tiles 0.93x spmm at 4, 0.77x at 6, 1.15x at 8, so 8 goes to spmm
+# its weights and specialises n == 8 (2026-11-30), the two are even at 8 (0.88 vs 0.88 ms, 15 interleaved rounds
+# through BalancedMatrix.matmul); 8 goes to spmm, the kernel that does not need the tiled copy of the weights
 TILES_MAX_N = 7
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 columns, 1.3x faster at 128, slower at 16
 
