@@ -25,13 +25,10 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# the stamp files make repeated runs skip the installs; pyproject.toml changes trigger them again.
-# --no-compile: pip would byte-compile every installed file (~40 s of the ~85 s install); Python compiles the modules
-# that are imported, once, at their first import instead
-PIP_INSTALL = $(BIN)/pip install -q --no-compile
+# the stamp files make repeated runs skip the installs; pyproject.toml changes trigger them again
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) "torch==2.13.0"
-	$(PIP_INSTALL) -e .
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e .
 	@touch $@
 
 # plain `jupyter nbconvert` in the environment stores no widget state: an editable install skips the data-files that
@@ -41,7 +38,7 @@ $(JUPYTER_CONFIG): jupyter-config/jupyter_nbconvert_config.json | $(BIN)/python
 	@mkdir -p $(dir $@) && cp $< $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PIP_INSTALL) -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev]"
 	@touch $@
 
 install: $(VENV)/.installed $(JUPYTER_CONFIG)
