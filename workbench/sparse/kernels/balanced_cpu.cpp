@@ -432,6 +432,33 @@ __attribute__((target("avx512f"))) inline __m512 pick(const __m512* xs, __m512i 
     return _mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi);
 }
 
+// the AVX-512 counterpart of row_out_avx2: sum the U accumulator sets, add the bias, store the tile (the last vector
+// masked when MASK) into y[r, :] (cs = 1) or the transposed y[:, r] (cs = rows)
+template <int NV, int U, bool MASK>
+__attribute__((target("avx512f"))) inline void row_out_avx512(__m512 (&acc)[U][NV], float b0, float* yr, int64_t t0,
+                                                               __mmask16 mlast, int64_t cs, int64_t cnt) {
+#pragma GCC unroll 8
+    for (int u = 1; u < U; ++u)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) acc[0][i] = _mm512_add_ps(acc[0][i], acc[u][i]);
+    const __m512 vb = _mm512_set1_ps(b0);
+    if (cs == 1) {
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) {
+            const __m512 out = _mm512_add_ps(acc[0][i], vb);
+            if (MASK && i == NV - 1)
+                _mm512_mask_storeu_ps(yr + t0 + 16 * i, mlast, out);
+            else
+                _mm512_storeu_ps(yr + t0 + 16 * i, out);
+        }
+    } else {
+        alignas(64) float tmp[16 * NV];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; ++i) _mm512_store_ps(tmp + 16 * i, _mm512_add_ps(acc[0][i], vb));
+        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
+    }
+}
+
 // AVX-512 SpMM for wide batches (n >= 64): column tiles of 16 * NV (up to 128) columns held in NV zmm accumulators,
 // banks walked in order (no column-base table); fewer loads per FMA than the 32-column AVX2 tiles (measured ~1.2x at
 // 64 columns, ~1.35x at 128 on Zen 4). The last partial vector of a tile is masked.
@@ -473,26 +500,7 @@ __attribute__((target("avx512f"))) inline void spmm_tile_avx512(const float* v, 
             acc[0][i] = _mm512_fmadd_ps(w, xv, acc[0][i]);
         }
     }
-#pragma GCC unroll 8
-    for (int u = 1; u < U; ++u)
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) acc[0][i] = _mm512_add_ps(acc[0][i], acc[u][i]);
-    const __m512 vb = _mm512_set1_ps(b0);
-    if (cs == 1) {
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) {
-            const __m512 out = _mm512_add_ps(acc[0][i], vb);
-            if (i == NV - 1)
-                _mm512_mask_storeu_ps(yr + t0 + 16 * i, mlast, out);
-            else
-                _mm512_storeu_ps(yr + t0 + 16 * i, out);
-        }
-    } else {
-        alignas(64) float tmp[16 * NV];
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) _mm512_store_ps(tmp + 16 * i, _mm512_add_ps(acc[0][i], vb));
-        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
-    }
+    row_out_avx512<NV, U, true>(acc, b0, yr, t0, mlast, cs, cnt);
 }
 
 // AVX-512 SpMM for 9..63 columns: spmm_bank_avx2's bank walk (k fixed at compile time, running x base, no
@@ -532,26 +540,7 @@ __attribute__((target("avx512f"))) inline void spmm_bank_avx512(const float* v, 
             }
         }
     }
-#pragma GCC unroll 8
-    for (int u = 1; u < U; ++u)
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) acc[0][i] = _mm512_add_ps(acc[0][i], acc[u][i]);
-    const __m512 vb = _mm512_set1_ps(b0);
-    if (cs == 1) {
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) {
-            const __m512 out = _mm512_add_ps(acc[0][i], vb);
-            if (MASK && i == NV - 1)
-                _mm512_mask_storeu_ps(yr + t0 + 16 * i, mlast, out);
-            else
-                _mm512_storeu_ps(yr + t0 + 16 * i, out);
-        }
-    } else {
-        alignas(64) float tmp[16 * NV];
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; ++i) _mm512_store_ps(tmp + 16 * i, _mm512_add_ps(acc[0][i], vb));
-        for (int64_t i = 0; i < cnt; ++i) yr[(t0 + i) * cs] = tmp[i];
-    }
+    row_out_avx512<NV, U, MASK>(acc, b0, yr, t0, mlast, cs, cnt);
 }
 
 // rows [r0, r1) of the bank walk above: column tiles of 32 outer, rows inner. Needs k <= 8 and every bank starting
