@@ -231,6 +231,9 @@ def test_matmul_bad_input():
         bm.matmul(torch.randn(32, dtype=torch.float64))
     with pytest.raises(ValueError, match="contiguous"):
         bm.matmul(torch.randn(4, 32).t())
+    with pytest.raises(ValueError, match="shape"):  # the small-batch path passes what it does not take on
+        bm.matmul(torch.randn(32, 2, 2))
+    assert bm.matmul(torch.randn(32, 0)).shape == (8, 0)
     with pytest.raises(ValueError, match="torch tensor"):
         bm.matmul(np.zeros(32, np.float32))
     with pytest.raises(ValueError, match="not supported"):
