@@ -76,6 +76,22 @@ inline uint64_t uoff(I o) {
     return (uint64_t)(typename std::make_unsigned<I>::type)o;
 }
 
+// f(std::integral_constant<int, K>{}) for the run-time k in 1..8: the bank walks take k at compile time. A lambda
+// that handles vector types carries its caller's target attribute (else __m256 values cross an ABI boundary).
+template <typename F>
+inline void with_k(int64_t k, F&& f) {
+    switch (k) {
+        case 1: f(std::integral_constant<int, 1>{}); break;
+        case 2: f(std::integral_constant<int, 2>{}); break;
+        case 3: f(std::integral_constant<int, 3>{}); break;
+        case 4: f(std::integral_constant<int, 4>{}); break;
+        case 5: f(std::integral_constant<int, 5>{}); break;
+        case 6: f(std::integral_constant<int, 6>{}); break;
+        case 7: f(std::integral_constant<int, 7>{}); break;
+        case 8: f(std::integral_constant<int, 8>{}); break;
+    }
+}
+
 // ------------------------------------------------------------------------------------------------ scalar paths
 template <typename T, typename I>
 void spmv_rows_scalar(const T* vals, const I* offs, const T* x, T* y, const T* bias, int64_t r0, int64_t r1,
@@ -358,33 +374,24 @@ __attribute__((target("avx2,fma"))) void spmm_rows_avx2(const float* vals, const
 #define BS_TILE(NV, U)                                                                                               \
     (masked ? spmm_tile_avx2<I, NV, U, true>(v, o, colbase, nnz, x, yr, b0, last, n, t0, mask, cs, cnt)              \
             : spmm_tile_avx2<I, NV, U, false>(v, o, colbase, nnz, x, yr, b0, last, n, t0, all, cs, cnt))
-#define BS_BANK(NV, KK, U)                                                                                           \
-    (masked ? spmm_bank_avx2<I, NV, KK, U, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mask, cs, cnt)              \
-            : spmm_bank_avx2<I, NV, KK, U, false>(v, o, banks, B, cols, x, yr, b0, n, t0, all, cs, cnt))
-#define BS_KS(NV, U)                                                                                                 \
-    switch (k) {                                                                                                     \
-        case 1: BS_BANK(NV, 1, U); break;                                                                            \
-        case 2: BS_BANK(NV, 2, U); break;                                                                            \
-        case 3: BS_BANK(NV, 3, U); break;                                                                            \
-        case 4: BS_BANK(NV, 4, U); break;                                                                            \
-        case 5: BS_BANK(NV, 5, U); break;                                                                            \
-        case 6: BS_BANK(NV, 6, U); break;                                                                            \
-        case 7: BS_BANK(NV, 7, U); break;                                                                            \
-        case 8: BS_BANK(NV, 8, U); break;                                                                            \
-    }
+// the bank walk with NV vectors and U accumulator sets, k from with_k (S: see spmm_bank_avx2)
+#define BS_BANK(NV, U)                                                                                               \
+    with_k(k, [&](auto K) __attribute__((target("avx2,fma"))) {                                                      \
+        constexpr int KK = decltype(K)::value;                                                                       \
+        masked ? spmm_bank_avx2<I, NV, KK, U, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mask, cs, cnt)           \
+               : spmm_bank_avx2<I, NV, KK, U, false>(v, o, banks, B, cols, x, yr, b0, n, t0, all, cs, cnt);          \
+    })
             if (bankwalk && n == 8 && exact) {
-                switch (k) {
-#define BS_S8(KK) \
-    case KK: spmm_bank_avx2<I, 1, KK, 3, false, 8>(v, o, banks, B, cols, x, yr, b0, n, t0, all, cs, cnt); break;
-                    BS_S8(1) BS_S8(2) BS_S8(3) BS_S8(4) BS_S8(5) BS_S8(6) BS_S8(7) BS_S8(8)
-#undef BS_S8
-                }
+                with_k(k, [&](auto K) __attribute__((target("avx2,fma"))) {  // the lambda takes __m256i: same ABI
+                    spmm_bank_avx2<I, 1, decltype(K)::value, 3, false, 8>(v, o, banks, B, cols, x, yr, b0, n, t0, all,
+                                                                          cs, cnt);
+                });
             } else if (bankwalk) {
                 switch (nv) {
-                    case 1: BS_KS(1, 6); break;
-                    case 2: BS_KS(2, 3); break;
-                    case 3: BS_KS(3, 2); break;
-                    default: BS_KS(4, 2); break;
+                    case 1: BS_BANK(1, 6); break;
+                    case 2: BS_BANK(2, 3); break;
+                    case 3: BS_BANK(3, 2); break;
+                    default: BS_BANK(4, 2); break;
                 }
             } else {
                 switch (nv) {
@@ -394,7 +401,6 @@ __attribute__((target("avx2,fma"))) void spmm_rows_avx2(const float* vals, const
                     default: BS_TILE(4, 2); break;
                 }
             }
-#undef BS_KS
 #undef BS_BANK
 #undef BS_TILE
         }
@@ -563,45 +569,21 @@ __attribute__((target("avx512f"))) void spmm_bankrows_avx512(const float* vals, 
             const I* o = offs + r * nnz;
             float* yr = yt ? y + r : y + r * n;
             const float b0 = bias ? bias[r] : 0.f;
-#define BS_ZB(NV, KK, U)                                                                                             \
-    (masked ? spmm_bank_avx512<I, NV, KK, U, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt)            \
-            : spmm_bank_avx512<I, NV, KK, U, false>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt))
-#define BS_ZK(NV, U)                                                                                                 \
-    switch (k) {                                                                                                     \
-        case 1: BS_ZB(NV, 1, U); break;                                                                              \
-        case 2: BS_ZB(NV, 2, U); break;                                                                              \
-        case 3: BS_ZB(NV, 3, U); break;                                                                              \
-        case 4: BS_ZB(NV, 4, U); break;                                                                              \
-        case 5: BS_ZB(NV, 5, U); break;                                                                              \
-        case 6: BS_ZB(NV, 6, U); break;                                                                              \
-        case 7: BS_ZB(NV, 7, U); break;                                                                              \
-        case 8: BS_ZB(NV, 8, U); break;                                                                              \
-    }
-#define BS_ZS(NV, KK, U) spmm_bank_avx512<I, NV, KK, U, false, 16 * NV>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt)
-#define BS_ZSK(NV, U)                                                                                                \
-    switch (k) {                                                                                                     \
-        case 1: BS_ZS(NV, 1, U); break;                                                                              \
-        case 2: BS_ZS(NV, 2, U); break;                                                                              \
-        case 3: BS_ZS(NV, 3, U); break;                                                                              \
-        case 4: BS_ZS(NV, 4, U); break;                                                                              \
-        case 5: BS_ZS(NV, 5, U); break;                                                                              \
-        case 6: BS_ZS(NV, 6, U); break;                                                                              \
-        case 7: BS_ZS(NV, 7, U); break;                                                                              \
-        case 8: BS_ZS(NV, 8, U); break;                                                                              \
-    }
-            if (exact && n == 16) {
-                BS_ZSK(1, 3)
-            } else if (exact && n == 32) {
-                BS_ZSK(2, 3)
-            } else if (nv == 1) {
-                BS_ZK(1, 3)
-            } else {
-                BS_ZK(2, 3)
-            }
-#undef BS_ZSK
-#undef BS_ZS
-#undef BS_ZK
-#undef BS_ZB
+            with_k(k, [&](auto K) __attribute__((target("avx512f"))) {
+                constexpr int KK = decltype(K)::value;
+                if (exact && n == 16)
+                    spmm_bank_avx512<I, 1, KK, 3, false, 16>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                else if (exact && n == 32)
+                    spmm_bank_avx512<I, 2, KK, 3, false, 32>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                else if (nv == 1 && masked)
+                    spmm_bank_avx512<I, 1, KK, 3, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                else if (nv == 1)
+                    spmm_bank_avx512<I, 1, KK, 3, false>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                else if (masked)
+                    spmm_bank_avx512<I, 2, KK, 3, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                else
+                    spmm_bank_avx512<I, 2, KK, 3, false>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+            });
         }
     }
 }
