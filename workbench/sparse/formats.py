@@ -308,24 +308,18 @@ class BalancedMatrix:
         tcode = _cpp.INDEX_CODES[self.offsets.dtype]
         if kind == "tiles":
             vt, ot = self.cpu_tiles()
-            f, vp, op, flags = lib.bs_matmul_tiles, vt.data_ptr(), ot.data_ptr(), 1
+            f, vp, op, head, flags = lib.bs_matmul_tiles, vt.data_ptr(), ot.data_ptr(), (tcode,), 1
             keep = (vt, ot)
-
-            def fast(x, y, n, _keep=keep):
-                rc = f(tcode, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, flags)
-                if rc != 0:
-                    raise RuntimeError(f"balanced C++ {kind} kernel failed with code {rc}")
-                return y
         else:
-            f, vp, op = lib.bs_matmul, self.values.data_ptr(), self.offsets.data_ptr()
-            vcode = _cpp.VALUE_CODES[dtype]
+            f, vp, op, flags = lib.bs_matmul, self.values.data_ptr(), self.offsets.data_ptr(), 0
+            head = (_cpp.VALUE_CODES[dtype], tcode)
             keep = (self.values, self.offsets)
 
-            def fast(x, y, n, _keep=keep):
-                rc = f(vcode, tcode, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, 0)
-                if rc != 0:
-                    raise RuntimeError(f"balanced C++ {kind} kernel failed with code {rc}")
-                return y
+        def fast(x, y, n, _keep=keep):
+            rc = f(*head, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, flags)
+            if rc != 0:
+                raise RuntimeError(f"balanced C++ {kind} kernel failed with code {rc}")
+            return y
         return fast
 
     def matmul_reference(self, x: torch.Tensor) -> torch.Tensor:
