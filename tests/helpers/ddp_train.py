@@ -24,4 +24,7 @@ def loss_fn(m, batch):
 
 res = fit(model, ds, loss_fn, TrainConfig(epochs=2, batch_size=8, lr=0.05, warmup_epochs=0, progress=False, seed=1))
 torch.save({"state": model.state_dict(), "steps": res["steps"], "seen": seen, "world": world}, f"{out}/rank{rank}.pt")
+# both ranks reach the teardown together, as workbench.studies.scale does: without the barrier rank 0 (which hosts the
+# store) once aborted in gloo's teardown ("terminate called without an active exception") after both had saved
+torch.distributed.barrier()
 torch.distributed.destroy_process_group()
