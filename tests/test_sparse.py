@@ -365,7 +365,7 @@ def _cpu_kernels():
         if st.get("avx2"):
             ks += ["gather", "spmm"]
         if st.get("avx512"):
-            ks += ["tiles", "bspmm"]
+            ks += ["tiles", "gspmm", "bspmm"]
     return ks
 
 
@@ -426,7 +426,7 @@ def test_another_copy_of_the_package_reuses_the_built_kernel(tmp_path):
     assert so.stat().st_mtime_ns == before                              # and nothing was rebuilt
 
 
-@pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "bspmm", "scalar", "numba"])
+@pytest.mark.parametrize("kernel", ["tiles", "gather", "spmm", "gspmm", "bspmm", "scalar", "numba"])
 @pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
 def test_each_cpu_kernel_matches_float64(kernel, idt):
     if kernel not in _cpu_kernels():
@@ -436,10 +436,11 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
     rows, cols = 37, 5 * B - 7  # a shorter (padded) last bank
     W = torch.randn(rows, cols, generator=g)
     ns = {"gather": [None, 1], "tiles": [None, 1, 2, 4, 7, 8], "spmm": [2, 9, 33, 70, 130],
+          "gspmm": [None, 3, 8, 9, 16, 17, 32, 40, 63, 70],
           "bspmm": [None, 1, 9, 33, 70, 128, 130], "scalar": [None, 3, 70],
           "numba": [None, 5]}[kernel]
     # the AVX2 SpMM walks the banks with k fixed at compile time for k <= 8, and reads a column table above
-    sparsities = (0.75, 0.9, 0.5) if kernel == "spmm" else (0.75,)
+    sparsities = (0.75, 0.9, 0.5) if kernel in ("spmm", "gspmm") else (0.75,)
     ks = set()
     for s in sparsities:
         bm = BalancedMatrix.from_dense(W, s, B, pad=True, index_dtype=idt)
@@ -449,7 +450,7 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
             x = torch.randn(cols, generator=g) if n is None else torch.randn(cols, n, generator=g)
             y = bm.matmul(x, kernel=kernel)
             torch.testing.assert_close(y.double(), dense @ x.double(), rtol=1e-5, atol=1e-5)
-    if kernel == "spmm":
+    if kernel in ("spmm", "gspmm"):
         assert min(ks) < 8 and 8 in ks and max(ks) > 8
         # full banks of a power-of-two size: n = 8, 16 and 32 take the specialised bank walks (offsets masked with
         # B - 1, the x stride known at compile time), 24 and 48 the general ones with a masked last vector
@@ -461,6 +462,14 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
                 x = torch.randn(4 * B, n, generator=g)
                 torch.testing.assert_close(bm.matmul(x, kernel=kernel).double(), dense @ x.double(), rtol=1e-5,
                                            atol=1e-5)
+    if kernel == "gspmm":
+        # more rows than one block of the kernel (1024 rows per block and task; 2 threads), 9 banks = 3 groups
+        W3 = torch.randn(2600, 9 * B, generator=g)
+        bm = BalancedMatrix.from_dense(W3, 0.9, B, index_dtype=idt)
+        for n in (8, 16, 20):
+            x = torch.randn(9 * B, n, generator=g)
+            torch.testing.assert_close(bm.matmul(x, kernel=kernel).double(), bm.to_dense().double() @ x.double(),
+                                       rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 9, 16, 32, 40, 70, 130])
@@ -488,6 +497,22 @@ def test_cpu_tiles_layout_is_a_reordering():
     before = bm.cpu_tiles()[0].clone()
     bm.values.mul_(2)  # an in-place change rebuilds the cached layout
     torch.testing.assert_close(bm.cpu_tiles()[0], 2 * before)
+
+
+def test_cpu_groups_layout_is_a_reordering():
+    from workbench.sparse.kernels import cpp
+    bm = BalancedMatrix.from_dense(torch.randn(5, 96, generator=torch.Generator().manual_seed(15)), 0.5, 16)
+    vg, og = cpp.make_groups(bm.values, bm.offsets)  # 6 banks of k = 8 -> 2 groups of 4, the second half padding
+    assert vg.shape == (2, 5, 32) and og.dtype == bm.offsets.dtype
+    for r in range(5):
+        for b in range(6):
+            q, i = divmod(b, 4)
+            assert torch.equal(vg[q, r, 8 * i:8 * i + 8], bm.values[r, b])
+            assert torch.equal(og[q, r, 8 * i:8 * i + 8], bm.offsets[r, b])
+    assert (vg[1, :, 16:] == 0).all() and (og[1, :, 16:] == 0).all()
+    before = bm.cpu_groups()[0].clone()
+    bm.values.mul_(2)  # an in-place change rebuilds the cached layout
+    torch.testing.assert_close(bm.cpu_groups()[0], 2 * before)
 
 
 def test_small_batch_fast_path_matches_float64_and_follows_in_place_changes():

@@ -84,6 +84,10 @@ def validate_parts(values, offsets, shape, bank_size, *, check_offsets: bool = T
         raise ValueError(f"an offset of the last bank points past column {cols - 1} (that bank holds {last} columns)")
 
 
+# kernels the small-batch fast path calls directly (bspmm goes the general way)
+_FAST_KINDS = ("tiles", "gather", "spmm", "gspmm")
+
+
 @dataclass
 class BalancedMatrix:
     """W in the packed balanced format. Built from parts, it is validated (shapes, dtypes, every offset inside its
@@ -206,6 +210,22 @@ class BalancedMatrix:
             self._cache["tiles"] = hit
         return hit[1]
 
+    def cpu_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bank-group copy (groups of 4 banks, group-major) read by the AVX-512 ``gspmm`` kernel at batches
+        8-63 (built at its first use, rebuilt if values/offsets change in place). Same bytes as the packed format,
+        so a matrix using it holds its weights once more."""
+        key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
+        hit = self._cache.get("groups")
+        if hit is None or hit[0] != key:
+            hit = (key, _cpp.make_groups(self.values, self.offsets))
+            self._cache["groups"] = hit
+        return hit[1]
+
+    def cpu_layout(self, kernel: str):
+        """The cached extra layout ``kernel`` reads (:func:`cpu.layout_for`), or None."""
+        which = cpu.layout_for(kernel)
+        return None if which is None else (self.cpu_tiles() if which == "tiles" else self.cpu_groups())
+
     def to(self, device=None, dtype: torch.dtype | None = None) -> BalancedMatrix:
         v = self.values.to(device=device, dtype=dtype) if dtype else self.values.to(device)
         return BalancedMatrix(v.contiguous(), self.offsets.to(device).contiguous(), self.shape, self.bank_size)
@@ -246,10 +266,8 @@ class BalancedMatrix:
         if x.is_cuda:
             return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
         n = 1 if x.dim() == 1 else x.shape[1]
-        tiles = None
-        if (kernel == "bspmm" or (kernel in ("auto", "tiles")
-                                  and cpu.kernel_for(n, self.dtype, self.bank_size) in ("tiles", "bspmm"))):
-            tiles = self.cpu_tiles()
+        chosen = cpu.kernel_for(n, self.dtype, self.bank_size) if kernel == "auto" else kernel
+        tiles = self.cpu_layout(chosen) if kernel in cpu.KERNELS else None
         return cpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, threads=threads, tiles=tiles,
                                    kernel=kernel)
 
@@ -262,7 +280,7 @@ class BalancedMatrix:
         no C++ kernels run (a GPU matrix, the numba fallback). After a cache flush the Python around one product runs
         cold: the general path cost ~85 us of a 0.42 ms SpMV at 4096^2 (measured 2026-11-30, direct call 0.34 ms), so
         this path makes one shape check and one call. The kernel per batch comes from ``cpu.kernel_for``; a kernel's
-        function (and the tile layout, for ``tiles``) is built at its first use. Rebuilt when values/offsets change
+        function (and the layout it reads, for ``tiles`` / ``gspmm``) is built at its first use. Rebuilt when values/offsets change
         in place or the library is rebuilt."""
         vals, offs = self.values, self.offsets
         key = (vals.data_ptr(), vals._version, offs.data_ptr(), offs._version, id(_cpp._STATE["lib"]))
@@ -273,7 +291,7 @@ class BalancedMatrix:
         kinds = ([cpu.kernel_for(b, self.dtype, self.bank_size, lib) for b in range(1, cpu.BSPMM_MIN_N)]
                  if lib is not None else [])
         made: dict = {}
-        run = self._make_cpu_runner(lib, kinds, made) if any(k in ("tiles", "gather", "spmm") for k in kinds) else None
+        run = self._make_cpu_runner(lib, kinds, made) if any(k in _FAST_KINDS for k in kinds) else None
         # the key of the library is taken after library() built it, so the next call matches
         self._cache["cpu_fast"] = (key[:4] + (id(_cpp._STATE["lib"]),), lib, kinds, made, run)
         return run
@@ -294,7 +312,7 @@ class BalancedMatrix:
             kind = kinds[n - 1]
             f = made.get(kind)
             if f is None:
-                if kind not in ("tiles", "gather", "spmm"):
+                if kind not in _FAST_KINDS:
                     return None
                 f = made[kind] = self._make_cpu_fast(lib, kind)
             y = empty((rows,) if nd == 1 else (rows, n), dtype=dtype)
@@ -306,17 +324,21 @@ class BalancedMatrix:
         rows, cols = self.shape
         banks, k, bsz, dtype = self.banks, self.k, self.bank_size, self.dtype
         tcode = _cpp.INDEX_CODES[self.offsets.dtype]
+        tail = ()
         if kind == "tiles":
-            vt, ot = self.cpu_tiles()
+            vt, ot = keep = self.cpu_tiles()
             f, vp, op, head, flags = lib.bs_matmul_tiles, vt.data_ptr(), ot.data_ptr(), (tcode,), 1
-            keep = (vt, ot)
+        elif kind == "gspmm":
+            vg, og = keep = self.cpu_groups()
+            f, vp, op, head, flags = lib.bs_spmm_groups, vg.data_ptr(), og.data_ptr(), (tcode,), 0
+            tail = (_cpp.GROUP_BANKS,)
         else:
             f, vp, op, flags = lib.bs_matmul, self.values.data_ptr(), self.offsets.data_ptr(), 0
             head = (_cpp.VALUE_CODES[dtype], tcode)
             keep = (self.values, self.offsets)
 
         def fast(x, y, n, _keep=keep):
-            rc = f(*head, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, flags)
+            rc = f(*head, vp, op, x.data_ptr(), y.data_ptr(), None, rows, banks, k, bsz, cols, n, 0, flags, *tail)
             if rc != 0:
                 raise RuntimeError(f"balanced C++ {kind} kernel failed with code {rc}")
             return y

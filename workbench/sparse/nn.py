@@ -13,8 +13,8 @@
   the outputs equal those of the dense model with the same balanced masks applied.
 
 Differences from the paper: the paper times its GPU kernels alone; here every layer also carries the dispatcher
-(dense fallback), and a layer keeps a kernel-specific copy of its weights when the AVX-512 tile kernel runs (see
-``BalancedMatrix.cpu_tiles``) and a dense copy only if the dense path is ever taken.
+(dense fallback), and a layer keeps a kernel-specific copy of its weights for each AVX-512 kernel that runs (see
+``BalancedMatrix.cpu_tiles`` / ``cpu_groups``) and a dense copy only if the dense path is ever taken.
 """
 from __future__ import annotations
 
@@ -160,7 +160,8 @@ class BalancedSparseLinear(nn.Module):
                 x2 = x2.to(vdt)
             if not x2.is_contiguous():
                 x2 = x2.contiguous()
-            tiles = self._derive("tiles", lambda: self.matrix.cpu_tiles()) if kernel in ("tiles", "bspmm") else None
+            which = cpu.layout_for(kernel)
+            tiles = self._derive(which, lambda: self.matrix.cpu_layout(kernel)) if which else None
             if bias is not None and bias.dtype != vdt:
                 bias = bias.to(vdt)
             y = cpu.run_linear(cpu.library(), kernel, values, offsets, x2, self.bank_size, self.in_features, bias,

@@ -35,7 +35,7 @@ from workbench.data.cache import cache_root as data_cache_root
 SOURCE = Path(__file__).with_name("balanced_cpu.cpp")
 CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
 LDFLAGS = ["-fopenmp"]
-ABI = 5  # must match BS_ABI in balanced_cpu.cpp
+ABI = 6  # must match BS_ABI in balanced_cpu.cpp
 VALUE_CODES = {torch.float32: 0, torch.float64: 1}
 INDEX_CODES = {torch.uint8: 0, torch.int16: 1, torch.int32: 2}
 
@@ -135,6 +135,9 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     f = lib.bs_spmm_tiles
     f.restype = ctypes.c_int
     f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2 + [ctypes.c_int64] * 2
+    f = lib.bs_spmm_groups
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 6 + [ctypes.c_int] * 2 + [ctypes.c_int64]
     st.update(backend="cpp", reason="C++ kernel (at::parallel_for on torch's thread pool)",
               avx2=bool(lib.bs_has_avx2()), avx512=bool(lib.bs_has_avx512()))
     return lib, st
@@ -262,3 +265,40 @@ def bspmm_into(lib: ctypes.CDLL, vt: torch.Tensor, ot: torch.Tensor, rows: int, 
                            int(threads or 0), 2 if y_transposed else 0, tw, gb)
     if rc != 0:
         raise RuntimeError(f"balanced C++ bank-major SpMM failed with code {rc}")
+
+
+GROUP_BANKS = 4  # banks per group of make_groups (x rows of a group at 32 columns: 4 * 64 * 32 * 4 B = 32 KB, L1)
+
+
+def groups_supported(lib: ctypes.CDLL | None, dtype: torch.dtype) -> bool:
+    """The AVX-512 SpMM on the bank-group layout applies: float32, a CPU with AVX-512F (any bank size)."""
+    return bspmm_supported(lib, dtype)
+
+
+def make_groups(values: torch.Tensor, offsets: torch.Tensor,
+                group: int = GROUP_BANKS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder (rows, banks, k) group-major: (ceil(banks/group), rows, group*k), entry e of a row's group being bank
+    ``e // k`` of the group; the last group is padded with value 0 at offset 0 (the kernel never reads the padding).
+    Same bytes per nonzero as the packed format."""
+    rows, banks, k = values.shape
+    g = -(-banks // group)
+    pad = g * group - banks
+    if pad:
+        values = torch.cat([values, values.new_zeros(rows, pad, k)], 1)
+        offsets = torch.cat([offsets, offsets.new_zeros(rows, pad, k)], 1)
+    vg = values.reshape(rows, g, group * k).permute(1, 0, 2).contiguous()
+    og = offsets.reshape(rows, g, group * k).permute(1, 0, 2).contiguous()
+    return vg, og
+
+
+def groups_into(lib: ctypes.CDLL, vg: torch.Tensor, og: torch.Tensor, banks: int, k: int, x: torch.Tensor, y: torch.Tensor,
+                bias: torch.Tensor | None, bank_size: int, cols: int, *, threads: int | None = None,
+                y_transposed: bool = False) -> None:
+    """y = W x (+ bias) with the bank-group layout of :func:`make_groups`: x (cols, n) row-major; y (rows, n) or,
+    with ``y_transposed``, (n, rows)."""
+    _, rows, gk = vg.shape
+    rc = lib.bs_spmm_groups(INDEX_CODES[og.dtype], vg.data_ptr(), og.data_ptr(), x.data_ptr(), y.data_ptr(),
+                            None if bias is None else bias.data_ptr(), int(rows), int(banks), int(k), int(bank_size),
+                            int(cols), x.shape[1], int(threads or 0), 2 if y_transposed else 0, gk // k)
+    if rc != 0:
+        raise RuntimeError(f"balanced C++ bank-group SpMM failed with code {rc}")

@@ -12,7 +12,9 @@ Two implementations:
   walked at compile-time k <= 8, AVX-512 64/128-column tiles for batches >= 64), ``bspmm`` (batch >= 64, float32,
   AVX-512: the spmm product on the tiled layout with the banks walked in order inside a block of rows, so each x
   line is fetched once per block and bank rather than once per entry — measured 1.2-1.4x over ``spmm`` at batch
-  128), ``scalar`` (float64 or no AVX2).
+  128), ``gspmm`` (batches 8-63, float32, AVX-512: the spmm product on a bank-group layout — groups of 4 banks
+  stored group-major, so a group's x rows stay in L1 while its weights stream contiguously past every row; measured
+  0.7-0.85x the time of ``spmm`` at batches 8-48), ``scalar`` (float64 or no AVX2).
 * **numba** (below) — the fallback when no C++ compiler / ninja is present or the build failed (the reason is in
   :func:`backend`): ``spmv`` (batch 1) and ``spmm`` compiled per (k, bank_size) so the in-bank loop unrolls.
 
@@ -156,13 +158,16 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
 
 
 # ---------------------------------------------------------------------------------------------------- dispatch
-KERNELS = ("auto", "tiles", "gather", "spmm", "bspmm", "scalar", "numba")
+KERNELS = ("auto", "tiles", "gather", "spmm", "gspmm", "bspmm", "scalar", "numba")
 # measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8 (1.05 with
 # the benchmark's pauses), 0.96 at 12 — each 4 more columns are another pass of permutes. Since the SpMM prefetches
 # its weights and specialises n == 8 (2026-11-30), the two are even at 8 (0.88 vs 0.88 ms, 15 interleaved rounds
 # through BalancedMatrix.matmul); 8 goes to spmm, the kernel that does not need the tiled copy of the weights
 TILES_MAX_N = 7
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 columns, 1.3x faster at 128, slower at 16
+# from 8 columns (where tiles stop) to BSPMM_MIN_N: gspmm (measured against spmm, 4096^2 at 90.6%, caches flushed,
+# interleaved, 2026-11-30: 0.49 / 0.59 ms at 8 columns, 0.68 / 0.98 at 12, 0.61 / 0.74 at 16, 0.92 / 1.32 at 32,
+# 1.37 / 1.80 at 48)
 
 
 def backend() -> dict:
@@ -187,6 +192,8 @@ def kernel_for(n: int, dtype: torch.dtype, bank_size: int, lib=None) -> str:
         return "tiles"
     if n >= BSPMM_MIN_N and cpp.bspmm_supported(lib, dtype):
         return "bspmm"
+    if n > TILES_MAX_N and cpp.groups_supported(lib, dtype):
+        return "gspmm"
     if dtype != torch.float32 or not cpp.status(build=False).get("avx2"):
         return "scalar"
     return "gather" if n == 1 else "spmm"
@@ -196,10 +203,16 @@ def linear(values: torch.Tensor, offsets: torch.Tensor, x2: torch.Tensor, bank_s
            bias: torch.Tensor | None = None, tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
            threads: int | None = None, kernel: str = "auto") -> tuple[torch.Tensor, str]:
     """A Linear layer's product: x2 (N, cols) contiguous (batch-major) -> (y (N, rows), kernel name).
-    ``tiles``: the cached :func:`cpp.make_tiles` layout (built here when None and needed)."""
+    ``tiles``: the cached layout the kernel reads (:func:`cpp.make_tiles` for tiles / bspmm, :func:`cpp.make_groups`
+    for gspmm; built here when None and needed)."""
     lib = _lib()
     k = kernel_for(x2.shape[0], values.dtype, bank_size, lib) if kernel == "auto" else kernel
     return run_linear(lib, k, values, offsets, x2, bank_size, cols, bias, tiles, threads), k
+
+
+def layout_for(kernel: str) -> str | None:
+    """The cached weight layout a kernel reads besides the packed one: "tiles", "groups" or None."""
+    return {"tiles": "tiles", "bspmm": "tiles", "gspmm": "groups"}.get(kernel)
 
 
 def run_linear(lib, k: str, values: torch.Tensor, offsets: torch.Tensor, x2: torch.Tensor, bank_size: int, cols: int,
@@ -219,6 +232,10 @@ def run_linear(lib, k: str, values: torch.Tensor, offsets: torch.Tensor, x2: tor
         vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x2.t().contiguous(), y, bias, bank_size, cols, threads=threads,
                        y_transposed=True)
+    elif k == "gspmm":
+        vg, og = tiles if tiles is not None else cpp.make_groups(values, offsets)
+        cpp.groups_into(lib, vg, og, values.shape[1], values.shape[2], x2.t().contiguous(), y, bias, bank_size, cols,
+                        threads=threads, y_transposed=True)
     else:
         xt = x2[0] if n == 1 else x2.t().contiguous()
         cpp.matmul_into(lib, values, offsets, xt, y if n > 1 else y[0], bias, bank_size, cols, threads=threads,
@@ -230,7 +247,8 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
                     threads: int | None = None, tiles: tuple[torch.Tensor, torch.Tensor] | None = None,
                     kernel: str = "auto") -> torch.Tensor:
     """y = W x for CPU tensors; values/offsets (rows, banks, k), x (in,) or (in, n) contiguous, same dtype.
-    ``kernel``: one of :data:`KERNELS` (forcing one is for tests and benchmarks)."""
+    ``kernel``: one of :data:`KERNELS` (forcing one is for tests and benchmarks); ``tiles``: the layout of
+    :func:`layout_for` the kernel reads (built here when None and needed)."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown CPU kernel {kernel!r}; choose one of {KERNELS}")
     rows = values.shape[0]
@@ -244,8 +262,8 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
         raise ValueError("the tile kernel needs float32, bank_size <= 64 and a CPU with AVX-512F")
     if k in ("gather", "spmm") and (values.dtype != torch.float32 or not cpp.status(build=False).get("avx2")):
         raise ValueError(f"the {k} kernel needs float32 and a CPU with AVX2")
-    if k == "bspmm" and not cpp.bspmm_supported(lib, values.dtype):
-        raise ValueError("the bspmm kernel needs float32 and a CPU with AVX-512F")
+    if k in ("bspmm", "gspmm") and not cpp.bspmm_supported(lib, values.dtype):
+        raise ValueError(f"the {k} kernel needs float32 and a CPU with AVX-512F")
     if k == "numba":
         return numba_matmul(values, offsets, x, bank_size, threads=threads)
     y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=values.dtype)
@@ -257,6 +275,11 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
         vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x if x.dim() == 2 else x[:, None], y if x.dim() == 2 else y[:, None], None,
                        bank_size, cols, threads=threads)
+        return y
+    if k == "gspmm":
+        vg, og = tiles if tiles is not None else cpp.make_groups(values, offsets)
+        cpp.groups_into(lib, vg, og, values.shape[1], values.shape[2], x if x.dim() == 2 else x[:, None],
+                        y if x.dim() == 2 else y[:, None], None, bank_size, cols, threads=threads)
         return y
     cpp.matmul_into(lib, values, offsets, x, y, None, bank_size, cols, threads=threads, simd=k != "scalar")
     return y
