@@ -679,15 +679,16 @@ def test_packaged_crossover_table_is_valid():
 
 def test_measure_table_records_consistent_speedups():
     from workbench.sparse import dispatch
-    t = dispatch.measure_table(sizes=(128,), batches=(1, 3), sparsities=(0.5, 0.75), bank_size=32, rounds=1,
+    # batches 1, 3, 16, 70 run every CPU kernel family with its own weight layout (tiles, groups, bspmm's tiles)
+    t = dispatch.measure_table(sizes=(128,), batches=(1, 3, 16, 70), sparsities=(0.5, 0.75), bank_size=32, rounds=1,
                                block=1, settle=0.0, threads=1)
     dispatch._validate_table(t)
     assert t["sparsities"] == [0.5, 0.75]
-    for j in range(2):
+    for j in range(4):
         for k in range(2):
             assert t["speedup"][0][j][k] == pytest.approx(t["dense_ms"][0][j] / t["sparse_ms"][0][j][k])
     recs = dispatch.crossover_records(t)
-    assert len(recs) == 4 and {r["path"] for r in recs} <= {"sparse", "dense"}
+    assert len(recs) == 8 and {r["path"] for r in recs} <= {"sparse", "dense"}
     assert all((r["path"] == "sparse") == (r["speedup"] >= dispatch.MARGIN) for r in recs)
 
 

@@ -152,8 +152,7 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
             x = torch.randn(size, generator=g) if batch == 1 else torch.randn(size, batch, generator=g)
             xn = x.numpy()
             kernel = cpu_kernels.kernel_for(batch, bm.dtype, BANK)
-            if kernel == "tiles":
-                bm.cpu_tiles()  # built once, outside the timing (a module keeps it)
+            bm.cpu_layout(kernel)  # the kernel's weight layout, built once outside the timing (a module keeps it)
             fns = _cpu_methods(W, Wn, csr, tcsr, bsr, bm, x, xn)
             if size >= 16384:  # the slow baselines only where they finish in time
                 fns = {k: fns[k] for k in ("dense_numpy", "dense_torch", "csr_scipy", "balanced")}

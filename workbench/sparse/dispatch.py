@@ -252,12 +252,13 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
             mats = []
             for s in realized:
                 bm = BalancedMatrix.from_mask(W, balanced_mask(W, s, bank_size), bank_size)
-                mats.append((bm, bm.cpu_tiles() if cpu.kernel_for(1, bm.dtype, bank_size) == "tiles" else None))
+                mats.append(bm)
             bias = torch.randn(size, generator=g)
             for j, n in enumerate(batches):
                 x2 = torch.randn(n, size, generator=g)
                 fns = {"dense": lambda x2=x2, W=W, bias=bias: F.linear(x2, W, bias)}
-                for q, (bm, tl) in enumerate(mats):
+                for q, bm in enumerate(mats):
+                    tl = bm.cpu_layout(cpu.kernel_for(n, bm.dtype, bank_size))  # built before the timing
                     fns[q] = (lambda bm=bm, tl=tl, x2=x2, size=size, bias=bias:
                               cpu.linear(bm.values, bm.offsets, x2, bank_size, size, bias=bias, tiles=tl))
                     kernels[(size, n)] = cpu.kernel_for(n, bm.dtype, bank_size)

@@ -226,14 +226,14 @@ def run_linear(lib, k: str, values: torch.Tensor, offsets: torch.Tensor, x2: tor
         return y if bias is None else y + bias
     y = torch.empty(n, rows, dtype=values.dtype)
     if k == "tiles":
-        vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
+        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
         cpp.tiles_into(lib, vt, ot, rows, x2, y, bias, bank_size, cols, threads=threads)
     elif k == "bspmm":
-        vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
+        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x2.t().contiguous(), y, bias, bank_size, cols, threads=threads,
                        y_transposed=True)
     elif k == "gspmm":
-        vg, og = tiles if tiles is not None else cpp.make_groups(values, offsets)
+        vg, og = tiles if tiles is not None and tiles[0].dim() == 3 else cpp.make_groups(values, offsets)
         cpp.groups_into(lib, vg, og, values.shape[1], values.shape[2], x2.t().contiguous(), y, bias, bank_size, cols,
                         threads=threads, y_transposed=True)
     else:
@@ -268,16 +268,16 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
         return numba_matmul(values, offsets, x, bank_size, threads=threads)
     y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=values.dtype)
     if k == "tiles":
-        vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
+        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
         cpp.tiles_into(lib, vt, ot, rows, x, y, None, bank_size, cols, threads=threads, wx=True)
         return y
     if k == "bspmm":
-        vt, ot = tiles if tiles is not None else cpp.make_tiles(values, offsets)
+        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x if x.dim() == 2 else x[:, None], y if x.dim() == 2 else y[:, None], None,
                        bank_size, cols, threads=threads)
         return y
     if k == "gspmm":
-        vg, og = tiles if tiles is not None else cpp.make_groups(values, offsets)
+        vg, og = tiles if tiles is not None and tiles[0].dim() == 3 else cpp.make_groups(values, offsets)
         cpp.groups_into(lib, vg, og, values.shape[1], values.shape[2], x if x.dim() == 2 else x[:, None],
                         y if x.dim() == 2 else y[:, None], None, bank_size, cols, threads=threads)
         return y
