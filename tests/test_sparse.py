@@ -997,6 +997,8 @@ def test_speed_summary_reads_the_ratios_off_the_records():
     assert lines[2].endswith("6x the dense model")
     rows[3] = row(1, "read_same_bytes", 0.5)  # percentages print whole (not "1e+02%")
     assert "(100% of the rate" in demo.speed_summary(rows).splitlines()[0]
+    rows.append(row(1, "kernel_into_y", 0.45, pct_bw=61.4))
+    assert demo.speed_summary(rows).splitlines()[0].endswith("; the kernel alone, into a preallocated y: 61%")
     assert demo.speed_summary([]).startswith("No committed CPU benchmark")
 
 

@@ -159,6 +159,11 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
             if batch == 1:  # not a product: a plain sum over as many bytes as the balanced kernel reads
                 same = torch.ones(bm.nbytes // 4)
                 fns["read_same_bytes"] = same.sum
+                lib = cpu_kernels.library()
+                if lib is not None and kernel in ("tiles", "gather"):
+                    # nor this: the same kernel entry into a preallocated y, without matmul's checks and allocation
+                    fast, y0 = bm._make_cpu_fast(lib, kernel), torch.empty(size)
+                    fns["kernel_into_y"] = lambda fast=fast, x=x, y0=y0: fast(x, y0, 1)
             ref = Wm.double() @ x.double()
             err = float((bm.matmul(x).double() - ref).abs().max())
             if err > 1e-3 * float(ref.abs().max()):
@@ -171,7 +176,7 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                         "bsr_scipy": (bsr.data.nbytes + bsr.indices.nbytes + bsr.indptr.nbytes if bsr is not None
                                       else 0) + xb + yb,
                         "balanced": bm.nbytes + xb + yb, "balanced_numba": bm.nbytes + xb + yb,
-                        "read_same_bytes": bm.nbytes // 4 * 4}
+                        "read_same_bytes": bm.nbytes // 4 * 4, "kernel_into_y": bm.nbytes + xb + yb}
             spars = {k: bm.sparsity for k in fns}
             spars.update(dense_torch=0.0, dense_numpy=0.0, read_same_bytes=bm.sparsity,
                          bsr_scipy=1 - bsr.nnz / W.numel() if bsr is not None else 0.0)
@@ -180,7 +185,8 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                                  block=max(2, args.block // 2) if slow else args.block, settle=args.settle,
                                  setup=lambda: bench.flush_cache(64), max_seconds=args.max_seconds)
             new = _rows(times, bytes_of, spars, size, batch, s, bw,
-                        {"balanced": kernel, "balanced_numba": "numba", "read_same_bytes": "torch.sum"}, load,
+                        {"balanced": kernel, "balanced_numba": "numba", "read_same_bytes": "torch.sum",
+                         "kernel_into_y": kernel}, load,
                         ("dense_torch", "dense_numpy"))
             rows += new
             b = next(r for r in new if r["method"] == "balanced")
@@ -254,6 +260,13 @@ def cpu_notes(rows: list[dict], args, status: dict) -> str:
                          f"same flush, so the kernel reads at {100 * rd['median_ms'] / b1['median_ms']:.0f}% of the "
                          "rate a plain parallel read of its bytes reaches; the rest of the gap to the bandwidth bound "
                          "(measured over 256 MB) is the start-up of a short stream.")
+        ki = pick(4096, 1, 0.9, "kernel_into_y")
+        if ki:
+            lines.append(f"kernel_into_y (a reference, not a product): the same kernel entry writing into a "
+                         f"preallocated y, without matmul's input checks and output allocation, takes "
+                         f"{ki['median_ms']:.3f} ms, {ki['pct_bw']:.0f}% of the bandwidth bound; the difference to "
+                         f"matmul ({1e3 * (b1['median_ms'] - ki['median_ms']):.0f} us) is Python run cold after the "
+                         "flush (torch.empty alone takes ~30-40 us then).")
     bs = [pick(4096, b, 0.9, "balanced") for b in (4, 8, 16, 32)]
     if any(bs):
         lines.append("Batch <= 32 at 90%: " + ", ".join(

@@ -99,12 +99,13 @@ def speed_summary(rows=None) -> str:
     lines = []
     b1 = at(1, "balanced")
     if b1:
-        rd = at(1, "read_same_bytes")
+        rd, ki = at(1, "read_same_bytes"), at(1, "kernel_into_y")
         lines.append(f"batch 1: {b1['median_ms']:.2g} ms, {b1['speedup_vs_dense']:.2g}x the best dense, "
                      f"{x(b1, at(1, 'csr_scipy'))} scipy CSR, {x(b1, at(1, 'csr_torch'))} torch CSR, "
                      f"{b1['pct_bw']:.0f}% of the read bandwidth"
                      + (f" ({100 * rd['median_ms'] / b1['median_ms']:.0f}% of the rate of a plain threaded read of "
-                        "the same bytes)" if rd else ""))
+                        "the same bytes)" if rd else "")
+                     + (f"; the kernel alone, into a preallocated y: {ki['pct_bw']:.0f}%" if ki else ""))
     for n in (4, 8, 16, 32, 64, 128):
         b = at(n, "balanced")
         if b:
