@@ -860,7 +860,7 @@ __attribute__((target("avx512f"))) void gspmm_rows_avx512(const float* v, const 
         for (int u = 1; u < U; ++u)
 #pragma GCC unroll 8
             for (int i = 0; i < NV; ++i) acc[0][i] = _mm512_add_ps(acc[0][i], acc[u][i]);
-        float* br = buf + (r - r0) * 16 * NV;
+        float* br = buf ? buf + (r - r0) * 16 * NV : nullptr;  // no buffer when the matrix is one group
         if (!first)
 #pragma GCC unroll 8
             for (int i = 0; i < NV; ++i) acc[0][i] = _mm512_add_ps(acc[0][i], _mm512_load_ps(br + 16 * i));
@@ -908,7 +908,7 @@ __attribute__((target("avx2,fma"))) void gspmm_rows8_avx2(const float* v, const 
         }
 #pragma GCC unroll 8
         for (int u = 1; u < U; ++u) acc[0][0] = _mm256_add_ps(acc[0][0], acc[u][0]);
-        float* br = buf + (r - r0) * 8;
+        float* br = buf ? buf + (r - r0) * 8 : nullptr;
         if (!first) acc[0][0] = _mm256_add_ps(acc[0][0], _mm256_load_ps(br));
         if (last) {
             __m256 out[1][1] = {{acc[0][0]}};
