@@ -93,6 +93,17 @@ inline void with_k(int64_t k, F&& f) {
     }
 }
 
+// f(I{}) for the offsets' index type code (0 uint8, 1 int16, 2 int32); -1 for another code
+template <typename F>
+inline int with_index(int it, F&& f) {
+    switch (it) {
+        case 0: return f(uint8_t{});
+        case 1: return f(int16_t{});
+        case 2: return f(int32_t{});
+        default: return -1;
+    }
+}
+
 // ------------------------------------------------------------------------------------------------ scalar paths
 template <typename T, typename I>
 void spmv_rows_scalar(const T* vals, const I* offs, const T* x, T* y, const T* bias, int64_t r0, int64_t r1,
@@ -147,6 +158,22 @@ void spmm_rows_scalar(const T* vals, const I* offs, const T* x, T* y, const T* b
 }
 
 #if BS_X86
+
+// one column tile of an AVX-512 SpMM: cnt = min(width, n - t0) columns in nv zmm vectors, the last one holding the
+// lanes of mlast (partial when masked)
+struct ZTile {
+    int64_t cnt;
+    int nv;
+    __mmask16 mlast;
+    bool masked;
+};
+
+inline ZTile ztile(int64_t n, int64_t t0, int64_t width) {
+    const int64_t cnt = std::min(width, n - t0);
+    const int nv = (int)((cnt + 15) / 16);
+    const int64_t m = cnt - 16 * (nv - 1);
+    return {cnt, nv, m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u), m != 16};
+}
 // ------------------------------------------------------------------------------------------------ AVX2 paths
 template <typename I>
 __attribute__((target("avx2,fma"))) inline __m256i load8_idx(const I* p);
@@ -560,11 +587,7 @@ __attribute__((target("avx512f"))) void spmm_bankrows_avx512(const float* vals, 
     const int64_t cs = yt ? rows : 1;
     const bool exact = cols % B == 0 && (B & (B - 1)) == 0;  // every bank full, B a power of two
     for (int64_t t0 = 0; t0 < n; t0 += 32) {
-        const int64_t cnt = std::min<int64_t>(32, n - t0);
-        const int nv = (int)((cnt + 15) / 16);
-        const int64_t m = cnt - 16 * (nv - 1);
-        const __mmask16 mlast = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
-        const bool masked = m != 16;
+        const ZTile zt = ztile(n, t0, 32);
         for (int64_t r = r0; r < r1; ++r) {
             const float* v = vals + r * nnz;
             const I* o = offs + r * nnz;
@@ -572,18 +595,21 @@ __attribute__((target("avx512f"))) void spmm_bankrows_avx512(const float* vals, 
             const float b0 = bias ? bias[r] : 0.f;
             with_k(k, [&](auto K) __attribute__((target("avx512f"))) {
                 constexpr int KK = decltype(K)::value;
+#define BS_W(NV, MASK, S) \
+    spmm_bank_avx512<I, NV, KK, 3, MASK, S>(v, o, banks, B, cols, x, yr, b0, n, t0, zt.mlast, cs, zt.cnt)
                 if (exact && n == 16)
-                    spmm_bank_avx512<I, 1, KK, 3, false, 16>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                    BS_W(1, false, 16);
                 else if (exact && n == 32)
-                    spmm_bank_avx512<I, 2, KK, 3, false, 32>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
-                else if (nv == 1 && masked)
-                    spmm_bank_avx512<I, 1, KK, 3, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
-                else if (nv == 1)
-                    spmm_bank_avx512<I, 1, KK, 3, false>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
-                else if (masked)
-                    spmm_bank_avx512<I, 2, KK, 3, true>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                    BS_W(2, false, 32);
+                else if (zt.nv == 1 && zt.masked)
+                    BS_W(1, true, 0);
+                else if (zt.nv == 1)
+                    BS_W(1, false, 0);
+                else if (zt.masked)
+                    BS_W(2, true, 0);
                 else
-                    spmm_bank_avx512<I, 2, KK, 3, false>(v, o, banks, B, cols, x, yr, b0, n, t0, mlast, cs, cnt);
+                    BS_W(2, false, 0);
+#undef BS_W
             });
         }
     }
@@ -598,18 +624,15 @@ __attribute__((target("avx512f"))) void spmm_rows_avx512(const float* vals, cons
     const int64_t tw = n >= 128 ? 128 : 64;
     const int64_t cs = yt ? rows : 1;
     for (int64_t t0 = 0; t0 < n; t0 += tw) {
-        const int64_t cnt = std::min(tw, n - t0);
-        const int nv = (int)((cnt + 15) / 16);
-        const int64_t m = cnt - 16 * (nv - 1);
-        const __mmask16 mlast = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
+        const ZTile zt = ztile(n, t0, tw);
         for (int64_t r = r0; r < r1; ++r) {
             const float* v = vals + r * nnz;
             const I* o = offs + r * nnz;
             float* yr = yt ? y + r : y + r * n;
             const float b0 = bias ? bias[r] : 0.f;
-            switch (nv) {
+            switch (zt.nv) {
 #define BS_Z(NV, U) \
-    case NV: spmm_tile_avx512<I, NV, U>(v, o, colbase, nnz, last, x, yr, b0, n, t0, mlast, cs, cnt); break;
+    case NV: spmm_tile_avx512<I, NV, U>(v, o, colbase, nnz, last, x, yr, b0, n, t0, zt.mlast, cs, zt.cnt); break;
                 BS_Z(1, 4) BS_Z(2, 4) BS_Z(3, 2) BS_Z(4, 2) BS_Z(5, 1) BS_Z(6, 1) BS_Z(7, 1) BS_Z(8, 1)
 #undef BS_Z
             }
@@ -759,30 +782,26 @@ __attribute__((target("avx512f"))) void bspmm_avx512(const float* vt, const I* o
     float* ybuf = (float*)std::aligned_alloc(64, sizeof(float) * (size_t)(gb * 16 * tw));
     if (!ybuf) return;
     for (int64_t t0 = 0; t0 < n; t0 += tw) {
-        const int64_t cnt = std::min(tw, n - t0);
-        const int nv = (int)((cnt + 15) / 16);
-        const int64_t m = cnt - 16 * (nv - 1);
-        const __mmask16 mlast = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
-        const bool masked = m != 16;
-        const int64_t ld = 16 * nv;  // ybuf row stride of this tile
+        const ZTile zt = ztile(n, t0, tw);
+        const int64_t ld = 16 * zt.nv;  // ybuf row stride of this tile
         for (int64_t a = g0; a < g1; a += gb) {
             const int64_t a1 = std::min(g1, a + gb);
-#define BS_B(NV)                                                                                         \
-    case NV:                                                                                             \
-        if (masked)                                                                                      \
-            bspmm_block_avx512<I, NV, true>(vt, ot, a, a1, banks, k, B, last, x, n, t0, mlast, ybuf);    \
-        else                                                                                             \
-            bspmm_block_avx512<I, NV, false>(vt, ot, a, a1, banks, k, B, last, x, n, t0, mlast, ybuf);   \
+#define BS_B(NV)                                                                                          \
+    case NV:                                                                                              \
+        if (zt.masked)                                                                                    \
+            bspmm_block_avx512<I, NV, true>(vt, ot, a, a1, banks, k, B, last, x, n, t0, zt.mlast, ybuf);  \
+        else                                                                                              \
+            bspmm_block_avx512<I, NV, false>(vt, ot, a, a1, banks, k, B, last, x, n, t0, zt.mlast, ybuf); \
         break;
-            switch (nv) { BS_B(1) BS_B(2) BS_B(3) BS_B(4) BS_B(5) BS_B(6) BS_B(7) BS_B(8) }
+            switch (zt.nv) { BS_B(1) BS_B(2) BS_B(3) BS_B(4) BS_B(5) BS_B(6) BS_B(7) BS_B(8) }
 #undef BS_B
             for (int64_t r = a * 16; r < std::min(rows, a1 * 16); ++r) {
                 const float* src = ybuf + (r - a * 16) * ld;
                 const float b0 = bias ? bias[r] : 0.f;
                 if (yt)
-                    for (int64_t i = 0; i < cnt; ++i) y[(t0 + i) * rows + r] = src[i] + b0;
+                    for (int64_t i = 0; i < zt.cnt; ++i) y[(t0 + i) * rows + r] = src[i] + b0;
                 else
-                    for (int64_t i = 0; i < cnt; ++i) y[r * n + t0 + i] = src[i] + b0;
+                    for (int64_t i = 0; i < zt.cnt; ++i) y[r * n + t0 + i] = src[i] + b0;
             }
         }
     }
@@ -936,11 +955,7 @@ __attribute__((target("avx512f"))) int gspmm_avx512(const float* vg, const I* og
         if (!buf) return -7;
     }
     for (int64_t t0 = 0; t0 < n; t0 += 32) {
-        const int64_t cnt = std::min<int64_t>(32, n - t0);
-        const int nv = (int)((cnt + 15) / 16);
-        const int64_t m = cnt - 16 * (nv - 1);
-        const __mmask16 mlast = m >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << m) - 1u);
-        const bool masked = m != 16;
+        const ZTile zt = ztile(n, t0, 32);
         for (int64_t rb = r0; rb < r1; rb += BS_GRB) {
             const int64_t re = std::min<int64_t>(r1, rb + BS_GRB);
             for (int64_t q = 0; q < groups; ++q) {
@@ -951,9 +966,9 @@ __attribute__((target("avx512f"))) int gspmm_avx512(const float* vg, const I* og
                 const bool first = q == 0, last = q == groups - 1;
                 auto pick = [&](auto K) __attribute__((target("avx512f"))) {
                     constexpr int KK = decltype(K)::value;
-#define BS_G(NV, MASK, S)                                                                                             \
-    gspmm_rows_avx512<I, NV, KK, MASK, S, S != 0>(v, o, gk, k, rb, re, nb, q * gb, B, cols, xg, n, mlast, buf, first, \
-                                                  last, y, bias, rows, yt, t0, cnt)
+#define BS_G(NV, MASK, S)                                                                                    \
+    gspmm_rows_avx512<I, NV, KK, MASK, S, S != 0>(v, o, gk, k, rb, re, nb, q * gb, B, cols, xg, n, zt.mlast, buf, \
+                                                  first, last, y, bias, rows, yt, t0, zt.cnt)
                     if (n == 8 && exact)
                         gspmm_rows8_avx2<I, KK, true>(v, o, gk, k, rb, re, nb, q * gb, B, cols, xg, buf, first, last,
                                                       y, bias, rows, yt);
@@ -964,11 +979,11 @@ __attribute__((target("avx512f"))) int gspmm_avx512(const float* vg, const I* og
                         BS_G(1, false, 16);
                     else if (n == 32 && exact)
                         BS_G(2, false, 32);
-                    else if (nv == 1 && masked)
+                    else if (zt.nv == 1 && zt.masked)
                         BS_G(1, true, 0);
-                    else if (nv == 1)
+                    else if (zt.nv == 1)
                         BS_G(1, false, 0);
-                    else if (masked)
+                    else if (zt.masked)
                         BS_G(2, true, 0);
                     else
                         BS_G(2, false, 0);
@@ -1094,12 +1109,9 @@ int run(const void* vals_, const void* offs_, const void* x_, void* y_, const vo
 template <typename T>
 int run_idx(int it, const void* v, const void* o, const void* x, void* y, const void* b, int64_t rows, int64_t banks,
             int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
-    switch (it) {
-        case 0: return run<T, uint8_t>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
-        case 1: return run<T, int16_t>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
-        case 2: return run<T, int32_t>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
-        default: return -1;
-    }
+    return with_index(it, [&](auto tag) {
+        return run<T, decltype(tag)>(v, o, x, y, b, rows, banks, k, B, cols, n, threads, flags);
+    });
 }
 
 // dst (n, cols) = src (cols, n)^T; n fixed at compile time for the tile kernel's batches (vectorised by the compiler)
@@ -1181,14 +1193,15 @@ int bspmm_run_t(const I* ot, const float* vt, const float* x, float* y, const fl
 }
 
 template <typename I>
-int groups_run_t(const I* og, const float* vg, const float* x, float* y, const float* bias, int64_t rows,
+int groups_run_t(const void* og, const void* vg, const void* x, void* y, const void* bias, int64_t rows,
                  int64_t banks, int64_t k, int64_t B, int64_t cols, int64_t n, int threads, int flags) {
 #if BS_X86
     if (!cpu_has_avx512()) return -4;
     const int64_t g = grain_for(rows, banks * k * n, threads);
     std::atomic<int> rc{0};
     at::parallel_for(0, rows, g, [&](int64_t r0, int64_t r1) {
-        const int e = gspmm_avx512<I>(vg, og, x, y, bias, r0, r1, rows, banks, k, B, cols, n, (flags & 2) != 0);
+        const int e = gspmm_avx512<I>((const float*)vg, (const I*)og, (const float*)x, (float*)y,
+                                      (const float*)bias, r0, r1, rows, banks, k, B, cols, n, (flags & 2) != 0);
         if (e) rc = e;
     });
     return rc;
@@ -1205,12 +1218,10 @@ int tiles_run(int it, const void* vt, const void* ot, const void* x, void* y, co
     const float* xx = (const float*)x;
     float* yy = (float*)y;
     const float* bb = (const float*)bias;
-    switch (it) {
-        case 0: return tiles_run_t<uint8_t>((const uint8_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
-        case 1: return tiles_run_t<int16_t>((const int16_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
-        case 2: return tiles_run_t<int32_t>((const int32_t*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
-        default: return -1;
-    }
+    return with_index(it, [&](auto tag) {
+        using I = decltype(tag);
+        return tiles_run_t<I>((const I*)ot, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
+    });
 }
 
 }  // namespace
@@ -1246,12 +1257,11 @@ int bs_spmm_tiles(int it, const void* vt, const void* ot, const void* x, void* y
         if (banks <= 0 || k <= 0 || B <= 0 || cols <= 0 || tw < 16 || tw > 128 || tw % 16 || gb < 1) return -2;
         if (threads <= 0) threads = at::get_num_threads();
         const float* v = (const float*)vt;
-        switch (it) {
-            case 0: return bspmm_run_t<uint8_t>((const uint8_t*)ot, v, (const float*)x, (float*)y, (const float*)bias, rows, banks, k, B, cols, n, threads, flags, tw, gb);
-            case 1: return bspmm_run_t<int16_t>((const int16_t*)ot, v, (const float*)x, (float*)y, (const float*)bias, rows, banks, k, B, cols, n, threads, flags, tw, gb);
-            case 2: return bspmm_run_t<int32_t>((const int32_t*)ot, v, (const float*)x, (float*)y, (const float*)bias, rows, banks, k, B, cols, n, threads, flags, tw, gb);
-            default: return -1;
-        }
+        return with_index(it, [&](auto tag) {
+            using I = decltype(tag);
+            return bspmm_run_t<I>((const I*)ot, v, (const float*)x, (float*)y, (const float*)bias, rows, banks, k, B,
+                                  cols, n, threads, flags, tw, gb);
+        });
     } catch (...) {
         return -100;
     }
@@ -1266,16 +1276,9 @@ int bs_spmm_groups(int it, const void* vg, const void* og, const void* x, void* 
         if (banks <= 0 || k <= 0 || B <= 0 || cols <= 0 || gb != BS_GROUP || (banks - 1) * B >= cols)
             return -2;
         if (threads <= 0) threads = at::get_num_threads();
-        const float* v = (const float*)vg;
-        const float* xx = (const float*)x;
-        float* yy = (float*)y;
-        const float* bb = (const float*)bias;
-        switch (it) {
-            case 0: return groups_run_t<uint8_t>((const uint8_t*)og, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
-            case 1: return groups_run_t<int16_t>((const int16_t*)og, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
-            case 2: return groups_run_t<int32_t>((const int32_t*)og, v, xx, yy, bb, rows, banks, k, B, cols, n, threads, flags);
-            default: return -1;
-        }
+        return with_index(it, [&](auto tag) {
+            return groups_run_t<decltype(tag)>(og, vg, x, y, bias, rows, banks, k, B, cols, n, threads, flags);
+        });
     } catch (...) {
         return -100;
     }
