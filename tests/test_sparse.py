@@ -472,7 +472,7 @@ def test_each_cpu_kernel_matches_float64(kernel, idt):
                                        rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("n", [1, 3, 4, 5, 8, 9, 16, 32, 40, 70, 130])
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 6, 7, 8, 9, 16, 32, 40, 70, 130])
 def test_cpu_linear_fuses_bias_and_batch_major_layout(n):
     from workbench.sparse.kernels import cpu
     g = torch.Generator().manual_seed(12)

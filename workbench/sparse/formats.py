@@ -212,7 +212,7 @@ class BalancedMatrix:
 
     def cpu_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The bank-group copy (groups of 4 banks, group-major) read by the AVX-512 ``gspmm`` kernel at batches
-        8-63 (built at its first use, rebuilt if values/offsets change in place). Same bytes as the packed format,
+        6-63 (built at its first use, rebuilt if values/offsets change in place). Same bytes as the packed format,
         so a matrix using it holds its weights once more."""
         key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
         hit = self._cache.get("groups")

@@ -4,7 +4,7 @@ Two implementations:
 
 * **C++** (``balanced_cpu.cpp``, built at first use by :mod:`workbench.sparse.kernels.cpp`, parallel with
   ``at::parallel_for`` on PyTorch's own thread pool) — the default. Kernels (``kernel=`` names):
-  ``tiles`` (batch <= 8, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
+  ``tiles`` (batch <= 5, float32, bank <= 64, AVX-512 CPUs: rows in groups of 16, the bank's x slice held in
   registers and picked with permutes — no gathers; two entries per step, the weight stream prefetched 2 KB ahead;
   passes of 4 columns over a block of 4 groups, so the weights are read from memory once),
   ``gather`` (batch 1, AVX2: 8 entries at a time, the bank base pattern precomputed, x gathered from L1), ``spmm``
@@ -12,9 +12,9 @@ Two implementations:
   walked at compile-time k <= 8, AVX-512 64/128-column tiles for batches >= 64), ``bspmm`` (batch >= 64, float32,
   AVX-512: the spmm product on the tiled layout with the banks walked in order inside a block of rows, so each x
   line is fetched once per block and bank rather than once per entry — measured 1.2-1.4x over ``spmm`` at batch
-  128), ``gspmm`` (batches 8-63, float32, AVX-512: the spmm product on a bank-group layout — groups of 4 banks
-  stored group-major, so a group's x rows stay in L1 while its weights stream contiguously past every row; measured
-  0.7-0.85x the time of ``spmm`` at batches 8-48), ``scalar`` (float64 or no AVX2).
+  128), ``gspmm`` (batches 6-63, float32, AVX-512: the spmm product on a bank-group layout — groups of 4 banks
+  stored group-major, so a group's x rows stay in L1 while its weights stream contiguously past every row; x padded
+  to 8 columns below 8; measured 0.7-0.85x the time of ``spmm`` at batches 8-48), ``scalar`` (float64 or no AVX2).
 * **numba** (below) — the fallback when no C++ compiler / ninja is present or the build failed (the reason is in
   :func:`backend`): ``spmv`` (batch 1) and ``spmm`` compiled per (k, bank_size) so the in-bank loop unrolls.
 
@@ -162,10 +162,12 @@ KERNELS = ("auto", "tiles", "gather", "spmm", "gspmm", "bspmm", "scalar", "numba
 # measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8 (1.05 with
 # the benchmark's pauses), 0.96 at 12 — each 4 more columns are another pass of permutes. Since the SpMM prefetches
 # its weights and specialises n == 8 (2026-11-30), the two are even at 8 (0.88 vs 0.88 ms, 15 interleaved rounds
-# through BalancedMatrix.matmul); 8 goes to spmm, the kernel that does not need the tiled copy of the weights
-TILES_MAX_N = 7
+# through BalancedMatrix.matmul); 8 goes to spmm, the kernel that does not need the tiled copy of the weights.
+# Since gspmm pads x to 8 columns below 8 (2026-11-30, interleaved, flushed, tiles / gspmm: 0.71 / 0.67 ms at 6
+# columns, 0.71 / 0.62 at 7, even at 5, tiles faster at 3 and 4), 6 and 7 go to gspmm too
+TILES_MAX_N = 5
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 columns, 1.3x faster at 128, slower at 16
-# from 8 columns (where tiles stop) to BSPMM_MIN_N: gspmm (measured against spmm, 4096^2 at 90.6%, caches flushed,
+# above TILES_MAX_N up to BSPMM_MIN_N: gspmm (measured against spmm, 4096^2 at 90.6%, caches flushed,
 # interleaved, 2026-11-30: 0.49 / 0.59 ms at 8 columns, 0.68 / 0.98 at 12, 0.61 / 0.74 at 16, 0.92 / 1.32 at 32,
 # 1.37 / 1.80 at 48)
 
