@@ -200,26 +200,24 @@ class BalancedMatrix:
         base = torch.arange(self.banks, device=self.device, dtype=torch.int64)[None, :, None] * self.bank_size
         return base + self.offsets.to(torch.int64)
 
-    def cpu_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 16-row tiled copy used by the AVX-512 CPU kernel (built once; rebuilt if values/offsets change in
-        place). Same bytes as the packed format, so a matrix using it holds its weights twice."""
+    def _derived_layout(self, name: str, make) -> tuple[torch.Tensor, torch.Tensor]:
+        """``make(values, offsets)``, built once and rebuilt if values/offsets change in place."""
         key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
-        hit = self._cache.get("tiles")
+        hit = self._cache.get(name)
         if hit is None or hit[0] != key:
-            hit = (key, _cpp.make_tiles(self.values, self.offsets))
-            self._cache["tiles"] = hit
+            hit = (key, make(self.values, self.offsets))
+            self._cache[name] = hit
         return hit[1]
+
+    def cpu_tiles(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 16-row tiled copy used by the AVX-512 ``tiles`` / ``bspmm`` kernels. Same bytes as the packed format,
+        so a matrix using it holds its weights twice."""
+        return self._derived_layout("tiles", _cpp.make_tiles)
 
     def cpu_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The bank-group copy (groups of 4 banks, group-major) read by the AVX-512 ``gspmm`` kernel at batches
-        6-63 (built at its first use, rebuilt if values/offsets change in place). Same bytes as the packed format,
-        so a matrix using it holds its weights once more."""
-        key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
-        hit = self._cache.get("groups")
-        if hit is None or hit[0] != key:
-            hit = (key, _cpp.make_groups(self.values, self.offsets))
-            self._cache["groups"] = hit
-        return hit[1]
+        6-63. Same bytes as the packed format, so a matrix using it holds its weights once more."""
+        return self._derived_layout("groups", _cpp.make_groups)
 
     def cpu_layout(self, kernel: str):
         """The cached extra layout ``kernel`` reads (:func:`cpu.layout_for`), or None."""
@@ -280,8 +278,8 @@ class BalancedMatrix:
         no C++ kernels run (a GPU matrix, the numba fallback). After a cache flush the Python around one product runs
         cold: the general path cost ~85 us of a 0.42 ms SpMV at 4096^2 (measured 2026-11-30, direct call 0.34 ms), so
         this path makes one shape check and one call. The kernel per batch comes from ``cpu.kernel_for``; a kernel's
-        function (and the layout it reads, for ``tiles`` / ``gspmm``) is built at its first use. Rebuilt when values/offsets change
-        in place or the library is rebuilt."""
+        function (and the layout it reads, for ``tiles`` / ``gspmm``) is built at its first use. Rebuilt when
+        values/offsets change in place or the library is rebuilt."""
         vals, offs = self.values, self.offsets
         key = (vals.data_ptr(), vals._version, offs.data_ptr(), offs._version, id(_cpp._STATE["lib"]))
         hit = self._cache.get("cpu_fast")

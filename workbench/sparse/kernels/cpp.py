@@ -275,12 +275,12 @@ def groups_supported(lib: ctypes.CDLL | None, dtype: torch.dtype) -> bool:
     return bspmm_supported(lib, dtype)
 
 
-def make_groups(values: torch.Tensor, offsets: torch.Tensor,
-                group: int = GROUP_BANKS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reorder (rows, banks, k) group-major: (ceil(banks/group), rows, group*k), entry e of a row's group being bank
-    ``e // k`` of the group; the last group is padded with value 0 at offset 0 (the kernel never reads the padding).
-    Same bytes per nonzero as the packed format."""
+def make_groups(values: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder (rows, banks, k) group-major: (ceil(banks/G), rows, G*k) with G = GROUP_BANKS (the kernel's), entry
+    e of a row's group being bank ``e // k`` of the group; the last group is padded with value 0 at offset 0 (the
+    kernel never reads the padding). Same bytes per nonzero as the packed format."""
     rows, banks, k = values.shape
+    group = GROUP_BANKS
     g = -(-banks // group)
     pad = g * group - banks
     if pad:

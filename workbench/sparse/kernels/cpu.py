@@ -159,12 +159,9 @@ def numba_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
 
 # ---------------------------------------------------------------------------------------------------- dispatch
 KERNELS = ("auto", "tiles", "gather", "spmm", "gspmm", "bspmm", "scalar", "numba")
-# measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8 (1.05 with
-# the benchmark's pauses), 0.96 at 12 — each 4 more columns are another pass of permutes. Since the SpMM prefetches
-# its weights and specialises n == 8 (2026-11-30), the two are even at 8 (0.88 vs 0.88 ms, 15 interleaved rounds
-# through BalancedMatrix.matmul); 8 goes to spmm, the kernel that does not need the tiled copy of the weights.
-# Since gspmm pads x to 8 columns below 8 (2026-11-30, interleaved, flushed, tiles / gspmm: 0.71 / 0.67 ms at 6
-# columns, 0.71 / 0.62 at 7, even at 5, tiles faster at 3 and 4), 6 and 7 go to gspmm too
+# measured (4096^2, 90.6%, flushed, interleaved): tiles / spmm 0.71 at 4 columns, 0.74 at 6, 0.94 at 8 — each 4
+# more columns are another pass of permutes. gspmm (x padded to 8 columns below 8) against tiles, 2026-11-30: 0.67 /
+# 0.71 ms at 6 columns, 0.62 / 0.71 at 7, even at 5, slower at 3 and 4; so tiles up to 5, gspmm from 6
 TILES_MAX_N = 5
 BSPMM_MIN_N = 64  # measured: the bank-major SpMM is even with spmm at 64 columns, 1.3x faster at 128, slower at 16
 # above TILES_MAX_N up to BSPMM_MIN_N: gspmm (measured against spmm, 4096^2 at 90.6%, caches flushed,
@@ -217,6 +214,13 @@ def layout_for(kernel: str) -> str | None:
     return {"tiles": "tiles", "bspmm": "tiles", "gspmm": "groups"}.get(kernel)
 
 
+def _layout(which: str, given, values: torch.Tensor, offsets: torch.Tensor):
+    """``given`` if it is the ``which`` layout (tiles are 4-D, groups 3-D), else that layout built here."""
+    if given is not None and given[0].dim() == (4 if which == "tiles" else 3):
+        return given
+    return cpp.make_tiles(values, offsets) if which == "tiles" else cpp.make_groups(values, offsets)
+
+
 def run_linear(lib, k: str, values: torch.Tensor, offsets: torch.Tensor, x2: torch.Tensor, bank_size: int, cols: int,
                bias: torch.Tensor | None, tiles, threads: int | None = None) -> torch.Tensor:
     """:func:`linear` with the library and the kernel already resolved (the module's hot path)."""
@@ -228,14 +232,14 @@ def run_linear(lib, k: str, values: torch.Tensor, offsets: torch.Tensor, x2: tor
         return y if bias is None else y + bias
     y = torch.empty(n, rows, dtype=values.dtype)
     if k == "tiles":
-        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
+        vt, ot = _layout("tiles", tiles, values, offsets)
         cpp.tiles_into(lib, vt, ot, rows, x2, y, bias, bank_size, cols, threads=threads)
     elif k == "bspmm":
-        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
+        vt, ot = _layout("tiles", tiles, values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x2.t().contiguous(), y, bias, bank_size, cols, threads=threads,
                        y_transposed=True)
     elif k == "gspmm":
-        vg, og = tiles if tiles is not None and tiles[0].dim() == 3 else cpp.make_groups(values, offsets)
+        vg, og = _layout("groups", tiles, values, offsets)
         cpp.groups_into(lib, vg, og, values.shape[1], values.shape[2], x2.t().contiguous(), y, bias, bank_size, cols,
                         threads=threads, y_transposed=True)
     else:
@@ -270,16 +274,16 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
         return numba_matmul(values, offsets, x, bank_size, threads=threads)
     y = torch.empty((rows,) if x.dim() == 1 else (rows, n), dtype=values.dtype)
     if k == "tiles":
-        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
+        vt, ot = _layout("tiles", tiles, values, offsets)
         cpp.tiles_into(lib, vt, ot, rows, x, y, None, bank_size, cols, threads=threads, wx=True)
         return y
     if k == "bspmm":
-        vt, ot = tiles if tiles is not None and tiles[0].dim() == 4 else cpp.make_tiles(values, offsets)
+        vt, ot = _layout("tiles", tiles, values, offsets)
         cpp.bspmm_into(lib, vt, ot, rows, x if x.dim() == 2 else x[:, None], y if x.dim() == 2 else y[:, None], None,
                        bank_size, cols, threads=threads)
         return y
     if k == "gspmm":
-        vg, og = tiles if tiles is not None and tiles[0].dim() == 3 else cpp.make_groups(values, offsets)
+        vg, og = _layout("groups", tiles, values, offsets)
         cpp.groups_into(lib, vg, og, values.shape[1], values.shape[2], x if x.dim() == 2 else x[:, None],
                         y if x.dim() == 2 else y[:, None], None, bank_size, cols, threads=threads)
         return y
