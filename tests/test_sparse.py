@@ -515,6 +515,34 @@ def test_cpu_groups_layout_is_a_reordering():
     torch.testing.assert_close(bm.cpu_groups()[0], 2 * before)
 
 
+def test_layout_copies_of_2mb_and_more_sit_on_aligned_private_memory(monkeypatch):
+    """``cpp.contiguous_copy`` (the kernels' layouts): equal to ``.contiguous()``, never a view of its input, aligned
+    to a huge page where huge pages are asked for (Linux), and an ordinary tensor once saved or copied."""
+    import copy
+    import gc
+    import io
+
+    from workbench.sparse.kernels import cpp
+    src = torch.randn(1100, 640, generator=torch.Generator().manual_seed(3))   # 2.8 MB: a huge-page candidate
+    for t in (src, src.t(), src[:8]):                                          # large/permuted/small
+        out = cpp.contiguous_copy(t)
+        assert torch.equal(out, t) and out.is_contiguous() and out.data_ptr() != t.data_ptr()
+        big = t.numel() * 4 >= cpp.HUGE_MIN_BYTES
+        assert (out.data_ptr() % cpp.HUGE_PAGE == 0) == (big and cpp.huge_pages_enabled())
+        out.add_(1)
+        assert not torch.equal(out, t)                                         # a copy, the source is untouched
+    out = cpp.contiguous_copy(src.t())
+    gc.collect()                                                               # the mapping lives as long as out
+    assert torch.equal(out, src.t())
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=True), src.t()) and torch.equal(copy.deepcopy(out), src.t())
+    monkeypatch.setenv("WORKBENCH_HUGEPAGES", "0")
+    assert not cpp.huge_pages_enabled()
+    assert torch.equal(cpp.contiguous_copy(src.t()), src.t())
+
+
 def test_small_batch_fast_path_matches_float64_and_follows_in_place_changes():
     """``BalancedMatrix.matmul`` resolves the kernel of every batch below bspmm once (tiles, gather or spmm, as the
     dispatcher picks them); its result must equal the float64 product at every batch, and an in-place change of the

@@ -6,7 +6,8 @@ at the same sparsity), the balanced kernels (``balanced``: what ``BalancedMatrix
 or numba where they cannot be built; ``balanced_numba``: the numba fallback for reference). Protocol
 (:mod:`workbench.sparse.timing`): each method runs in its own block of calls started after a pause (``--settle``;
 OpenBLAS threads spin after a call and would take the cores of the next threaded kernel), blocks in shuffled rounds,
-64 MB cache flush before every call, medians; thread pools capped at ``--threads``; load average recorded per point.
+a 64 MB cache flush that only reads (:func:`workbench.bench.flush_cache`) before every call, medians; thread pools
+capped at ``--threads``; load average recorded per point.
 Reported: medians, actual sparsity, achieved GB/s, fraction of the machine's measured read bandwidth, speedups
 side by side, and the goal checks of the issue. ``--models`` adds the in-model speedups (three 4096x4096 Linear +
 GELU at batch 1; the paper's 2-layer LSTM, hidden 1500, 16 steps). ``--crossover`` measures only the dispatcher's
@@ -243,7 +244,7 @@ def cpu_notes(rows: list[dict], args, status: dict) -> str:
     lines = [f"Threads: {args.threads}; bank {BANK}; CPU kernels: {status.get('backend')} "
              f"({status.get('reason')}; avx2={status.get('avx2')}, avx512={status.get('avx512')}). Protocol: each "
              f"method in its own block of {args.block} calls after a {args.settle:.2f} s pause, {args.rounds} "
-             "shuffled rounds (fewer for the slowest points), 64 MB cache flush before every call, medians. "
+             "shuffled rounds (fewer for the slowest points), 64 MB cache flush (a read) before every call, medians. "
              "speedup_vs_dense = best dense median / method median; pct_bw = achieved GB/s over the measured read "
              "bandwidth; load_avg_1m = the 1-minute load average when the point started (a loaded machine "
              "inflates threaded timings)."]

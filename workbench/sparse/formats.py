@@ -201,7 +201,8 @@ class BalancedMatrix:
         return base + self.offsets.to(torch.int64)
 
     def _derived_layout(self, name: str, make) -> tuple[torch.Tensor, torch.Tensor]:
-        """``make(values, offsets)``, built once and rebuilt if values/offsets change in place."""
+        """``make(values, offsets)``, built once and rebuilt if values/offsets change in place. The layouts are
+        fresh copies on 2 MB huge pages where Linux gives them (:func:`cpp.contiguous_copy`)."""
         key = (self.values.data_ptr(), self.values._version, self.offsets.data_ptr(), self.offsets._version)
         hit = self._cache.get(name)
         if hit is None or hit[0] != key:
