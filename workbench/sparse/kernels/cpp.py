@@ -222,12 +222,12 @@ def contiguous_copy(t: torch.Tensor) -> torch.Tensor:
     keeps alive; a saved or copied tensor is an ordinary one."""
     nbytes = t.numel() * t.element_size()
     if nbytes < HUGE_MIN_BYTES or t.device.type != "cpu" or not huge_pages_enabled():
-        return t.contiguous().clone() if t.is_contiguous() else t.contiguous()
+        return t.clone(memory_format=torch.contiguous_format)
     try:
         m = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         m.madvise(mmap.MADV_HUGEPAGE)   # before the first touch, so the faults below take huge pages
     except (OSError, ValueError):       # no such mapping or advice here: ordinary memory
-        return t.contiguous().clone() if t.is_contiguous() else t.contiguous()
+        return t.clone(memory_format=torch.contiguous_format)
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
     out = torch.frombuffer(m, dtype=t.dtype, count=t.numel(), offset=(-addr) % HUGE_PAGE).view(t.shape)
     out.copy_(t)
