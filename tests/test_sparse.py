@@ -937,6 +937,17 @@ def test_emulated_spmv_over_65535_rows():
 
 
 # ---------------------------------------------------------------------------------------------- CUDA (real GPU)
+def test_gpu_pair_index_follows_the_source():
+    """gpu.PAIRS[i] names the (value, offset) pair that -DBS_ONE=i keeps in balanced.cu, so one module per pair
+    holds the entry points it is asked for."""
+    import re
+
+    from workbench.sparse.kernels import gpu
+    found = re.findall(r"#if !defined\(BS_ONE\) \|\| BS_ONE == (\d+)\nBS_ALL\((\w+),", gpu.SOURCE.read_text())
+    assert [(int(i), pair) for i, pair in found] == list(enumerate(gpu.PAIRS))
+    assert len(gpu.PAIRS) == len(gpu.VALUE_SUFFIX) * len(gpu.INDEX_SUFFIX) == 9
+
+
 def _cuda_ok() -> bool:
     from workbench.sparse.kernels import gpu
     return gpu.available()

@@ -367,7 +367,7 @@ def run_gpu(args, log=print) -> list[dict]:
         for r in new:
             r["device"] = name
             r["speedup_vs_cusparse"] = cus / r["median_ms"]
-            r["kernel"] = gpu.plan_name(bm.k, BANK, batch) if r["method"].startswith("balanced") else ""
+            r["kernel"] = gpu.plan_name(size, bm.banks, bm.k, BANK, batch) if r["method"].startswith("balanced") else ""
         rows += new
         bal = next(r for r in new if r["method"] == "balanced_fp32")
         log(f"gpu {size} s={s} batch={batch}: balanced fp32 {bal['median_ms'] * 1e3:.1f} us "

@@ -27,7 +27,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
-#include <stdint.h>
 
 #ifndef BS_K
 #define BS_K 0  // compile-time k of the specialised entry points (0: only the run-time-k ones are meaningful)
@@ -292,7 +291,8 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
     }
 
 // per (value type, offset type): spmv with compile-time k (vector loads) and run-time k (scalar loads);
-// spmm tiles 8/16/32/64 columns with compile-time and run-time k; the fallback.
+// spmm tiles 8/16/32/64 columns with compile-time and run-time k; the fallback. -DBS_ONE=<i> keeps only the i-th
+// (value, offset) pair below (gpu.py compiles one module per k and pair: a ninth of the compile time).
 #define BS_ALL(SUF, T, I, VEC)                                         \
     BS_SPMV(bs_spmv_k_##SUF, BS_K, VEC, T, I)                          \
     BS_SPMV(bs_spmv_k_v1_##SUF, BS_K, 1, T, I)                         \
@@ -307,15 +307,33 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
     BS_SPMM(bs_spmm64_rt_##SUF, 0, 64, 4, T, I)                        \
     BS_FALLBACK(bs_spmm_fallback_##SUF, T, I)
 
+#if !defined(BS_ONE) || BS_ONE == 0
 BS_ALL(f32_u8, float, unsigned char, 4)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 1
 BS_ALL(f32_i16, float, short, 4)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 2
 BS_ALL(f32_i32, float, int, 4)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 3
 BS_ALL(f16_u8, __half, unsigned char, 8)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 4
 BS_ALL(f16_i16, __half, short, 8)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 5
 BS_ALL(f16_i32, __half, int, 8)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 6
 BS_ALL(bf16_u8, bs_bf16, unsigned char, 8)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 7
 BS_ALL(bf16_i16, bs_bf16, short, 8)
+#endif
+#if !defined(BS_ONE) || BS_ONE == 8
 BS_ALL(bf16_i32, bs_bf16, int, 8)
+#endif
 
 // L2 flush helper for the benchmark: writes a buffer larger than the L2 cache.
 extern "C" __global__ void bs_flush(float* buf, long long n) {

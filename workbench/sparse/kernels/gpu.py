@@ -1,6 +1,8 @@
 """GPU kernels for the balanced product of Balanced Sparsity (Yao et al., AAAI 2019; eq. 3 of formats.py): CUDA sources in ``balanced.cu`` loaded with
-``cupy.RawModule``, one module per k (``-DBS_K=<k>``: the in-bank trip count is a compile-time constant), cached by
-CuPy. torch CUDA tensors go in and out through DLPack without copies; kernels run on torch's current stream.
+``cupy.RawModule``, one module per k and (value, offset) type pair (``-DBS_K=<k>``: the in-bank trip count is a
+compile-time constant; ``-DBS_ONE=<i>``: only that pair's entry points, a ninth of the compile time), cached by CuPy.
+torch CUDA tensors go in and out without copies (their device pointers are the kernel arguments, so no dtype has to
+be known to CuPy: bf16 too); kernels run on torch's current stream.
 
 The launch geometry is planned here in plain Python — :func:`plan_spmv`, :func:`plan_spmm`, :func:`spmm_smem_bytes`
 — so it is tested on machines without a GPU, and :mod:`workbench.sparse.kernels.gpu_emulate` runs the kernels'
@@ -29,6 +31,8 @@ SOURCE = Path(__file__).with_name("balanced.cu")
 KERNELS = ("auto", "spmv", "spmm", "fallback")
 VALUE_SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 INDEX_SUFFIX = {torch.uint8: "u8", torch.int16: "i16", torch.int32: "i32"}
+# BS_ONE index of each pair: the order of the BS_ALL lines in balanced.cu
+PAIRS = tuple(f"{v}_{i}" for v in VALUE_SUFFIX.values() for i in INDEX_SUFFIX.values())
 THREADS = 256                    # must match BS_THREADS in balanced.cu
 TILE_ROWS = 64                   # must match TR in bs_spmm_impl
 TILE_WIDTHS = (8, 16, 32, 64)    # spmm tile columns; columns per thread:
@@ -154,14 +158,15 @@ def plan_spmm(rows: int, cols: int, banks: int, k: int, bank_size: int, n: int, 
     return SpmmPlan("fallback", "bs_spmm_fallback", grid=(blocks, 1, 1), block=(THREADS, 1, 1))
 
 
-def plan_name(k: int, bank_size: int, n: int, dtype: torch.dtype = torch.float32,
+def plan_name(rows: int, banks: int, k: int, bank_size: int, n: int, dtype: torch.dtype = torch.float32,
               index_dtype: torch.dtype = torch.uint8) -> str:
-    """A short description of the kernel a product would run (benchmark records)."""
+    """A short description of the kernel a product of a (rows, banks * bank_size) matrix with n columns would run
+    (benchmark records)."""
     if n == 1:
-        p = plan_spmv(1, 1, k, dtype)
-        return f"spmv(vec {p.vec})"
-    p = plan_spmm(1, bank_size, 1, k, bank_size, n, dtype, index_dtype, smem_limit=smem_optin_limit())
-    return f"spmm {p.tn}-col tile, G={p.G}" if p.kind == "tile" else "spmm fallback"
+        p = plan_spmv(rows, banks, k, dtype)
+        return f"spmv (vec {p.vec}, {p.lanes} lanes/row)"
+    p = plan_spmm(rows, banks * bank_size, banks, k, bank_size, n, dtype, index_dtype, smem_limit=smem_optin_limit())
+    return f"spmm {p.tn}-col tile, G={p.G}, {p.smem // 1024} KB" if p.kind == "tile" else "spmm fallback"
 
 
 # ------------------------------------------------------------------------------------------------------- runtime
@@ -184,8 +189,10 @@ def smem_optin_limit(device: int | None = None) -> int:
         return DEFAULT_SMEM
 
 
-def _options(k: int) -> tuple[str, ...]:
+def _options(k: int, pair: str | None = None) -> tuple[str, ...]:
     opts = ["--std=c++17", f"-DBS_K={int(k)}"]
+    if pair is not None:
+        opts.append(f"-DBS_ONE={PAIRS.index(pair)}")
     try:
         import cupy
         inc = os.path.join(cupy.cuda.get_cuda_path() or "", "include")
@@ -197,16 +204,17 @@ def _options(k: int) -> tuple[str, ...]:
 
 
 @functools.cache
-def module(k: int):
-    """The RawModule compiled for compile-time ``k`` (NVRTC when available, else nvcc)."""
+def module(k: int, pair: str = "f32_u8"):
+    """The RawModule compiled for compile-time ``k`` and one (value, offset) pair of :data:`PAIRS` (NVRTC when
+    available, else nvcc)."""
     import cupy
     code = SOURCE.read_text()
     errors = []
     backends = ["nvrtc", "nvcc"] if shutil.which("nvcc") else ["nvrtc"]
     for backend in backends:
         try:
-            mod = cupy.RawModule(code=code, backend=backend, options=_options(k))
-            mod.get_function("bs_spmv_k_f32_u8")  # forces the compile
+            mod = cupy.RawModule(code=code, backend=backend, options=_options(k, pair))
+            mod.get_function(f"bs_spmv_k_{pair}")  # forces the compile
             return mod
         except Exception as e:  # pragma: no cover - depends on the machine's CUDA
             errors.append(f"{backend}: {e}")
@@ -245,8 +253,8 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
     # vector loads need 16-byte aligned values / x and offsets aligned to VEC offsets (up to 32 bytes for int32)
     aligned = values.data_ptr() % 16 == 0 and x.data_ptr() % 16 == 0 and offsets.data_ptr() % 32 == 0
     suf = _suffix(values, offsets)
-    mod = module(k)
-    args = [cupy.from_dlpack(t) for t in (values, offsets, x, y)]
+    mod = module(k, suf)
+    args = [np.uint64(t.data_ptr()) for t in (values, offsets, x, y)]  # device pointers (8-byte kernel arguments)
     i32, i64 = np.int32, np.int64
     with cupy.cuda.Device(x.device.index), cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream):
         if kernel == "spmv" or (kernel == "auto" and n == 1):
@@ -274,5 +282,5 @@ def flush_l2(buffer: torch.Tensor | None = None, mb: int = 256) -> torch.Tensor:
     if buffer is None:
         buffer = torch.zeros(mb * 1024 * 1024 // 4, dtype=torch.float32, device="cuda")
     with cupy.cuda.ExternalStream(torch.cuda.current_stream(buffer.device).cuda_stream):
-        module(1).get_function("bs_flush")((264,), (256,), (cupy.from_dlpack(buffer), np.int64(buffer.numel())))
+        module(1).get_function("bs_flush")((264,), (256,), (np.uint64(buffer.data_ptr()), np.int64(buffer.numel())))
     return buffer
