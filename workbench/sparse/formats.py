@@ -255,6 +255,9 @@ class BalancedMatrix:
         """W @ x for x of shape (in,) or (in, n), on CPU (C++ kernels, numba fallback) or CUDA (CuPy RawModule)
         tensors. ``kernel`` forces one implementation (tests, benchmarks): see ``kernels.cpu.KERNELS`` and
         ``kernels.gpu.KERNELS``."""
+        if self.values.is_cuda:
+            self._check_x(x)
+            return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
         if kernel == "auto" and threads is None and type(x) is torch.Tensor:
             run = self._cpu_fast()
             if run is not None:
@@ -262,8 +265,6 @@ class BalancedMatrix:
                 if y is not None:
                     return y
         self._check_x(x)
-        if x.is_cuda:
-            return gpu.balanced_matmul(self.values, self.offsets, x, self.bank_size, self.shape[1], kernel=kernel)
         n = 1 if x.dim() == 1 else x.shape[1]
         chosen = cpu.kernel_for(n, self.dtype, self.bank_size) if kernel == "auto" else kernel
         tiles = self.cpu_layout(chosen) if kernel in cpu.KERNELS else None

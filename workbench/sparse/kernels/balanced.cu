@@ -60,6 +60,9 @@ struct alignas(sizeof(T) * N) bs_vec {
 };
 
 // ------------------------------------------------------------------------------------------------------------ spmv
+#ifndef BS_SPMV_U
+#define BS_SPMV_U 4  // vector loads per lane issued together
+#endif
 // K > 0: compile-time k; K == 0: k at run time. VEC: entries per vector load (16 / sizeof(T), or 1).
 template <int K, int VEC, typename T, typename I>
 __device__ __forceinline__ void bs_spmv_impl(const T* __restrict__ vals, const I* __restrict__ offs,
@@ -77,15 +80,33 @@ __device__ __forceinline__ void bs_spmv_impl(const T* __restrict__ vals, const I
         const bs_vec<T, VEC>* v = reinterpret_cast<const bs_vec<T, VEC>*>(vals + row * nnz);
         const bs_vec<I, VEC>* o = reinterpret_cast<const bs_vec<I, VEC>*>(offs + row * nnz);
         float acc = 0.f;
-        for (long long c = lane; c < nchunks; c += lanes) {
-            const bs_vec<T, VEC> vv = v[c];
-            const bs_vec<I, VEC> oo = o[c];
+        // BS_SPMV_U chunks per lane per step, all loaded before any is used: several loads in flight per lane
+        // (a row has only a few chunks per lane, and one load at a time left the kernel latency-bound). The
+        // chunks are still summed in ascending order, as the emulator does.
+        for (long long c0 = lane; c0 < nchunks; c0 += (long long)BS_SPMV_U * lanes) {
+            bs_vec<T, VEC> vv[BS_SPMV_U];
+            bs_vec<I, VEC> oo[BS_SPMV_U];
 #pragma unroll
-            for (int i = 0; i < VEC; ++i) {
-                const long long e = c * VEC + i;
-                const unsigned o = bs_u<I>(oo.v[i]);
-                const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + o;
-                if (o < (unsigned)bank_size && col < (unsigned)cols) acc += bs_f(vv.v[i]) * bs_f(__ldg(x + col));
+            for (int u = 0; u < BS_SPMV_U; ++u) {
+                const long long c = c0 + (long long)u * lanes;
+                if (c < nchunks) {
+                    vv[u] = v[c];
+                    oo[u] = o[c];
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < BS_SPMV_U; ++u) {
+                const long long c = c0 + (long long)u * lanes;
+                if (c < nchunks) {
+#pragma unroll
+                    for (int i = 0; i < VEC; ++i) {
+                        const long long e = c * VEC + i;
+                        const unsigned o = bs_u<I>(oo[u].v[i]);
+                        const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + o;
+                        if (o < (unsigned)bank_size && col < (unsigned)cols)
+                            acc += bs_f(vv[u].v[i]) * bs_f(__ldg(x + col));
+                    }
+                }
             }
         }
         for (int s = lanes >> 1; s > 0; s >>= 1) acc += __shfl_down_sync(mask, acc, s, lanes);

@@ -41,10 +41,11 @@ DEFAULT_SMEM = 48 * 1024         # dynamic shared memory without the opt-in
 SMEM_TARGET = 110 * 1024         # per block: two blocks fit an H100/H200 SM (227 KB)
 MAX_GRID_X = 2 ** 31 - 1
 MAX_GRID_YZ = 65535
+CUDA_ATTR_SMEM_OPTIN = 97        # cudaDevAttrMaxSharedMemoryPerBlockOptin
 
 
 def _esize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    return dtype.itemsize
 
 
 def _pad16(elems: int, esize: int) -> int:
@@ -62,6 +63,7 @@ class SpmvPlan:
     blocks: int
 
 
+@functools.lru_cache(maxsize=4096)  # plans are pure functions of their arguments: one per shape, not per call
 def plan_spmv(rows: int, banks: int, k: int, dtype: torch.dtype, *, aligned: bool = True) -> SpmvPlan:
     """Batch-1 launch: vector loads when every row starts on a 16-byte boundary (``aligned``: base pointers
     aligned; the row length is checked here), lanes per row = the power of two <= 32 that gives each lane about
@@ -114,6 +116,7 @@ class SpmmPlan:
     o_vec: int = 0
 
 
+@functools.lru_cache(maxsize=4096)
 def plan_spmm(rows: int, cols: int, banks: int, k: int, bank_size: int, n: int, dtype: torch.dtype,
               index_dtype: torch.dtype, *, smem_limit: int = DEFAULT_SMEM, aligned: bool = True,
               kernel: str = "auto") -> SpmmPlan:
@@ -182,11 +185,15 @@ def available() -> bool:
 def smem_optin_limit(device: int | None = None) -> int:
     """The largest dynamic shared memory a block may opt in to (H100/H200: 227 KB); 48 KB when unknown."""
     try:
-        import cupy
-        dev = cupy.cuda.Device(device if device is not None else torch.cuda.current_device())
-        return int(dev.attributes.get("MaxSharedMemoryPerBlockOptin", DEFAULT_SMEM))
+        return _smem_optin(torch.cuda.current_device() if device is None else int(device))
     except Exception:
         return DEFAULT_SMEM
+
+
+@functools.cache
+def _smem_optin(device: int) -> int:
+    import cupy
+    return int(cupy.cuda.runtime.deviceGetAttribute(CUDA_ATTR_SMEM_OPTIN, device))
 
 
 def _options(k: int, pair: str | None = None) -> tuple[str, ...]:
@@ -225,11 +232,43 @@ def _suffix(values: torch.Tensor, offsets: torch.Tensor) -> str:
     return f"{VALUE_SUFFIX[values.dtype]}_{INDEX_SUFFIX[offsets.dtype]}"
 
 
+@functools.lru_cache(maxsize=1024)
+def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dtype: torch.dtype,
+            index_dtype: torch.dtype, aligned: bool, kernel: str, device: int):
+    """(function, grid, block, trailing arguments, dynamic shared memory) of one product, planned once per shape:
+    after a flush of the host caches each planning step costs microseconds, and at batch 1 the kernel itself runs
+    for only a few (measured on an H200, benchmarks/results/sparse_gpu.md)."""
+    import numpy as np
+
+    i32, i64 = np.int32, np.int64
+    pair = f"{VALUE_SUFFIX[dtype]}_{INDEX_SUFFIX[index_dtype]}"
+    mod = module(k, pair)
+    if kernel == "spmv" or (kernel == "auto" and n == 1):
+        p = plan_spmv(rows, banks, k, dtype, aligned=aligned)
+        return (mod.get_function(f"{p.name}_{pair}"), (p.blocks,), (p.threads,),
+                (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols), i32(p.lanes)), 0)
+    p = plan_spmm(rows, cols, banks, k, bank_size, n, dtype, index_dtype, smem_limit=smem_optin_limit(device),
+                  aligned=aligned, kernel=kernel)
+    f = mod.get_function(f"{p.name}_{pair}")
+    if p.kind == "tile":
+        if p.smem > DEFAULT_SMEM:  # the opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize), set to the device's
+            # maximum: the attribute belongs to the function, which plans with smaller tiles share
+            f.max_dynamic_shared_size_bytes = smem_optin_limit(device)
+        return (f, p.grid, p.block, (i32(rows), i32(cols), i32(banks), i32(k), i32(bank_size), i32(n), i32(p.G),
+                                     i32(p.x_vec), i32(p.v_vec), i32(p.o_vec)), p.smem)
+    return f, p.grid, p.block, (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols), i32(n)), 0
+
+
+@functools.lru_cache(maxsize=64)
+def _stream(ptr: int):
+    import cupy
+    return cupy.cuda.ExternalStream(ptr)
+
+
 def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, bank_size: int, cols: int,
                     *, kernel: str = "auto") -> torch.Tensor:
     """y = W x on CUDA tensors; x (cols,) or (cols, n) row-major. ``kernel``: one of :data:`KERNELS` (forcing one
     is for tests and benchmarks)."""
-    import cupy
     import numpy as np
 
     if kernel not in KERNELS:
@@ -242,6 +281,10 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
         raise ValueError(f"x has dtype {x.dtype} but the values are {values.dtype}")
     if not (values.is_contiguous() and offsets.is_contiguous() and x.is_contiguous()):
         raise ValueError("values, offsets and x must be contiguous")
+    dev = x.device.index
+    if dev != torch.cuda.current_device():
+        with torch.cuda.device(dev):
+            return balanced_matmul(values, offsets, x, bank_size, cols, kernel=kernel)
     rows, banks, k = values.shape
     vec = x.dim() == 1
     n = 1 if vec else x.shape[1]
@@ -251,27 +294,13 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
     if kernel == "spmv" and n != 1:
         raise ValueError("the spmv kernel needs a single column")
     # vector loads need 16-byte aligned values / x and offsets aligned to VEC offsets (up to 32 bytes for int32)
-    aligned = values.data_ptr() % 16 == 0 and x.data_ptr() % 16 == 0 and offsets.data_ptr() % 32 == 0
-    suf = _suffix(values, offsets)
-    mod = module(k, suf)
-    args = [np.uint64(t.data_ptr()) for t in (values, offsets, x, y)]  # device pointers (8-byte kernel arguments)
-    i32, i64 = np.int32, np.int64
-    with cupy.cuda.Device(x.device.index), cupy.cuda.ExternalStream(torch.cuda.current_stream(x.device).cuda_stream):
-        if kernel == "spmv" or (kernel == "auto" and n == 1):
-            p = plan_spmv(rows, banks, k, values.dtype, aligned=aligned)
-            mod.get_function(f"{p.name}_{suf}")((p.blocks,), (p.threads,), (*args, i64(rows), i32(banks), i32(k),
-                                                                            i32(bank_size), i32(cols), i32(p.lanes)))
-            return y
-        p = plan_spmm(rows, cols, banks, k, bank_size, n, values.dtype, offsets.dtype,
-                      smem_limit=smem_optin_limit(x.device.index), aligned=aligned, kernel=kernel)
-        f = mod.get_function(f"{p.name}_{suf}")
-        if p.kind == "tile":
-            if p.smem > DEFAULT_SMEM:
-                f.max_dynamic_shared_size_bytes = p.smem  # the opt-in (cudaFuncAttributeMaxDynamicSharedMemorySize)
-            f(p.grid, p.block, (*args, i32(rows), i32(cols), i32(banks), i32(k), i32(bank_size), i32(n), i32(p.G),
-                                i32(p.x_vec), i32(p.v_vec), i32(p.o_vec)), shared_mem=p.smem)
-        else:
-            f(p.grid, p.block, (*args, i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols), i32(n)))
+    vp, op, xp = values.data_ptr(), offsets.data_ptr(), x.data_ptr()
+    aligned = vp % 16 == 0 and xp % 16 == 0 and op % 32 == 0
+    f, grid, block, tail, smem = _launch(rows, banks, k, bank_size, cols, n, values.dtype, offsets.dtype, aligned,
+                                         kernel, dev)
+    u64 = np.uint64  # device pointers (8-byte kernel arguments)
+    with _stream(torch.cuda.current_stream().cuda_stream):
+        f(grid, block, (u64(vp), u64(op), u64(xp), u64(y.data_ptr())) + tail, shared_mem=smem)
     return y
 
 
