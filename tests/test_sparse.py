@@ -657,6 +657,31 @@ def test_decide_picks_dense_where_sparse_loses(monkeypatch):
     assert d.path == "dense" and "no CUDA crossover table" in d.reason
 
 
+def test_a_gpu_table_from_another_gpu_gets_the_wider_margin(monkeypatch):
+    """The packaged CUDA table names the GPU it was measured on: there a 1.5x prediction picks the sparse path, on
+    any other GPU (or none) it needs BACKEND_MARGIN."""
+    from workbench.sparse import dispatch
+    t = dict(_table(lambda s, b, p: 1.5), device="cuda", gpu="NVIDIA H200")
+    monkeypatch.setattr(dispatch, "load_table", lambda device="cpu", refresh=False: t)
+    monkeypatch.setattr(dispatch, "_gpu_name", lambda: "NVIDIA H200")
+    assert dispatch.decide(1024, 1024, 0.9, 1, device="cuda").path == "sparse"
+    monkeypatch.setattr(dispatch, "_gpu_name", lambda: "Tesla T4")
+    d = dispatch.decide(1024, 1024, 0.9, 1, device="cuda")
+    assert d.path == "dense" and "measured on NVIDIA H200: margin 2.0x" in d.reason
+
+
+def test_the_packaged_gpu_table_is_valid_and_names_its_gpu():
+    from workbench.sparse import dispatch
+    if not dispatch.PACKAGED_CUDA.exists():
+        pytest.fail("workbench/sparse/crossover_cuda.json is missing")
+    t = dispatch._validate_table(json.loads(dispatch.PACKAGED_CUDA.read_text()))
+    assert t["device"] == "cuda" and t["gpu"]
+    for i in range(len(t["sizes"])):
+        for j in range(len(t["batches"])):
+            for q in range(len(t["sparsities"])):
+                assert t["speedup"][i][j][q] == pytest.approx(t["dense_ms"][i][j] / t["sparse_ms"][i][j][q])
+
+
 def test_a_table_timed_with_other_kernels_gets_the_wider_margin(monkeypatch):
     """The packaged table records which kernel it timed at each batch; on a CPU that runs another kernel there (an
     AVX2-only machine: gather / spmm instead of the AVX-512 tiles / bspmm) a 1.5x prediction must not be enough."""
@@ -878,10 +903,49 @@ def test_emulated_spmv_matches_float64(dt, idt):
         v = bm.values.to(dt)
         x = torch.randn(cols, generator=g).to(dt)
         ref = BalancedMatrix(v, bm.offsets, bm.shape, B).to_dense().double() @ x.double()
-        for aligned in (True, False):
-            p = gpu.plan_spmv(rows, bm.banks, bm.k, dt, aligned=aligned)
+        plans = [gpu.plan_spmv(rows, bm.banks, bm.k, dt, aligned=al) for al in (True, False)]
+        # x in shared memory, the grid capped below the rows' blocks (each block walks several rows)
+        plans.append(gpu.plan_spmv(rows, bm.banks, bm.k, dt, cols=cols, smem_limit=48 * 1024, resident=2))
+        for p in plans:
             torch.testing.assert_close(gpu_emulate.emulate_spmv(v, bm.offsets, x, B, cols, p), ref,
                                        rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dt,idt", [(torch.float32, torch.uint8), (torch.float16, torch.int16),
+                                    (torch.bfloat16, torch.int32)])
+def test_emulated_spmvn_matches_float64(dt, idt):
+    """spmvn (batches 2..32, the spmv scheme with n accumulators per lane), x in global or shared memory, 16-byte
+    or scalar x loads."""
+    from workbench.sparse.kernels import gpu, gpu_emulate
+    g = torch.Generator().manual_seed(24)
+    rows, cols, B = 70, 3 * 64 + 20, 64
+    bm = BalancedMatrix.from_dense(torch.randn(rows, cols, generator=g), 0.875, B, pad=True, index_dtype=idt)
+    v = bm.values.to(dt)
+    for n in (2, 3, 8, 9, 16, 32):
+        x = torch.randn(cols, n, generator=g).to(dt)
+        ref = BalancedMatrix(v, bm.offsets, bm.shape, B).to_dense().double() @ x.double()
+        for limit in (0, 227 * 1024):
+            p = gpu.plan_spmv(rows, bm.banks, bm.k, dt, cols=cols, smem_limit=limit, resident=3, n=n)
+            assert p.nc == (8 if n <= 8 else 32) and bool(p.smem) == bool(limit)
+            assert p.xvec == ((n * dt.itemsize) % 16 == 0)
+            torch.testing.assert_close(gpu_emulate.emulate_spmv(v, bm.offsets, x, B, cols, p), ref,
+                                       rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no spmv entry point"):
+        gpu.plan_spmv(rows, bm.banks, bm.k, dt, n=33)
+    with pytest.raises(ValueError, match="no spmv entry point"):
+        gpu.plan_spmv(rows, bm.banks, bm.k, dt, n=4, aligned=False)
+
+
+def test_spmv_plan_stages_x_in_shared_memory_when_it_fits():
+    from workbench.sparse.kernels import gpu
+    opt_in = 227 * 1024
+    p = gpu.plan_spmv(16384, 256, 6, torch.float32, cols=16384, smem_limit=opt_in, resident=396)
+    assert (p.name, p.smem, p.blocks) == ("bs_spmv_k_sx", 16384 * 4, 396)   # 64 KB of x; one wave of blocks
+    assert gpu.plan_spmv(16384, 256, 6, torch.float32, cols=16384, smem_limit=48 * 1024).smem == 0  # no opt-in
+    assert gpu.plan_spmv(100, 1000, 6, torch.float32, cols=64000, smem_limit=opt_in).smem == 0       # 250 KB
+    assert gpu.plan_spmv(100, 10, 5, torch.float32, cols=640, smem_limit=opt_in).smem == 0   # scalar loads
+    p = gpu.plan_spmv(4096, 64, 6, torch.bfloat16, cols=4095, smem_limit=opt_in, resident=1056)
+    assert (p.smem, p.blocks) == (4096 * 2, 256)    # padded to 16 bytes; 16 rows a block (16 lanes each) < resident
 
 
 @pytest.mark.parametrize("dt,idt", [(torch.float32, torch.uint8), (torch.float16, torch.int16),
@@ -959,8 +1023,9 @@ needs_gpu = pytest.mark.skipif(not _cuda_ok(), reason="needs a CUDA GPU (CuPy wi
 @needs_gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("idt", [torch.uint8, torch.int16, torch.int32])
-@pytest.mark.parametrize("kernel,n", [("spmv", None), ("auto", 1), ("spmm", 3), ("spmm", 70), ("fallback", 33),
-                                      ("auto", 128)])
+@pytest.mark.parametrize("kernel,n", [("spmv", None), ("spmv_global", None), ("auto", 1), ("spmvn", 3),
+                                      ("spmvn_global", 8), ("spmvn", 32), ("auto", 20), ("spmm", 3), ("spmm", 70),
+                                      ("fallback", 33), ("auto", 128)])
 def test_gpu_kernels_match_float64(dtype, idt, kernel, n):
     g = torch.Generator().manual_seed(9)
     rows, cols, B = 131, 3 * 64 + 20, 64
@@ -1004,6 +1069,18 @@ def test_gpu_sparsify_equals_masked_dense():
         with torch.no_grad():
             torch.testing.assert_close(net(x), dense(x), rtol=1e-4, atol=1e-4)
         assert net[0].path_info["kernel"] == "cuda"
+
+
+@needs_gpu
+def test_gpu_crossover_measurement_times_both_paths():
+    from workbench.sparse import dispatch
+    t = dispatch.measure_table_cuda(sizes=(256, 512), batches=(1, 16), sparsities=(0.5, 0.90625), rounds=1, calls=2)
+    dispatch._validate_table(t)
+    assert t["gpu"] == torch.cuda.get_device_name() and t["sparsities"] == [0.5, 0.90625]
+    for i in range(2):
+        for j in range(2):
+            assert t["dense_ms"][i][j] > 0
+            assert t["speedup"][i][j] == pytest.approx([t["dense_ms"][i][j] / v for v in t["sparse_ms"][i][j]])
 
 
 @needs_gpu

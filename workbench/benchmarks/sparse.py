@@ -67,7 +67,7 @@ def grid(quick: bool, device: str, points: str | None = None) -> list[tuple[int,
     if quick:
         return [(1024, 0.9, 1), (1024, 0.9, 32)]
     if device == "cuda":
-        return [(n, s, b) for n in (4096, 16384) for s in (0.75, 0.9, 0.95) for b in (1, 8, 128)]
+        return [(n, s, b) for n in (4096, 16384) for s in (0.75, 0.9, 0.95) for b in (1, 8, 32, 128)]
     pts = []
     for s in (0.5, 0.75, 0.9, 0.95):
         pts += [(4096, s, 1), (4096, s, 128)]
@@ -226,10 +226,16 @@ def run_models(args, log=print) -> list[dict]:
 
 
 def run_crossover(args, log=print):
-    sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
     batches = (1, 16) if args.quick else (1, 4, 16, 64, 256)
-    t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,
-                               rounds=args.rounds, log=log)
+    if args.device == "cuda":
+        if not gpu.available():
+            raise SystemExit("--crossover --device cuda: no CUDA device visible to CuPy")
+        sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096, 8192)
+        t = dispatch.measure_table_cuda(sizes=sizes, batches=batches, rounds=args.rounds, log=log)
+    else:
+        sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
+        t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,
+                                   rounds=args.rounds, log=log)
     path = dispatch.save_table(t, args.crossover_out)
     log(f"crossover table ({t['seconds']} s) written to {path}")
     return t
@@ -301,6 +307,12 @@ def _gpu_methods(dense: dict, bms: dict, xs: dict, csr, xcp) -> dict:
         fns[f"cublas_{p}"] = (lambda W=W, x=x: torch.mv(W, x)) if x.ndim == 1 else (lambda W=W, x=x: torch.mm(W, x))
         fns[f"balanced_{p}"] = lambda bm=bm, x=x: bm.matmul(x)
     fns["cusparse_csr"] = lambda: csr @ xcp
+    # the kernel the planner did not pick, side by side: x gathered from global memory (batch 1), spmm tiles (2..32)
+    bm, x = bms["fp32"], xs["fp32"]
+    if x.ndim == 1:
+        fns["balanced_fp32_global"] = lambda: bm.matmul(x, kernel="spmv_global")
+    elif gpu.spmvn_columns(x.shape[1]):
+        fns["balanced_fp32_tile"] = lambda: bm.matmul(x, kernel="spmm")
     return fns
 
 
@@ -375,6 +387,7 @@ def run_gpu(args, log=print) -> list[dict]:
         for p, es in (("fp32", 4), ("fp16", 2), ("bf16", 2)):
             bytes_of[f"cublas_{p}"] = W.numel() * es + (xb + yb) * es // 4
             bytes_of[f"balanced_{p}"] = bms[p].nbytes + (xb + yb) * es // 4
+        bytes_of["balanced_fp32_global"] = bytes_of["balanced_fp32_tile"] = bytes_of["balanced_fp32"]
         spars = {k: (0.0 if k.startswith("cublas") else bm.sparsity) for k in fns}
         new = _rows(times, bytes_of, spars, size, batch, s, bw, {}, None, ("cublas_fp32",))
         qnew = _rows(queued, bytes_of, spars, size, batch, s, bw, {}, None, ("cublas_fp32",))
@@ -385,7 +398,10 @@ def run_gpu(args, log=print) -> list[dict]:
             r["speedup_vs_cusparse"] = cus / r["median_ms"]
             r.update(queued_ms=q["median_ms"], queued_speedup_vs_dense=q["speedup_vs_dense"],
                      queued_speedup_vs_cusparse=qcus / q["median_ms"], queued_pct_bw=q["pct_bw"])
-            r["kernel"] = gpu.plan_name(size, bm.banks, bm.k, BANK, batch) if r["method"].startswith("balanced") else ""
+            r["kernel"] = {"balanced_fp32_global": "spmv, x in global memory",
+                           "balanced_fp32_tile": "spmm tiles"}.get(r["method"], "")
+            if r["method"] in ("balanced_fp32", "balanced_fp16", "balanced_bf16"):
+                r["kernel"] = gpu.plan_name(size, bm.banks, bm.k, BANK, batch, dense[r["method"][-4:]].dtype)
         rows += new
         bal = next(r for r in new if r["method"] == "balanced_fp32")
         log(f"gpu {size} s={s} batch={batch}: balanced fp32 {bal['median_ms'] * 1e3:.1f} us "
@@ -453,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--settle", type=float, default=0.3, help="Pause before each method block, in seconds.")
     p.add_argument("--models", action="store_true", help="Also time the two models, dense vs sparsify_.")
     p.add_argument("--crossover", action="store_true", help="Measure only the dispatcher's crossover table (this "
-                   "machine's, used by sparsify_ from then on), not the benchmark.")
+                   "machine's, used by sparsify_ from then on), not the benchmark; with --device cuda, the GPU's.")
     p.add_argument("--crossover-out", default=None, help="where to write it (default: this machine's table in "
                    "$WORKBENCH_CACHE; workbench/sparse/crossover.json is the packaged one)")
     p.add_argument("--gpu-repeats", type=int, default=30, help="Timed calls per GPU method.")

@@ -8,9 +8,10 @@ transposes and bias included) and picks the dense path unless the prediction is 
 ``sparsify_`` never makes a layer slower than the table's measurement says it would be.
 
 Tables: ``crossover.json`` next to this file (measured on the development machine, shipped with the package), or
-a table measured on this machine (``workbench bench sparse --crossover`` writes
-``$WORKBENCH_CACHE/sparse_crossover_<device>.json``), which takes precedence. There is no packaged GPU table (no
-GPU was available where the kernels were written): on CUDA the dense path is chosen until one is measured.
+a table measured on this machine (``workbench bench sparse --crossover [--device cuda]`` writes
+``$WORKBENCH_CACHE/sparse_crossover_<device>.json``), which takes precedence. The packaged GPU table,
+``crossover_cuda.json``, was measured on the GPU it names; on another GPU its predictions need the wider margin
+:data:`BACKEND_MARGIN`, and without any table the dense path is chosen on CUDA.
 
 Prediction: multilinear interpolation of log(speedup) over (log2 size, log2 batch, sparsity), where
 size = sqrt(rows * cols). Outside the grid: batch and size above the largest measured are clamped (noted in the
@@ -34,6 +35,7 @@ from workbench.sparse.timing import timed_blocks
 MARGIN = 1.1          # predicted speedup needed to choose the sparse path
 BACKEND_MARGIN = 2.0  # ... when the running kernel backend is not the one the table was measured with
 PACKAGED = Path(__file__).with_name("crossover.json")
+PACKAGED_CUDA = Path(__file__).with_name("crossover_cuda.json")  # measured on the GPU it names ("gpu")
 _TABLES: dict = {}
 
 
@@ -61,11 +63,11 @@ def _validate_table(t: dict) -> dict:
 
 def load_table(device: str = "cpu", *, refresh: bool = False) -> dict | None:
     """The crossover table for ``device`` ("cpu" | "cuda"): this machine's measurement if there is one, else the
-    packaged one (CPU only), else None. Adds ``"source"`` (the file)."""
+    packaged one, else None. Adds ``"source"`` (the file)."""
     if device in _TABLES and not refresh:
         return _TABLES[device]
     t = None
-    for path in (user_table_path(device), PACKAGED if device == "cpu" else None):
+    for path in (user_table_path(device), {"cpu": PACKAGED, "cuda": PACKAGED_CUDA}.get(device)):
         if path is not None and path.exists():
             t = _validate_table(json.loads(path.read_text()))
             t["source"] = str(path)
@@ -158,11 +160,24 @@ def decide(rows: int, cols: int, sparsity: float, batch: int, *, device: str = "
             if other:
                 margin = BACKEND_MARGIN
                 notes.append(f"{other}: margin {margin}x")
+    elif device == "cuda" and table.get("gpu"):
+        here = _gpu_name()
+        if here != table["gpu"]:
+            margin = BACKEND_MARGIN
+            notes.append(f"running on {here}, table measured on {table['gpu']}: margin {margin}x")
     note = f" ({'; '.join(notes)})" if notes else ""
     path = "sparse" if p >= margin else "dense"
     verb = ">=" if path == "sparse" else "<"
     return Decision(path, f"{path}: predicted {p:.2f}x over dense {verb} {margin}x for {where}, table {src}{note}",
                     p, src)
+
+
+def _gpu_name() -> str:
+    try:
+        import torch
+        return torch.cuda.get_device_name()
+    except Exception:  # no GPU: the table cannot describe this machine
+        return "no GPU"
 
 
 def kernel_mismatch(table: dict, batch: int, bank_size: int = 64) -> str | None:
@@ -285,6 +300,71 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
             "settle_s": settle, "flush_mb": flush_mb, "block_warmup": block_warmup,
             "machine": bench.machine_info(), "seconds": round(time.perf_counter() - t_start, 1),
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def measure_table_cuda(sizes=(256, 512, 1024, 2048, 4096, 8192), batches=(1, 4, 16, 64, 256),
+                       sparsities=(0.25, 0.5, 0.75, 0.875, 0.90625, 0.953125), *, bank_size: int = 64,
+                       rounds: int = 5, calls: int = 10, log=None) -> dict:
+    """Measure the crossover table on the current CUDA device: for every (size, batch), a dense ``nn.Linear`` and a
+    :class:`~workbench.sparse.nn.BalancedSparseLinear` forced onto the sparse path at every sparsity (fp32, bias,
+    the layer's own transposes), each timed as ``calls`` forwards in a row between CUDA events — the host enqueues
+    while the GPU works, as in a model run eagerly, so a layer whose kernel is shorter than its Python is timed at
+    its Python's pace, for both paths alike — in ``rounds`` interleaved rounds, medians. Sparsities are realized
+    ones. The table names the GPU; :func:`decide` widens the margin on any other."""
+    import time
+
+    import torch
+    from torch import nn
+
+    from workbench.sparse.formats import BalancedMatrix
+    from workbench.sparse.nn import BalancedSparseLinear
+    from workbench.sparse.prune import balanced_mask, kept_per_bank
+
+    realized = [1 - kept_per_bank(s, bank_size) / bank_size for s in sparsities]
+    if len(set(realized)) != len(realized):
+        raise ValueError(f"sparsities {sparsities} collide at bank {bank_size} (realized {realized})")
+    dev = torch.device("cuda")
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    g = torch.Generator().manual_seed(0)
+    speed = [[[None] * len(realized) for _ in batches] for _ in sizes]
+    dense_ms = [[None] * len(batches) for _ in sizes]
+    sparse_ms = [[[None] * len(realized) for _ in batches] for _ in sizes]
+    t_start = time.perf_counter()
+    with torch.no_grad():
+        for i, size in enumerate(sizes):
+            dense = nn.Linear(size, size).to(dev)
+            W = dense.weight.detach().cpu()
+            layers = [BalancedSparseLinear(BalancedMatrix.from_mask(W, balanced_mask(W, s, bank_size), bank_size),
+                                           dense.bias, dispatch="sparse").to(dev) for s in realized]
+            for j, n in enumerate(batches):
+                x = torch.randn(n, size, generator=g).to(dev)
+                fns = {"dense": dense, **dict(enumerate(layers))}
+                times: dict = {k: [] for k in fns}
+                for f in fns.values():  # warm-up: compiles, plans
+                    f(x)
+                torch.cuda.synchronize()
+                for _ in range(rounds):
+                    for key, f in fns.items():
+                        e0.record()
+                        for _ in range(calls):
+                            f(x)
+                        e1.record()
+                        torch.cuda.synchronize()
+                        times[key].append(e0.elapsed_time(e1) / calls)
+                med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+                dense_ms[i][j] = med["dense"]
+                for q in range(len(realized)):
+                    sparse_ms[i][j][q] = med[q]
+                    speed[i][j][q] = med["dense"] / med[q]
+                if log:
+                    log(f"cuda crossover {size}^2 batch {n}: dense {med['dense']:.4f} ms; speedups "
+                        + ", ".join(f"{s:.3f}: {speed[i][j][q]:.2f}x" for q, s in enumerate(realized)))
+            del dense, layers
+            torch.cuda.empty_cache()
+    return {"device": "cuda", "gpu": torch.cuda.get_device_name(), "bank_size": bank_size, "sizes": list(sizes),
+            "batches": list(batches), "sparsities": realized, "speedup": speed, "dense_ms": dense_ms,
+            "sparse_ms": sparse_ms, "rounds": rounds, "calls": calls, "torch": torch.__version__,
+            "seconds": round(time.perf_counter() - t_start, 1)}
 
 
 def save_table(table: dict, path: str | os.PathLike | None = None) -> Path:

@@ -61,13 +61,40 @@ struct alignas(sizeof(T) * N) bs_vec {
 
 // ------------------------------------------------------------------------------------------------------------ spmv
 #ifndef BS_SPMV_U
-#define BS_SPMV_U 4  // vector loads per lane issued together
+// Vector loads per lane issued together. Measured on an H200 (2026-11-30; fp32, 90.6%, queued CUDA-event timing,
+// L2 flushed), spmv with x in shared memory / in global memory / spmvn8, in microseconds:
+//   4096^2:  U=1 10.3 / 10.2 / 37.0   U=2 10.4 / 10.0 / 38.4   U=4 11.0 / 10.0 / 38.7
+//   16384^2: U=1 70.3 / 54.7 / 155    U=2 60.1 / 61.3 / 165    U=4 56.9 / 65.4 / 198
+// U=2 was chosen for the shared-memory kernels the planner uses; every GPU test and the committed benchmark ran
+// with it. U=1 with x in global memory was ~10% faster at 16384^2 (left to the next GPU session to verify).
+#define BS_SPMV_U 2
 #endif
 // K > 0: compile-time k; K == 0: k at run time. VEC: entries per vector load (16 / sizeof(T), or 1).
-template <int K, int VEC, typename T, typename I>
+// NC: batch columns per row (1: spmv; 8 or 32: "spmvn", batches 2..NC, n at run time): x is (cols, n) row-major and
+// every kept entry reads its x row of n contiguous values once, into NC accumulators per lane (16-byte loads when
+// xvec: n * sizeof(T) is a multiple of 16 and x is aligned; the host checks). Each lane reduces its NC sums over
+// the lanes of its row.
+// SX: x is first copied into shared memory (cols * n elements; the host checked that they fit and capped the grid
+// to the blocks resident at once, so each block copies x once and walks many rows), and the gathers read it there: a
+// warp's gather touches ~20 different 128-byte lines of x (its 32 lanes cover ~20 banks of a row), which costs ~20
+// L1 wavefronts from global memory but only a few bank conflicts in shared memory.
+template <int K, int VEC, int NC, bool SX, typename T, typename I>
 __device__ __forceinline__ void bs_spmv_impl(const T* __restrict__ vals, const I* __restrict__ offs,
                                              const T* __restrict__ x, T* __restrict__ y, long long rows, int banks,
-                                             int k_rt, int bank_size, int cols, int lanes) {
+                                             int k_rt, int bank_size, int cols, int lanes, int n, int xvec) {
+    extern __shared__ __align__(16) unsigned char bs_smem[];
+    constexpr int XV = 16 / (int)sizeof(T);  // entries of T per 16-byte load
+    T* xs = reinterpret_cast<T*>(bs_smem);
+    if (SX) {
+        const long long total = (long long)cols * n;
+        const long long nv = VEC > 1 ? total / XV : 0;  // x is 16-byte aligned whenever VEC > 1 (host-checked)
+        const bs_vec<T, XV>* xv = reinterpret_cast<const bs_vec<T, XV>*>(x);
+        bs_vec<T, XV>* xsv = reinterpret_cast<bs_vec<T, XV>*>(xs);
+        for (long long i = threadIdx.x; i < nv; i += blockDim.x) xsv[i] = xv[i];
+        for (long long i = nv * XV + threadIdx.x; i < total; i += blockDim.x) xs[i] = x[i];
+        __syncthreads();
+    }
+    const T* xsrc = SX ? xs : x;
     const int k = K > 0 ? K : k_rt;
     const long long nnz = (long long)banks * k;
     const long long nchunks = nnz / VEC;  // the host guarantees nnz % VEC == 0
@@ -79,10 +106,12 @@ __device__ __forceinline__ void bs_spmv_impl(const T* __restrict__ vals, const I
     for (long long row = group; row < rows; row += groups) {  // uniform per group: whole groups iterate together
         const bs_vec<T, VEC>* v = reinterpret_cast<const bs_vec<T, VEC>*>(vals + row * nnz);
         const bs_vec<I, VEC>* o = reinterpret_cast<const bs_vec<I, VEC>*>(offs + row * nnz);
-        float acc = 0.f;
+        float acc[NC];
+#pragma unroll
+        for (int c = 0; c < NC; ++c) acc[c] = 0.f;
         // BS_SPMV_U chunks per lane per step, all loaded before any is used: several loads in flight per lane
-        // (a row has only a few chunks per lane, and one load at a time left the kernel latency-bound). The
-        // chunks are still summed in ascending order, as the emulator does.
+        // (a row has only a few chunks per lane). The chunks are still summed in ascending order, as the emulator
+        // does.
         for (long long c0 = lane; c0 < nchunks; c0 += (long long)BS_SPMV_U * lanes) {
             bs_vec<T, VEC> vv[BS_SPMV_U];
             bs_vec<I, VEC> oo[BS_SPMV_U];
@@ -103,14 +132,38 @@ __device__ __forceinline__ void bs_spmv_impl(const T* __restrict__ vals, const I
                         const long long e = c * VEC + i;
                         const unsigned o = bs_u<I>(oo[u].v[i]);
                         const unsigned col = (unsigned)(e / k) * (unsigned)bank_size + o;
-                        if (o < (unsigned)bank_size && col < (unsigned)cols)
-                            acc += bs_f(vv[u].v[i]) * bs_f(__ldg(x + col));
+                        if (o < (unsigned)bank_size && col < (unsigned)cols) {
+                            const float w = bs_f(vv[u].v[i]);
+                            if (NC == 1) {
+                                acc[0] += w * bs_f(SX ? xs[col] : __ldg(x + col));
+                            } else {
+                                const T* xr = xsrc + (long long)col * n;
+                                if (NC % XV == 0 && xvec) {
+#pragma unroll
+                                    for (int c = 0; c < NC; c += XV) {
+                                        if (c < n) {
+                                            const bs_vec<T, XV> q = *reinterpret_cast<const bs_vec<T, XV>*>(xr + c);
+#pragma unroll
+                                            for (int t = 0; t < XV; ++t) acc[c + t] += w * bs_f(q.v[t]);
+                                        }
+                                    }
+                                } else {
+#pragma unroll
+                                    for (int c = 0; c < NC; ++c)
+                                        if (c < n) acc[c] += w * bs_f(xr[c]);
+                                }
+                            }
+                        }
                     }
                 }
             }
         }
-        for (int s = lanes >> 1; s > 0; s >>= 1) acc += __shfl_down_sync(mask, acc, s, lanes);
-        if (lane == 0) bs_store(y + row, acc);
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            float a = acc[c];
+            for (int s = lanes >> 1; s > 0; s >>= 1) a += __shfl_down_sync(mask, a, s, lanes);
+            if (lane == 0 && c < n) bs_store(y + row * n + c, a);
+        }
     }
 }
 
@@ -289,11 +342,11 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
 }
 
 // ---------------------------------------------------------------------------------------------------- entry points
-#define BS_SPMV(NAME, K, VEC, T, I)                                                                               \
+#define BS_SPMV(NAME, K, VEC, NC, SX, T, I)                                                                       \
     extern "C" __global__ void __launch_bounds__(256)                                                              \
     NAME(const T* vals, const I* offs, const T* x, T* y, long long rows, int banks, int k, int bank_size,          \
-         int cols, int lanes) {                                                                                    \
-        bs_spmv_impl<K, VEC, T, I>(vals, offs, x, y, rows, banks, k, bank_size, cols, lanes);                      \
+         int cols, int lanes, int n, int xvec) {                                                                   \
+        bs_spmv_impl<K, VEC, NC, SX, T, I>(vals, offs, x, y, rows, banks, k, bank_size, cols, lanes, n, xvec);     \
     }
 
 #define BS_SPMM(NAME, K, TN, CPT, T, I)                                                                           \
@@ -311,13 +364,19 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
         bs_spmm_fallback_impl<T, I>(vals, offs, x, y, rows, banks, k, bank_size, cols, n);                         \
     }
 
-// per (value type, offset type): spmv with compile-time k (vector loads) and run-time k (scalar loads);
+// per (value type, offset type): spmv with compile-time k (vector loads; x in shared memory or not) and run-time k
+// (scalar loads); spmvn for 8 and 32 columns (vector loads, x in shared memory or not);
 // spmm tiles 8/16/32/64 columns with compile-time and run-time k; the fallback. -DBS_ONE=<i> keeps only the i-th
 // (value, offset) pair below (gpu.py compiles one module per k and pair: a ninth of the compile time).
 #define BS_ALL(SUF, T, I, VEC)                                         \
-    BS_SPMV(bs_spmv_k_##SUF, BS_K, VEC, T, I)                          \
-    BS_SPMV(bs_spmv_k_v1_##SUF, BS_K, 1, T, I)                         \
-    BS_SPMV(bs_spmv_rt_##SUF, 0, 1, T, I)                              \
+    BS_SPMV(bs_spmv_k_##SUF, BS_K, VEC, 1, false, T, I)                \
+    BS_SPMV(bs_spmv_k_sx_##SUF, BS_K, VEC, 1, true, T, I)              \
+    BS_SPMV(bs_spmv_k_v1_##SUF, BS_K, 1, 1, false, T, I)               \
+    BS_SPMV(bs_spmv_rt_##SUF, 0, 1, 1, false, T, I)                    \
+    BS_SPMV(bs_spmvn8_k_##SUF, BS_K, VEC, 8, false, T, I)              \
+    BS_SPMV(bs_spmvn8_k_sx_##SUF, BS_K, VEC, 8, true, T, I)            \
+    BS_SPMV(bs_spmvn32_k_##SUF, BS_K, VEC, 32, false, T, I)            \
+    BS_SPMV(bs_spmvn32_k_sx_##SUF, BS_K, VEC, 32, true, T, I)          \
     BS_SPMM(bs_spmm8_k_##SUF, BS_K, 8, 1, T, I)                        \
     BS_SPMM(bs_spmm16_k_##SUF, BS_K, 16, 2, T, I)                      \
     BS_SPMM(bs_spmm32_k_##SUF, BS_K, 32, 2, T, I)                      \

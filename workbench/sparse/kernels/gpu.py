@@ -9,7 +9,9 @@ The launch geometry is planned here in plain Python — :func:`plan_spmv`, :func
 index math on the CPU from the same plans (tests compare it with float64 dense products).
 
 Kernels (``kernel=`` names): ``spmv`` (batch 1: ``lanes`` threads per row, 16-byte vector loads of values and
-offsets when rows are aligned, compile-time k), ``spmm`` (batch > 1: tiles of 64 rows x 8/16/32/64 columns chosen
+offsets when rows are aligned, compile-time k, x staged in shared memory when it fits), ``spmv_global`` (the same
+with x gathered from global memory), ``spmvn`` / ``spmvn_global`` (batches 2..32: the spmv scheme with 8 or 32
+accumulators per lane, each kept entry reading its x row of n values once), ``spmm`` (batch > 1: tiles of 64 rows x 8/16/32/64 columns chosen
 from the batch, G banks per double-buffered cp.async stage, dynamic shared memory above 48 KB through the opt-in
 attribute), ``fallback`` (a warp per (row, 32 columns), grid-stride: any rows, any bank size).
 
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("balanced.cu")
-KERNELS = ("auto", "spmv", "spmm", "fallback")
+KERNELS = ("auto", "spmv", "spmv_global", "spmvn", "spmvn_global", "spmm", "fallback")
 VALUE_SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 INDEX_SUFFIX = {torch.uint8: "u8", torch.int16: "i16", torch.int32: "i32"}
 # BS_ONE index of each pair: the order of the BS_ALL lines in balanced.cu
@@ -42,6 +44,10 @@ SMEM_TARGET = 110 * 1024         # per block: two blocks fit an H100/H200 SM (22
 MAX_GRID_X = 2 ** 31 - 1
 MAX_GRID_YZ = 65535
 CUDA_ATTR_SMEM_OPTIN = 97        # cudaDevAttrMaxSharedMemoryPerBlockOptin
+CUDA_ATTR_SMS = 16               # cudaDevAttrMultiProcessorCount
+CUDA_ATTR_SMEM_PER_SM = 81       # cudaDevAttrMaxSharedMemoryPerMultiprocessor
+SPMV_SMEM_MAX = 128 * 1024       # spmv / spmvn: x up to this many bytes is staged in shared memory (0: never)
+SPMVN_COLUMNS = (8, 32)          # spmvn entry points: batches 2..8 and 9..32 (larger: the spmm tiles)
 
 
 def _esize(dtype: torch.dtype) -> int:
@@ -61,24 +67,51 @@ class SpmvPlan:
     lanes: int      # threads per row
     threads: int
     blocks: int
+    smem: int = 0   # dynamic shared memory: x staged there (the _sx entry points) when > 0
+    nc: int = 1     # batch columns the entry point accumulates (1: spmv; 8 or 32: spmvn, n <= nc)
+    xvec: int = 0   # spmvn: x rows read with 16-byte loads
+
+
+def _spmv_vec(nnz: int, dtype: torch.dtype, aligned: bool) -> int:
+    """Entries per vector load of a row of ``nnz`` values (1: scalar loads)."""
+    es = _esize(dtype)
+    vec = 16 // es
+    return 1 if not aligned or (nnz * es) % 16 or nnz % vec else vec
+
+
+def spmvn_columns(n: int) -> int:
+    """The spmvn entry point (accumulators per lane) serving a batch of n (0: none, use the spmm tiles)."""
+    return next((nc for nc in SPMVN_COLUMNS if 2 <= n <= nc), 0)
 
 
 @functools.lru_cache(maxsize=4096)  # plans are pure functions of their arguments: one per shape, not per call
-def plan_spmv(rows: int, banks: int, k: int, dtype: torch.dtype, *, aligned: bool = True) -> SpmvPlan:
-    """Batch-1 launch: vector loads when every row starts on a 16-byte boundary (``aligned``: base pointers
-    aligned; the row length is checked here), lanes per row = the power of two <= 32 that gives each lane about
-    four vector loads, a 1-D grid (grid-stride loop in the kernel, so any number of rows)."""
+def plan_spmv(rows: int, banks: int, k: int, dtype: torch.dtype, *, aligned: bool = True, cols: int = 0,
+              smem_limit: int = 0, resident: int = 0, n: int = 1) -> SpmvPlan:
+    """Batch-1 launch (and spmvn, 2 <= n <= 32, which needs vector loads): vector loads when every row starts on a
+    16-byte boundary (``aligned``: base pointers aligned; the row length is checked here), lanes per row = the power
+    of two <= 32 that gives each lane about four vector loads, a 1-D grid (grid-stride loop in the kernel, so any
+    number of rows). With vector loads, x (``cols`` x ``n`` entries) is staged in shared memory when it fits in
+    ``min(smem_limit, SPMV_SMEM_MAX)``; the grid is then capped at ``resident`` blocks (those that fit on the GPU at
+    once, counted by the caller from the kernel's registers and shared memory), so that each block copies x once."""
+    es = _esize(dtype)
     nnz = banks * k
-    vec = 16 // _esize(dtype)
-    if not aligned or (nnz * _esize(dtype)) % 16 or nnz % vec:
-        vec = 1
+    vec = _spmv_vec(nnz, dtype, aligned)
+    nc = 1 if n == 1 else spmvn_columns(n)
+    if nc == 0 or (nc > 1 and vec == 1):
+        raise ValueError(f"no spmv entry point for a batch of {n} with {'aligned' if vec > 1 else 'unaligned'} rows")
     chunks = nnz // vec
     lanes = 1
     while lanes < 32 and lanes * 4 < chunks:
         lanes *= 2
     per_block = THREADS // lanes
     blocks = max(1, min(-(-rows // per_block), MAX_GRID_X))
-    return SpmvPlan("bs_spmv_k" if vec > 1 else "bs_spmv_k_v1", vec, lanes, THREADS, blocks)
+    xvec = int(nc > 1 and aligned and (n * es) % 16 == 0)
+    base = "bs_spmv" if nc == 1 else f"bs_spmvn{nc}"
+    x_bytes = _pad16(cols * n, es) * es
+    if vec > 1 and 0 < x_bytes <= min(smem_limit, SPMV_SMEM_MAX):
+        return SpmvPlan(f"{base}_k_sx", vec, lanes, THREADS, max(1, min(blocks, resident or blocks)), x_bytes, nc,
+                        xvec)
+    return SpmvPlan(f"{base}_k" if vec > 1 else "bs_spmv_k_v1", vec, lanes, THREADS, blocks, 0, nc, xvec)
 
 
 def spmm_smem_bytes(tn: int, G: int, bank_size: int, k: int, dtype: torch.dtype, index_dtype: torch.dtype) -> int:
@@ -165,9 +198,10 @@ def plan_name(rows: int, banks: int, k: int, bank_size: int, n: int, dtype: torc
               index_dtype: torch.dtype = torch.uint8) -> str:
     """A short description of the kernel a product of a (rows, banks * bank_size) matrix with n columns would run
     (benchmark records)."""
-    if n == 1:
-        p = plan_spmv(rows, banks, k, dtype)
-        return f"spmv (vec {p.vec}, {p.lanes} lanes/row)"
+    if n == 1 or spmvn_columns(n):
+        p = plan_spmv(rows, banks, k, dtype, cols=banks * bank_size, smem_limit=smem_optin_limit(), n=n)
+        return (f"{'spmv' if n == 1 else f'spmvn{p.nc}'} (vec {p.vec}, {p.lanes} lanes/row"
+                f"{', x in shared memory' if p.smem else ''})")
     p = plan_spmm(rows, banks * bank_size, banks, k, bank_size, n, dtype, index_dtype, smem_limit=smem_optin_limit())
     return f"spmm {p.tn}-col tile, G={p.G}, {p.smem // 1024} KB" if p.kind == "tile" else "spmm fallback"
 
@@ -243,10 +277,20 @@ def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dt
     i32, i64 = np.int32, np.int64
     pair = f"{VALUE_SUFFIX[dtype]}_{INDEX_SUFFIX[index_dtype]}"
     mod = module(k, pair)
-    if kernel == "spmv" or (kernel == "auto" and n == 1):
-        p = plan_spmv(rows, banks, k, dtype, aligned=aligned)
-        return (mod.get_function(f"{p.name}_{pair}"), (p.blocks,), (p.threads,),
-                (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols), i32(p.lanes)), 0)
+    rowwise = kernel in ("spmv", "spmv_global", "spmvn", "spmvn_global") or (kernel == "auto" and (
+        n == 1 or (spmvn_columns(n) and _spmv_vec(banks * k, dtype, aligned) > 1)))
+    if rowwise:
+        nc = 1 if n == 1 else spmvn_columns(n)
+        limit = 0 if kernel.endswith("_global") else smem_optin_limit(device)
+        es = _esize(dtype)
+        sx = mod.get_function(f"{'bs_spmv' if nc == 1 else f'bs_spmvn{nc}'}_k_sx_{pair}") if nc else None
+        p = plan_spmv(rows, banks, k, dtype, aligned=aligned, cols=cols, smem_limit=limit, n=n,
+                      resident=_resident(sx, _pad16(cols * n, es) * es, device) if sx is not None else 0)
+        f = mod.get_function(f"{p.name}_{pair}")
+        if p.smem > DEFAULT_SMEM:
+            f.max_dynamic_shared_size_bytes = smem_optin_limit(device)
+        return f, (p.blocks,), (p.threads,), (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols),
+                                               i32(p.lanes), i32(n), i32(p.xvec)), p.smem
     p = plan_spmm(rows, cols, banks, k, bank_size, n, dtype, index_dtype, smem_limit=smem_optin_limit(device),
                   aligned=aligned, kernel=kernel)
     f = mod.get_function(f"{p.name}_{pair}")
@@ -257,6 +301,21 @@ def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dt
         return (f, p.grid, p.block, (i32(rows), i32(cols), i32(banks), i32(k), i32(bank_size), i32(n), i32(p.G),
                                      i32(p.x_vec), i32(p.v_vec), i32(p.o_vec)), p.smem)
     return f, p.grid, p.block, (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols), i32(n)), 0
+
+
+def _resident(f, smem: int, device: int) -> int:
+    """Blocks of THREADS threads of function ``f`` with ``smem`` bytes of dynamic shared memory that fit on the
+    device at once (registers, shared memory and the 2048-thread limit of an SM; 0 when unknown)."""
+    try:
+        import cupy
+        rt = cupy.cuda.runtime
+        sms = rt.deviceGetAttribute(CUDA_ATTR_SMS, device)
+        smem_sm = rt.deviceGetAttribute(CUDA_ATTR_SMEM_PER_SM, device)
+        regs = -(-max(int(f.num_regs), 1) // 8) * 8
+        per_sm = min(2048 // THREADS, 65536 // (regs * THREADS), smem_sm // (smem + 1024))
+        return max(1, per_sm) * sms
+    except Exception:  # pragma: no cover - depends on the CUDA install
+        return 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -291,8 +350,10 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
     y = torch.empty((rows,) if vec else (rows, n), dtype=x.dtype, device=x.device)
     if rows == 0 or n == 0:
         return y
-    if kernel == "spmv" and n != 1:
-        raise ValueError("the spmv kernel needs a single column")
+    if kernel in ("spmv", "spmv_global") and n != 1:
+        raise ValueError("the spmv kernels need a single column")
+    if kernel in ("spmvn", "spmvn_global") and not spmvn_columns(n):
+        raise ValueError(f"the spmvn kernels take batches of 2 to {SPMVN_COLUMNS[-1]} columns, got {n}")
     # vector loads need 16-byte aligned values / x and offsets aligned to VEC offsets (up to 32 bytes for int32)
     vp, op, xp = values.data_ptr(), offsets.data_ptr(), x.data_ptr()
     aligned = vp % 16 == 0 and xp % 16 == 0 and op % 32 == 0

@@ -46,18 +46,26 @@ def _shfl_down_reduce(acc: np.ndarray, lanes: int) -> np.ndarray:
 
 def emulate_spmv(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, bank_size: int, cols: int,
                  plan: SpmvPlan) -> torch.Tensor:
-    """bs_spmv_impl: y (rows,) float64."""
+    """bs_spmv_impl: x (cols,) -> y (rows,), or for spmvn (``plan.nc > 1``) x (cols, n) -> y (rows, n); float64."""
     rows, banks, k = values.shape
     nnz = banks * k
     vec, lanes = plan.vec, plan.lanes
+    es = _esize(values.dtype)
     if nnz % vec:
         raise AssertionError("plan violates the kernel's precondition nnz % VEC == 0")
-    if vec > 1 and (nnz * _esize(values.dtype)) % 16:
+    if vec > 1 and (nnz * es) % 16:
         raise AssertionError("vector loads planned on rows that do not start on 16-byte boundaries")
+    n = 1 if x.dim() == 1 else x.shape[1]
+    if (plan.nc == 1) != (x.dim() == 1) or n > plan.nc:
+        raise AssertionError(f"an entry point for {plan.nc} columns planned for x of shape {tuple(x.shape)}")
+    if plan.xvec and (n * es) % 16:
+        raise AssertionError("16-byte loads planned on x rows that are not multiples of 16 bytes")
     V = values.reshape(rows, nnz).double().numpy()
     O = _unsigned(offsets.reshape(rows, nnz))
-    xv = x.double().numpy()
+    xv = x.double().numpy().reshape(cols, n)
     nchunks = nnz // vec
+    if plan.smem and plan.smem < cols * n * es:
+        raise AssertionError("x is staged in shared memory that cannot hold it")
     groups = plan.blocks * plan.threads // lanes
     # grid-stride coverage: group g handles rows g, g + groups, ...
     visited = np.zeros(rows, dtype=np.int64)
@@ -65,15 +73,16 @@ def emulate_spmv(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, b
         visited[g::groups] += 1
     if not (visited == 1).all():
         raise AssertionError("the spmv grid does not visit every row exactly once")
-    part = np.zeros((rows, lanes))
+    part = np.zeros((rows, n, lanes))
     for lane in range(lanes):
         for c in range(lane, nchunks, lanes):
             for i in range(vec):
                 e = c * vec + i
                 col = (e // k) * bank_size + O[:, e]
                 ok = (O[:, e] < bank_size) & (col < cols)
-                part[:, lane] += np.where(ok, V[:, e] * xv[np.where(ok, col, 0)], 0.0)
-    return torch.from_numpy(_shfl_down_reduce(part, lanes))
+                part[:, :, lane] += np.where(ok, V[:, e], 0.0)[:, None] * xv[np.where(ok, col, 0)]
+    y = _shfl_down_reduce(part, lanes)
+    return torch.from_numpy(y[:, 0] if x.dim() == 1 else y)
 
 
 def emulate_spmm(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, bank_size: int, cols: int,
