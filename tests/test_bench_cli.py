@@ -133,3 +133,11 @@ def test_bench_sparse_crossover_measures_only_the_table(tmp_path, monkeypatch):
     t = dispatch._validate_table(json.loads(out.read_text()))
     assert t["sizes"] == [256, 512] and t["batches"] == [1, 16] and t["rounds"] == 1 and t["block_warmup"] == 2
     assert not any(tmp_path.rglob("sparse*.json"))                 # the benchmark grid did not run
+
+
+def test_bench_sparse_gpu_crossover_without_a_gpu_says_so(monkeypatch):
+    import workbench.benchmarks.sparse as bs
+    from workbench.sparse.kernels import gpu
+    monkeypatch.setattr(gpu, "available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        bs.main(["--device", "cuda", "--crossover", "--quick"])

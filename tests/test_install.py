@@ -116,6 +116,7 @@ def test_the_installed_package_is_complete_and_alone(installed, tmp_path):
     assert set(src) <= set(dst), sorted(set(src) - set(dst))[:20]
     assert [k for k in src if src[k].read_bytes() != dst[k].read_bytes()] == []
     for must in ("assets/studies/cbn/diagnostic.json", "assets/benchmarks/sparse.json", "sparse/crossover.json",
+                 "sparse/crossover_cuda.json", "assets/benchmarks/sparse_gpu.json",
                  "assets/checkpoints/swinv2_micro_shapes64.pt"):
         assert must in dst
 

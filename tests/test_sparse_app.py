@@ -96,6 +96,34 @@ def test_app_handlers(monkeypatch):
         sparse_app.measure(4096, 1, 0.9, 32, ["dense"])
     with pytest.raises(ValueError, match="task"):
         sparse_app.accuracy("nope")
+    fig, txt = sparse_app.crossover("cuda")          # the packaged GPU table, shown on a machine without a GPU
+    cells = [(x, y, v) for tr in fig.data if tr.z is not None for y, row in zip(tr.y, tr.z) for x, v in zip(tr.x, row)]
+    assert cells and "NVIDIA H200" in txt and "crossover_cuda.json" in txt and "/" not in txt.split(":")[1].split()[0]
+    with pytest.raises(ValueError, match="device"):
+        sparse_app.crossover("tpu")
+
+
+def test_gpu_summary_reads_the_committed_gpu_records():
+    from workbench.demos import sparse as demo
+
+    def row(size, batch, method, ms, qms, **kw):
+        return dict(size=size, batch=batch, target=0.9, method=method, median_ms=ms, queued_ms=qms, device="GPU X",
+                    **kw)
+
+    rows = [row(4096, 1, "balanced_fp32", 0.056, 0.0102, kernel="spmv", speedup_vs_dense=1.37,
+                speedup_vs_cusparse=4.15, queued_speedup_vs_dense=3.21, queued_speedup_vs_cusparse=1.89,
+                queued_pct_bw=18.2),
+            row(16384, 1, "balanced_fp32", 0.1016, 0.060, kernel="spmv", speedup_vs_dense=2.99,
+                speedup_vs_cusparse=2.33, queued_speedup_vs_dense=4.43, queued_speedup_vs_cusparse=1.2,
+                queued_pct_bw=48.4),
+            row(4096, 1, "cublas_fp32", 0.077, 0.033)]
+    lines = demo.gpu_summary(rows).splitlines()
+    assert lines == ["GPU: GPU X",
+                     "4096^2 batch 1 (spmv): per call 56 us, 1.4x cuBLAS, 4.2x cuSPARSE; queued 10 us, 3.2x cuBLAS, "
+                     "1.9x cuSPARSE, 18% of HBM bandwidth",
+                     "16384^2 batch 1 (spmv): per call 102 us, 3x cuBLAS, 2.3x cuSPARSE; queued 60 us, 4.4x cuBLAS, "
+                     "1.2x cuSPARSE, 48% of HBM bandwidth"]
+    assert demo.gpu_summary([]).startswith("No committed GPU benchmark")
 
 
 def test_demo_checkpoint_and_sparse_swin_match_dense():

@@ -137,3 +137,11 @@ def test_cbn_explorer_draws_the_demo_panel_of_a_live_run():
     with pytest.raises(ValueError, match="channel"):
         render_cbn("live", batch_size=4, window=3, rho=1.0, burnin=0, steps=10, layer="stem", channel=99,
                    stat_batch="2")
+
+
+def test_sparse_explorer_shows_either_crossover_map():
+    from workbench.widgets.sparse import render_sparse
+    _, cpu_txt = render_sparse("crossover map")
+    fig, gpu_txt = render_sparse("GPU crossover map")
+    assert "crossover.json" in cpu_txt and "crossover_cuda.json" in gpu_txt and "NVIDIA H200" in gpu_txt
+    assert len(fig.data) > 0

@@ -44,3 +44,6 @@ def test_live_measurement_and_sizes_within_the_live_limit(page, hub_url):
     page.locator("#sparse-measure").click()
     expect(page.locator("#sparse-speed-table").get_by_role("row").filter(has_text="0.950")).to_be_visible(timeout=TIMEOUT)
     expect(page.locator("#sparse-speed-plot .js-plotly-plot .scatterlayer .trace").first).to_be_visible(timeout=TIMEOUT)
+    # the crossover map of the packaged GPU table, picked by the device radio
+    page.locator("#sparse-crossover-device").get_by_label("cuda").check()
+    expect(page.locator("#sparse-crossover-text")).to_contain_text("NVIDIA H200", timeout=TIMEOUT)

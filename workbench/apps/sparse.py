@@ -29,10 +29,10 @@ def records(x, value):
     return p.figures["records"], p.text
 
 
-def crossover():
+def crossover(device="cpu"):
     from workbench.demos import sparse as demo
 
-    p = demo.crossover()
+    p = demo.crossover(device)
     return p.figures["crossover"], p.text
 
 
@@ -74,6 +74,8 @@ def build():
                           elem_id="sparse-rec-value")
         rec_txt = gr.Markdown(elem_id="sparse-records-text")   # status line: missing records are said here
         rec = gr.Plot(label="committed CPU benchmark", elem_id="sparse-records-plot")
+        cross_dev = gr.Radio(list(demo.DEVICES), value="cpu", label="crossover map of the device",
+                             elem_id="sparse-crossover-device")
         cross_txt = gr.Markdown(elem_id="sparse-crossover-text")
         cross = gr.Plot(label="the dispatcher's crossover map", elem_id="sparse-crossover-plot")
     with gr.Tab("Accuracy"):
@@ -96,7 +98,8 @@ def build():
     on_load(guard(patterns, 4), [sparsity, bank], pat_out, api_name="sparse_patterns")
     on_load(guard(accuracy, 2), [task], [acc, acc_txt])
     on_load(guard(records, 2), [rx, rv], [rec, rec_txt])
-    on_load(guard(crossover, 2), None, [cross, cross_txt])
+    cross_dev.change(guard(crossover, 2), [cross_dev], [cross, cross_txt], api_name=False)
+    on_load(guard(crossover, 2), [cross_dev], [cross, cross_txt])
 
 
 if __name__ == "__main__":

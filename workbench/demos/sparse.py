@@ -6,6 +6,8 @@ Used by the "Sparse" dashboard tab, the explorer of notebook 07 and the tests. N
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from workbench.demos.common import Panel, check_choice, check_float, check_int
 from workbench.sparse import measure
 
@@ -78,7 +80,35 @@ def records(x: str = "target", value: str = "speedup_vs_dense", batch: int = 1) 
     info = measure.cpu_results().get("machine", {})
     title = f"committed CPU benchmark ({info.get('threads', info.get('torch_threads', '?'))} threads, {info.get('cpu', '')})"
     return Panel({"records": vz.records_speed_figure(rows, x=x, value=value, batch=batch, title=title)},
-                 "4096x4096, 90.6% balanced (committed):\n" + "\n".join(f"- {ln}" for ln in speed_summary(rows).splitlines()))
+                 "4096x4096, 90.6% balanced (committed):\n" + "\n".join(f"- {ln}" for ln in speed_summary(rows).splitlines())
+                 + "\n\n90.6% balanced on the GPU (committed):\n"
+                 + "\n".join(f"- {ln}" for ln in gpu_summary().splitlines()))
+
+
+def gpu_summary(rows=None) -> str:
+    """The committed GPU benchmark against issue 16's GPU goals, in a few lines (2 significant digits): at 90.6%,
+    per call (the call alone on an idle GPU, host time included) and queued (the GPU's own time)."""
+    rows = measure.gpu_records() if rows is None else rows
+    if not rows:
+        return "No committed GPU benchmark (`workbench bench sparse --device cuda --commit` on a GPU machine)."
+
+    def at(size, batch, method):
+        return next((r for r in rows if r["size"] == size and r["batch"] == batch and r.get("target") == 0.9
+                     and r["method"] == method), None)
+
+    def us(ms):
+        return f"{ms * 1e3:.2g}" if ms < 0.1 else f"{ms * 1e3:.0f}"
+
+    lines = [f"GPU: {rows[0].get('device', 'unknown')}"]
+    for size, batch in ((4096, 1), (4096, 8), (16384, 1), (16384, 8)):
+        b = at(size, batch, "balanced_fp32")
+        if not b:
+            continue
+        lines.append(f"{size}^2 batch {batch} ({b.get('kernel', '')}): per call {us(b['median_ms'])} us, "
+                     f"{b['speedup_vs_dense']:.2g}x cuBLAS, {b['speedup_vs_cusparse']:.2g}x cuSPARSE; queued "
+                     f"{us(b['queued_ms'])} us, {b['queued_speedup_vs_dense']:.2g}x cuBLAS, "
+                     f"{b['queued_speedup_vs_cusparse']:.2g}x cuSPARSE, {b['queued_pct_bw']:.0f}% of HBM bandwidth")
+    return "\n".join(lines)
 
 
 def speed_summary(rows=None) -> str:
@@ -119,16 +149,27 @@ def speed_summary(rows=None) -> str:
     return "\n".join(lines)
 
 
-def crossover() -> Panel:
-    """The dispatcher's measured table: where the balanced kernel beats ``F.linear`` (by size, batch, sparsity)."""
+DEVICES = ("cpu", "cuda")
+
+
+def crossover(device: str = "cpu") -> Panel:
+    """The dispatcher's measured table for ``device`` ("cpu" or "cuda"): where the balanced kernel beats
+    ``F.linear`` (by size, batch, sparsity)."""
     from workbench.viz import sparse as vz
 
-    m = measure.crossover_map("cpu")
+    device = check_choice("device", device, DEVICES)
+    m = measure.crossover_map(device)
     if not m["records"]:
-        raise ValueError("no crossover table; run `workbench bench sparse --crossover`")
+        raise ValueError(f"no {device.upper()} crossover table; run `workbench bench sparse --crossover"
+                         f"{' --device cuda' if device == 'cuda' else ''}`")
+    if device == "cuda":
+        how = (f"{m.get('gpu')}, fp32, layers timed 10 forwards in a row; on another GPU the dispatcher asks for "
+               f"{m.get('other_gpu_margin')}x")
+    else:
+        how = f"{m.get('backend')}, {m.get('threads')} thread(s)"
     return Panel({"crossover": vz.crossover_figure(m["records"])},
-                 f"Measured {m.get('source') or ''} ({m.get('backend')}, {m.get('threads')} thread(s)); the dispatcher "
-                 f"uses the sparse kernel only where it is at least {m.get('margin')}x faster.", values=m)
+                 f"Measured: {Path(m['source']).name} ({how}); the dispatcher uses the sparse kernel only where it is "
+                 f"at least {m.get('margin')}x faster.", values=m)
 
 
 def accuracy(task_label: str = "MLP on digits", records=None) -> Panel:

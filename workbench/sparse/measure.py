@@ -379,14 +379,15 @@ def model_speedup(kind: str = "mlp", sparsity: float = 0.9, bank_size: int = 64,
 
 
 def crossover_map(device: str = "cpu") -> dict:
-    """The dispatcher's crossover table: ``{source, threads, backend, machine, records: [{size, batch, sparsity,
+    """The dispatcher's crossover table: ``{source, threads, backend, gpu, machine, records: [{size, batch, sparsity,
     speedup, path, dense_ms, sparse_ms}]}`` (empty records when no table exists for ``device``)."""
     t = dispatch.load_table(device)
     if t is None:
         return dict(source=None, records=[], device=device)
     return dict(source=t["source"], device=device, threads=t.get("threads"), backend=t.get("backend"),
-                bank_size=t.get("bank_size"), machine=t.get("machine"), load_avg_1m=t.get("load_avg_1m"),
-                margin=dispatch.MARGIN, records=dispatch.crossover_records(t))
+                gpu=t.get("gpu"), bank_size=t.get("bank_size"), machine=t.get("machine"),
+                load_avg_1m=t.get("load_avg_1m"), margin=dispatch.MARGIN, other_gpu_margin=dispatch.BACKEND_MARGIN,
+                records=dispatch.crossover_records(t))
 
 
 def decision(rows: int, cols: int, sparsity: float, batch: int, *, bank_size: int = 64,

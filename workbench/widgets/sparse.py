@@ -5,7 +5,7 @@ from __future__ import annotations
 from workbench.widgets.core import explorer
 
 VIEWS = ("pruning patterns", "nonzeros per bank", "nonzeros per row", "live CPU speed (256x256)",
-         "committed CPU speed vs sparsity", "crossover map", "accuracy: MLP on digits",
+         "committed CPU speed vs sparsity", "crossover map", "GPU crossover map", "accuracy: MLP on digits",
          "accuracy: char-LSTM language model", "accuracy: Swin V2 on shapes")
 
 
@@ -18,8 +18,8 @@ def render_sparse(view: str = "pruning patterns", sparsity: float = 0.9, bank_si
         return demo.accuracy(view.split(": ")[1]).figures["accuracy"]
     if view.startswith("committed"):
         return demo.records("target", "speedup_vs_dense", batch=1 if batch == 1 else 128).figures["records"]
-    if view == "crossover map":
-        p = demo.crossover()
+    if view in ("crossover map", "GPU crossover map"):
+        p = demo.crossover("cuda" if view.startswith("GPU") else "cpu")
         return p.figures["crossover"], p.text
     if view.startswith("live"):
         p = demo.live(256, batch, sparsity, bank_size, methods=("dense", "csr", "balanced", "model"))

@@ -2,18 +2,22 @@
 //   values  (rows, banks, k)   kept weights, ascending column inside a bank
 //   offsets (rows, banks, k)   in-bank position (uint8 / int16 / int32)
 //   y[r] = sum_b sum_j values[r,b,j] * x[b*B + offsets[r,b,j]]
-// Loaded by workbench/sparse/kernels/gpu.py with cupy.RawModule (one module per compile-time k, -DBS_K=<k>; the
-// K = 0 entry points take k at run time). Every entry point is extern "C"; the launch geometry (lanes per row,
-// tile sizes, stages, shared memory) is planned on the host by gpu.py (plan_spmv / plan_spmm), and the index math
-// below is mirrored line by line by the CPU emulator gpu_emulate.py, which tests check against float64 products.
-// Value types: float (f32), __half (f16), __nv_bfloat16 (bf16); accumulation is always fp32.
+// Loaded by workbench/sparse/kernels/gpu.py with cupy.RawModule (one module per compile-time k, -DBS_K=<k>, and
+// value/offset pair, -DBS_ONE=<i>; the K = 0 entry points take k at run time). Every entry point is extern "C"; the
+// launch geometry (lanes per row, tile sizes, stages, shared memory) is planned on the host by gpu.py (plan_spmv /
+// plan_spmm), and the index math below is mirrored line by line by the CPU emulator gpu_emulate.py, which tests
+// check against float64 products. Value types: float (f32), __half (f16), __nv_bfloat16 (bf16); accumulation is
+// always fp32.
 //
 // spmv (batch 1): L lanes (a power of two <= 32, chosen by the host from the row length) per row; every lane reads
 //   VEC consecutive entries at a time with one 16-byte load of values and one load of VEC offsets (row starts must be
-//   16-byte aligned: the host checks and otherwise uses VEC = 1); the bank of entry e is e / K with K a compile-time
-//   constant (a multiply-shift, no runtime division); x is read through the read-only cache; a shuffle reduction over
-//   the L lanes. Rows are walked with a grid-stride loop (any number of rows).
-// spmm (batch n > 1): a block computes TR rows x TN batch columns, TN in {8, 16, 32, 64} chosen from n (batch 3 uses
+//   16-byte aligned: the host checks and otherwise uses VEC = 1), BS_SPMV_U such loads in flight; the bank of entry
+//   e is e / K with K a compile-time constant (a multiply-shift, no runtime division); x is staged in shared memory
+//   when it fits (SX, grid capped to the resident blocks) or read through the read-only cache; a shuffle reduction
+//   over the L lanes. Rows are walked with a grid-stride loop (any number of rows).
+// spmvn (batches 2..32, aligned rows): the spmv scheme with NC = 8 or 32 accumulators per lane; each kept entry reads
+//   its row of x (n contiguous values, 16-byte loads where n allows) once.
+// spmm (larger batches, or unaligned rows): a block computes TR rows x TN batch columns, TN in {8, 16, 32, 64} chosen from n (batch 3 uses
 //   an 8-wide tile, not 32). x is (cols, n) row-major. The block walks the banks in stages of G banks; a stage stages
 //   x[b*B:(b+G)*B, col0:col0+TN] (rows of TN contiguous elements: coalesced) and the tile's TR x (G*k) values and
 //   offsets (each row's G*k entries are contiguous) in shared memory with 16-byte cp.async copies where aligned, two
