@@ -1073,8 +1073,9 @@ def test_gpu_sparsify_equals_masked_dense():
 
 @needs_gpu
 def test_gpu_crossover_measurement_times_both_paths():
-    from workbench.sparse import dispatch
-    t = dispatch.measure_table_cuda(sizes=(256, 512), batches=(1, 16), sparsities=(0.5, 0.90625), rounds=1, calls=2)
+    from workbench.sparse import dispatch, measure
+    t = measure.crossover_table_cuda(sizes=(256, 512), batches=(1, 16), sparsities=(0.5, 0.90625), rounds=1,
+                                     calls=2)
     dispatch._validate_table(t)
     assert t["gpu"] == torch.cuda.get_device_name() and t["sparsities"] == [0.5, 0.90625]
     for i in range(2):

@@ -29,7 +29,11 @@ def _probabilities(page, name: str) -> tuple[float, float]:
 
 
 def _edit_cell(page, row: int, col: int, text: str):
-    page.locator(f'#icar-classes [data-testid="cell-{row}-{col}"]').dblclick()
+    cell = page.locator(f'#icar-classes [data-testid="cell-{row}-{col}"]')
+    cell.dblclick()
+    # the editor appears a moment after the double click: keys sent before it has focus are lost (seen under load)
+    editor = cell.locator("input, textarea").first
+    expect(editor).to_be_focused(timeout=TIMEOUT)
     page.keyboard.press("Control+a")
     page.keyboard.type(text)
     page.keyboard.press("Enter")

@@ -231,7 +231,7 @@ def run_crossover(args, log=print):
         if not gpu.available():
             raise SystemExit("--crossover --device cuda: no CUDA device visible to CuPy")
         sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096, 8192)
-        t = dispatch.measure_table_cuda(sizes=sizes, batches=batches, rounds=args.rounds, log=log)
+        t = measure.crossover_table_cuda(sizes=sizes, batches=batches, rounds=args.rounds, log=log)
     else:
         sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
         t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,

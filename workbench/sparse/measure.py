@@ -33,7 +33,7 @@ from workbench.records import read_jsonl, studies_dir
 from workbench.sparse import dispatch, prune
 from workbench.sparse.formats import BalancedMatrix
 from workbench.sparse.kernels import cpu
-from workbench.sparse.nn import SparsifyConfig, masked_dense_, path_report, sparsify_
+from workbench.sparse.nn import BalancedSparseLinear, SparsifyConfig, masked_dense_, path_report, sparsify_
 from workbench.sparse.timing import timed_blocks
 
 LIVE_MAX_SIZE = 2048
@@ -388,6 +388,63 @@ def crossover_map(device: str = "cpu") -> dict:
                 gpu=t.get("gpu"), bank_size=t.get("bank_size"), machine=t.get("machine"),
                 load_avg_1m=t.get("load_avg_1m"), margin=dispatch.MARGIN, other_gpu_margin=dispatch.BACKEND_MARGIN,
                 records=dispatch.crossover_records(t))
+
+
+def crossover_table_cuda(sizes=(256, 512, 1024, 2048, 4096, 8192), batches=(1, 4, 16, 64, 256),
+                       sparsities=(0.25, 0.5, 0.75, 0.875, 0.90625, 0.953125), *, bank_size: int = 64,
+                       rounds: int = 5, calls: int = 10, log=None) -> dict:
+    """Measure the crossover table on the current CUDA device: for every (size, batch), a dense ``nn.Linear`` and a
+    :class:`~workbench.sparse.nn.BalancedSparseLinear` forced onto the sparse path at every sparsity (fp32, bias,
+    the layer's own transposes), each timed as ``calls`` forwards in a row between CUDA events — the host enqueues
+    while the GPU works, as in a model run eagerly, so a layer whose kernel is shorter than its Python is timed at
+    its Python's pace, for both paths alike — in ``rounds`` interleaved rounds, medians. Sparsities are realized
+    ones. The table names the GPU; :func:`~workbench.sparse.dispatch.decide` widens the margin on any other. (Here,
+    not in ``dispatch``, which must not import the modules it serves.)"""
+    realized = [1 - prune.kept_per_bank(s, bank_size) / bank_size for s in sparsities]
+    if len(set(realized)) != len(realized):
+        raise ValueError(f"sparsities {sparsities} collide at bank {bank_size} (realized {realized})")
+    dev = torch.device("cuda")
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    g = torch.Generator().manual_seed(0)
+    speed = [[[None] * len(realized) for _ in batches] for _ in sizes]
+    dense_ms = [[None] * len(batches) for _ in sizes]
+    sparse_ms = [[[None] * len(realized) for _ in batches] for _ in sizes]
+    t_start = time.perf_counter()
+    with torch.no_grad():
+        for i, size in enumerate(sizes):
+            dense = torch.nn.Linear(size, size).to(dev)
+            W = dense.weight.detach().cpu()
+            layers = [BalancedSparseLinear(BalancedMatrix.from_mask(W, prune.balanced_mask(W, s, bank_size), bank_size),
+                                           dense.bias, dispatch="sparse").to(dev) for s in realized]
+            for j, n in enumerate(batches):
+                x = torch.randn(n, size, generator=g).to(dev)
+                fns = {"dense": dense, **dict(enumerate(layers))}
+                times: dict = {k: [] for k in fns}
+                for f in fns.values():  # warm-up: compiles, plans
+                    f(x)
+                torch.cuda.synchronize()
+                for _ in range(rounds):
+                    for key, f in fns.items():
+                        e0.record()
+                        for _ in range(calls):
+                            f(x)
+                        e1.record()
+                        torch.cuda.synchronize()
+                        times[key].append(e0.elapsed_time(e1) / calls)
+                med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+                dense_ms[i][j] = med["dense"]
+                for q in range(len(realized)):
+                    sparse_ms[i][j][q] = med[q]
+                    speed[i][j][q] = med["dense"] / med[q]
+                if log:
+                    log(f"cuda crossover {size}^2 batch {n}: dense {med['dense']:.4f} ms; speedups "
+                        + ", ".join(f"{s:.3f}: {speed[i][j][q]:.2f}x" for q, s in enumerate(realized)))
+            del dense, layers
+            torch.cuda.empty_cache()
+    return {"device": "cuda", "gpu": torch.cuda.get_device_name(), "bank_size": bank_size, "sizes": list(sizes),
+            "batches": list(batches), "sparsities": realized, "speedup": speed, "dense_ms": dense_ms,
+            "sparse_ms": sparse_ms, "rounds": rounds, "calls": calls, "torch": torch.__version__,
+            "seconds": round(time.perf_counter() - t_start, 1)}
 
 
 def decision(rows: int, cols: int, sparsity: float, batch: int, *, bank_size: int = 64,
