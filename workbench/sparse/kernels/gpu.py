@@ -269,10 +269,6 @@ def module(k: int, pair: str = "f32_u8"):
     raise RuntimeError("could not compile balanced.cu: " + " | ".join(errors))
 
 
-def _suffix(values: torch.Tensor, offsets: torch.Tensor) -> str:
-    return f"{VALUE_SUFFIX[values.dtype]}_{INDEX_SUFFIX[offsets.dtype]}"
-
-
 @functools.lru_cache(maxsize=1024)
 def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dtype: torch.dtype,
             index_dtype: torch.dtype, aligned: bool, kernel: str, device: int):
@@ -290,9 +286,9 @@ def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dt
         nc = 1 if n == 1 else spmvn_columns(n)
         limit = 0 if kernel.endswith("_global") else smem_optin_limit(device)
         es = _esize(dtype)
-        sx = mod.get_function(f"{'bs_spmv' if nc == 1 else f'bs_spmvn{nc}'}_k_sx_{pair}") if nc else None
+        sx = mod.get_function(f"{'bs_spmv' if nc == 1 else f'bs_spmvn{nc}'}_k_sx_{pair}")
         p = plan_spmv(rows, banks, k, dtype, aligned=aligned, cols=cols, smem_limit=limit, n=n,
-                      resident=_resident(sx, _pad16(cols * n, es) * es, device) if sx is not None else 0)
+                      resident=_resident(sx, _pad16(cols * n, es) * es, device))
         f = mod.get_function(f"{p.name}_{pair}")
         if p.smem > DEFAULT_SMEM:
             f.max_dynamic_shared_size_bytes = smem_optin_limit(device)
@@ -327,8 +323,14 @@ def _resident(f, smem: int, device: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _stream(ptr: int):
+    """CuPy's handle of torch's stream ``ptr`` (made once per stream). CuPy 14 deprecates ExternalStream in favour of
+    Stream.from_external, which wants an object with the CUDA stream protocol; the raw pointer needs the former."""
+    import warnings
+
     import cupy
-    return cupy.cuda.ExternalStream(ptr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(ptr)
 
 
 def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, bank_size: int, cols: int,
@@ -374,10 +376,9 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
 
 def flush_l2(buffer: torch.Tensor | None = None, mb: int = 256) -> torch.Tensor:
     """Overwrite a buffer larger than the L2 cache (benchmark hygiene); returns the buffer to reuse."""
-    import cupy
     import numpy as np
     if buffer is None:
         buffer = torch.zeros(mb * 1024 * 1024 // 4, dtype=torch.float32, device="cuda")
-    with cupy.cuda.ExternalStream(torch.cuda.current_stream(buffer.device).cuda_stream):
+    with _stream(torch.cuda.current_stream(buffer.device).cuda_stream):
         module(1).get_function("bs_flush")((264,), (256,), (np.uint64(buffer.data_ptr()), np.int64(buffer.numel())))
     return buffer
