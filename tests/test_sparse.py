@@ -4,6 +4,8 @@ models, the CUDA kernels' launch plans and their CPU emulation against float64 p
 No test times anything: speed is judged by `workbench bench sparse`."""
 from __future__ import annotations
 
+import copy
+import io
 import json
 import os
 import time
@@ -561,6 +563,93 @@ def test_small_batch_fast_path_matches_float64_and_follows_in_place_changes():
     for x in xs:
         torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bm.matmul(xs[3]), bm.matmul(xs[3], kernel="numba"), rtol=1e-5, atol=1e-5)
+
+
+def test_call_binding_equals_the_python_path_and_refuses_what_it_does_not_take():
+    """The C++ Runner behind ``matmul`` (``balanced_call.cpp``) runs the very kernel the Python path calls, so its
+    result is bit-identical to it (and close to float64); it answers None - and ``matmul`` goes the checked general
+    way - for every x it must not take and once the weights changed or the library was reset."""
+    from workbench.sparse.kernels import cpp
+    if "scalar" not in _cpu_kernels():
+        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    assert cpp.call_binding() is not None, cpp.call_status()   # wherever the kernels build, the binding builds
+    g = torch.Generator().manual_seed(21)
+    bm = BalancedMatrix.from_dense(torch.randn(70, 256, generator=g), 0.875, 64)
+    xs = [torch.randn(256, generator=g)] + [torch.randn(256, n, generator=g) for n in (2, 8, 17)]
+    for x in xs:
+        bm.matmul(x)
+    call = bm._cache["cpu_call"]
+    for x in xs:
+        y = call(x)
+        assert y is not None and y.shape == (70,) + tuple(x.shape[1:])
+        assert torch.equal(y, bm._cpu_fast()(x))
+        torch.testing.assert_close(y.double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    x = xs[1]
+    refused = {"not contiguous": torch.randn(2, 256).t(), "negative view": torch._neg_view(x),
+               "batch of bspmm": torch.randn(256, 300), "float64": x.double(), "wrong rows": torch.randn(255),
+               "3-D": x[None]}
+    for why, bad in refused.items():
+        assert call(bad) is None, why
+        if why in ("float64", "wrong rows", "3-D", "not contiguous"):   # the general way says what is wrong
+            with pytest.raises(ValueError):
+                bm.matmul(bad)
+        else:                                                            # or computes it
+            torch.testing.assert_close(bm.matmul(bad).double(), bm.to_dense().double() @ bad.resolve_neg().double(),
+                                       rtol=1e-5, atol=1e-5, msg=why)
+    with pytest.raises(TypeError):
+        call("not a tensor")
+    bm.values.mul_(-2)                        # an in-place change: the Runner stops, matmul rebuilds one
+    assert not call.valid() and call(x) is None
+    torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    fresh = bm._cache["cpu_call"]
+    assert fresh is not call and fresh.valid()
+    cpp.reset()                               # a reset library: no Runner made before it takes calls
+    try:
+        assert not fresh.valid() and fresh(x) is None
+        torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+        assert bm._cache["cpu_call"].valid()
+    finally:
+        cpp.reset()
+
+
+def test_without_the_call_binding_matmul_takes_the_python_path(monkeypatch, tmp_path):
+    """A binding that does not build is recorded, and the products are the same kernels' through Python."""
+    from workbench.sparse.kernels import cpp
+    if "scalar" not in _cpu_kernels():
+        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    bad = tmp_path / "balanced_call.cpp"
+    bad.write_text("this is not C++ either\n")
+    monkeypatch.setattr(cpp, "CALL_SOURCE", bad)
+    monkeypatch.setattr(cpp, "_CALL", {"mod": None, "tried": False, "status": None})
+    monkeypatch.setenv("WORKBENCH_KERNEL_CACHE", str(tmp_path / "cache"))
+    assert cpp.call_binding() is None
+    st = cpp.call_status()
+    assert st["call"] == "python" and st["reason"].startswith("call binding build failed")
+    g = torch.Generator().manual_seed(22)
+    bm = BalancedMatrix.from_dense(torch.randn(40, 128, generator=g), 0.75, 32)
+    for x in (torch.randn(128, generator=g), torch.randn(128, 3, generator=g)):
+        for _ in range(2):
+            torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5,
+                                       atol=1e-5)
+    assert "cpu_call" not in bm._cache and bm._cache["cpu_fast"][4] is not None
+
+
+def test_a_used_matrix_pickles_and_deep_copies_without_its_kernel_handles():
+    """After products, ``_cache`` holds compiled-kernel handles (ctypes, the C++ Runner) that cannot be pickled: a
+    copy (``copy.deepcopy``, ``torch.save`` of a model holding the matrix) leaves them out and rebuilds its own."""
+    g = torch.Generator().manual_seed(23)
+    bm = BalancedMatrix.from_dense(torch.randn(48, 128, generator=g), 0.75, 32)
+    x = torch.randn(128, generator=g)
+    y = bm.matmul(x)
+    bm.matmul(x)
+    twin = copy.deepcopy(bm)
+    assert twin._cache == {} and twin.values.data_ptr() != bm.values.data_ptr()
+    assert torch.equal(twin.matmul(x), y)
+    buf = io.BytesIO()
+    torch.save(bm, buf)
+    buf.seek(0)
+    back = torch.load(buf, weights_only=False)
+    assert back._cache == {} and torch.equal(back.matmul(x), y)
 
 
 def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(tmp_path):

@@ -167,6 +167,11 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                     # nor this: the same kernel entry into a preallocated y, without matmul's checks and allocation
                     fast, y0 = bm._make_cpu_fast(lib, kernel), torch.empty(size)
                     fns["kernel_into_y"] = lambda fast=fast, x=x, y0=y0: fast(x, y0, 1)
+                    bm.matmul(x)
+                    run = bm._cpu_fast()
+                    if "cpu_call" in bm._cache and run is not None:
+                        # and this: matmul's Python path to the same kernel, as it ran before the C++ call binding
+                        fns["matmul_python_path"] = lambda run=run, x=x: run(x)
             ref = Wm.double() @ x.double()
             err = float((bm.matmul(x).double() - ref).abs().max())
             if err > 1e-3 * float(ref.abs().max()):
@@ -179,7 +184,8 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                         "bsr_scipy": (bsr.data.nbytes + bsr.indices.nbytes + bsr.indptr.nbytes if bsr is not None
                                       else 0) + xb + yb,
                         "balanced": bm.nbytes + xb + yb, "balanced_numba": bm.nbytes + xb + yb,
-                        "read_same_bytes": bm.nbytes // 4 * 4, "kernel_into_y": bm.nbytes + xb + yb}
+                        "read_same_bytes": bm.nbytes // 4 * 4, "kernel_into_y": bm.nbytes + xb + yb,
+                        "matmul_python_path": bm.nbytes + xb + yb}
             spars = {k: bm.sparsity for k in fns}
             spars.update(dense_torch=0.0, dense_numpy=0.0, read_same_bytes=bm.sparsity,
                          bsr_scipy=1 - bsr.nnz / W.numel() if bsr is not None else 0.0)
@@ -189,7 +195,7 @@ def run_cpu(args, log=print) -> tuple[list[dict], dict]:
                                  setup=lambda: bench.flush_cache(64), max_seconds=args.max_seconds)
             new = _rows(times, bytes_of, spars, size, batch, s, bw,
                         {"balanced": kernel, "balanced_numba": "numba", "read_same_bytes": "torch.sum",
-                         "kernel_into_y": kernel}, load,
+                         "kernel_into_y": kernel, "matmul_python_path": kernel}, load,
                         ("dense_torch", "dense_numpy"))
             rows += new
             b = next(r for r in new if r["method"] == "balanced")
@@ -274,8 +280,14 @@ def cpu_notes(rows: list[dict], args, status: dict) -> str:
             lines.append(f"kernel_into_y (a reference, not a product): the same kernel entry writing into a "
                          f"preallocated y, without matmul's input checks and output allocation, takes "
                          f"{ki['median_ms']:.3f} ms, {ki['pct_bw']:.0f}% of the bandwidth bound; the difference to "
-                         f"matmul ({1e3 * (b1['median_ms'] - ki['median_ms']):.0f} us) is Python run cold after the "
-                         "flush (torch.empty alone takes ~30-40 us then).")
+                         f"matmul ({1e3 * (b1['median_ms'] - ki['median_ms']):.0f} us) is the call run cold after "
+                         "the flush.")
+        pp = pick(4096, 1, 0.9, "matmul_python_path")
+        if pp:
+            lines.append(f"matmul_python_path (a reference, not a product): matmul's small-batch path with the check of "
+                         f"x, the allocation of y and a ctypes call made from Python, as it ran before the one C++ "
+                         f"call (balanced_call.cpp), takes {pp['median_ms']:.3f} ms ({pp['pct_bw']:.0f}% of the bound): "
+                         f"the C++ call is {pp['median_ms'] / b1['median_ms']:.2f}x faster.")
     bs = [pick(4096, b, 0.9, "balanced") for b in (4, 8, 16, 32)]
     if any(bs):
         lines.append("Batch <= 32 at 90%: " + ", ".join(
@@ -490,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         info = bench.machine_info()
         info.update(load_avg_1m_before=load0, load_avg_1m_after=os.getloadavg()[0], threads=args.threads,
                     torch_threads=args.threads, seconds=round(time.perf_counter() - t0, 1),
-                    cpu_kernels=status.get("backend"), avx2=status.get("avx2"), avx512=status.get("avx512"))
+                    cpu_kernels=status.get("backend"), cpu_call=status.get("call"), avx2=status.get("avx2"),
+                    avx512=status.get("avx512"))
         name = "sparse" + ("_quick" if args.quick else "") + ("_goal" if args.points else "") \
             + ("" if args.threads == 2 else f"_{args.threads}thread")
         paths = bench.write_results(name, rows, title="Balanced sparsity: CPU SpMV / SpMM", columns=COLUMNS,

@@ -32,6 +32,7 @@ from workbench.checkpoints import load_demo
 from workbench.records import read_jsonl, studies_dir
 from workbench.sparse import dispatch, prune
 from workbench.sparse.formats import BalancedMatrix
+from workbench.sparse.kernels import cpp as _cpp
 from workbench.sparse.kernels import cpu
 from workbench.sparse.nn import BalancedSparseLinear, SparsifyConfig, masked_dense_, path_report, sparsify_
 from workbench.sparse.timing import timed_blocks
@@ -186,9 +187,11 @@ def accuracy_records() -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # kernels, bandwidth, micro and in-model speedups, crossover map (plain records for the notebook and the dashboard)
 def kernel_status() -> dict:
-    """``{backend: "cpp" | "numba", reason, avx2, avx512, kernels: {batch: kernel}, threads, build_dir}`` — builds the
-    C++ kernels on first call (seconds), falls back to numba with the reason recorded."""
+    """``{backend: "cpp" | "numba", reason, avx2, avx512, kernels: {batch: kernel}, threads, build_dir, call}`` —
+    builds the C++ kernels on first call (seconds), falls back to numba with the reason recorded; ``call``: "cpp"
+    where small-batch products are one C++ call (``kernels.cpp.call_binding``), else "python"."""
     st = dict(cpu.backend())
+    st["call"] = "cpp" if _cpp.call_binding() is not None else "python"
     st["kernels"] = {n: cpu.kernel_for(n, torch.float32, 64) for n in (1, 4, 16, 128)}
     st["threads"] = torch.get_num_threads()
     st.pop("log", None)

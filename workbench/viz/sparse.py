@@ -85,7 +85,7 @@ def live_speed_figure(rows: Sequence[dict], *, gpu_rows: Sequence[dict] = (), si
     return fig
 
 
-REFERENCE_ROWS = ("read_same_bytes", "kernel_into_y")  # benchmark rows that are references, not products (drawn only on request)
+REFERENCE_ROWS = ("read_same_bytes", "kernel_into_y", "matmul_python_path")  # benchmark rows that are references, not products (drawn only on request)
 
 
 def records_speed_figure(rows: Sequence[dict], *, x: str = "target", size: int = 4096, batch: int = 1,

@@ -10,6 +10,12 @@ AVX2/FMA code paths are selected at run time inside the library, so a cached bui
 source, the flags, torch's version and the Python version; ``<cache>`` is ``$WORKBENCH_CACHE`` or
 ``~/.cache/vision-workbench``.
 
+A second, small source, ``balanced_call.cpp``, is a Python extension (pybind11 and ATen's core headers only, a few
+seconds to build) holding the small-batch path of ``BalancedMatrix.matmul`` as one C++ call: a ``Runner`` checks x,
+allocates y and runs the kernel at the address ctypes resolved in the library above. It is built at its first use
+(:func:`call_binding`); where it cannot be built, the same kernels are called from Python (:func:`call_status` says
+why).
+
 Nothing is built at import. :func:`library` returns the loaded library or ``None``; :func:`status` says which and
 why (no compiler, no ninja, build error, ``WORKBENCH_SPARSE_BACKEND=numba``) — the caller then falls back to the
 numba kernels. No warning is emitted; the reason is recorded.
@@ -62,15 +68,16 @@ def build_dir() -> Path:
     return cache_root() / "torch_extensions" / f"wb_balanced_cpu_{build_key()}"
 
 
-def _source_copy(d: Path) -> Path:
+def _source_copy(d: Path, source: Path | None = None) -> Path:
     """The kernel source copied into its build folder. The build folder is keyed by the source's content, and
     torch's ninja file names the source by its path: building from this copy keeps that path the same for every
     checkout and installed copy of the package, so none of them rebuilds what another one built (before, a
     checkout and an installed copy sharing one cache rebuilt the kernel in turn, ~13 s each time)."""
-    dst = d / SOURCE.name
-    data = SOURCE.read_bytes()
+    source = SOURCE if source is None else source
+    dst = d / source.name
+    data = source.read_bytes()
     if not dst.exists() or dst.read_bytes() != data:
-        tmp = d / f".{SOURCE.name}.{os.getpid()}.{threading.get_ident()}"
+        tmp = d / f".{source.name}.{os.getpid()}.{threading.get_ident()}"
         tmp.write_bytes(data)
         os.replace(tmp, dst)   # atomic: a concurrent build sees the old or the new file, never half of one
     return dst
@@ -182,9 +189,78 @@ def status(build: bool = True) -> dict:
 
 
 def reset() -> None:
-    """Forget the loaded library (tests: re-evaluate WORKBENCH_SPARSE_BACKEND)."""
+    """Forget the loaded library (tests: re-evaluate WORKBENCH_SPARSE_BACKEND); every call-binding Runner made so far
+    stops taking calls (its owner rebuilds)."""
     with _LOCK:
         _STATE.update(lib=None, tried=False, status=None)
+        if _CALL["mod"] is not None:
+            _CALL["mod"].bump()
+
+
+CALL_SOURCE = Path(__file__).with_name("balanced_call.cpp")
+CALL_ABI = 1  # must match m.attr("ABI") in balanced_call.cpp
+_CALL: dict = {"mod": None, "tried": False, "status": None}
+
+
+def call_build_dir() -> Path:
+    h = hashlib.sha256()
+    h.update(CALL_SOURCE.read_bytes())
+    h.update(" ".join(CFLAGS).encode())
+    h.update(torch.__version__.encode())
+    h.update(f"{sys.version_info[0]}.{sys.version_info[1]}".encode())
+    return cache_root() / "torch_extensions" / f"wb_balanced_call_{h.hexdigest()[:16]}"
+
+
+def _build_call():
+    st = {"call": "python", "reason": "", "build_s": None}
+    if not CALL_SOURCE.exists():
+        st["reason"] = f"{CALL_SOURCE.name} is missing from the installed package"
+        return None, st
+    from torch.utils import cpp_extension
+    d = call_build_dir()
+    t0 = time.perf_counter()
+    out = io.StringIO()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        clear_stale_lock(d)
+        with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
+            warnings.simplefilter("ignore")
+            mod = cpp_extension.load(name=d.name, sources=[str(_source_copy(d, CALL_SOURCE))], extra_cflags=CFLAGS,
+                                     build_directory=str(d), is_python_module=True, with_cuda=False, verbose=False)
+    except Exception as e:  # the Python path to the same kernels stays
+        msg = str(e).strip().splitlines()
+        st["reason"] = "call binding build failed: " + (msg[-1] if msg else type(e).__name__)[:300]
+        st["log"] = (out.getvalue() + "\n" + str(e))[-4000:]
+        return None, st
+    if getattr(mod, "ABI", None) != CALL_ABI:
+        st["reason"] = f"stale call binding in {d}; delete the folder"
+        return None, st
+    st.update(call="cpp", reason="one C++ call per product (balanced_call.cpp)",
+              build_s=round(time.perf_counter() - t0, 2))
+    return mod, st
+
+
+def call_binding():
+    """The compiled call binding (``balanced_call.cpp``: ``Runner``, ``bump``), built at its first use, or None
+    where it cannot be built (``call_status()`` says why) or no kernel library runs here."""
+    if not _CALL["tried"]:
+        if library() is None:
+            return None
+        with _LOCK:
+            if not _CALL["tried"]:
+                _CALL["mod"], _CALL["status"] = _build_call()
+                _CALL["tried"] = True
+    return _CALL["mod"]
+
+
+def call_status() -> dict:
+    """``{"call": "cpp" | "python", "reason", "build_s"}`` of the call binding (without building it)."""
+    return dict(_CALL["status"]) if _CALL["tried"] else {"call": "unknown", "reason": "not built yet"}
+
+
+def entry_address(fn) -> int:
+    """The address of a ctypes function of the kernel library (for ``Runner.set``)."""
+    return ctypes.cast(fn, ctypes.c_void_p).value
 
 
 def matmul_into(lib: ctypes.CDLL, values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
