@@ -580,7 +580,7 @@ def test_call_binding_equals_the_python_path_and_refuses_what_it_does_not_take()
         bm.matmul(x)
     call = bm._cache["cpu_call"]
     for x in xs:
-        y = call(x)
+        y = call(x, bm.values, bm.offsets)
         assert y is not None and y.shape == (70,) + tuple(x.shape[1:])
         assert torch.equal(y, bm._cpu_fast()(x))
         torch.testing.assert_close(y.double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
@@ -589,7 +589,7 @@ def test_call_binding_equals_the_python_path_and_refuses_what_it_does_not_take()
                "batch of bspmm": torch.randn(256, 300), "float64": x.double(), "wrong rows": torch.randn(255),
                "3-D": x[None]}
     for why, bad in refused.items():
-        assert call(bad) is None, why
+        assert call(bad, bm.values, bm.offsets) is None, why
         if why in ("float64", "wrong rows", "3-D", "not contiguous"):   # the general way says what is wrong
             with pytest.raises(ValueError):
                 bm.matmul(bad)
@@ -597,19 +597,85 @@ def test_call_binding_equals_the_python_path_and_refuses_what_it_does_not_take()
             torch.testing.assert_close(bm.matmul(bad).double(), bm.to_dense().double() @ bad.resolve_neg().double(),
                                        rtol=1e-5, atol=1e-5, msg=why)
     with pytest.raises(TypeError):
-        call("not a tensor")
+        call("not a tensor", bm.values, bm.offsets)
     bm.values.mul_(-2)                        # an in-place change: the Runner stops, matmul rebuilds one
-    assert not call.valid() and call(x) is None
+    assert not call.valid_for(bm.values, bm.offsets) and call(x, bm.values, bm.offsets) is None
+    torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
+    bm.values = bm.values.clone()             # new weights assigned: not the tensors the Runner was made for
+    assert not bm._cache["cpu_call"].valid_for(bm.values, bm.offsets)
     torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
     fresh = bm._cache["cpu_call"]
-    assert fresh is not call and fresh.valid()
+    assert fresh is not call and fresh.valid_for(bm.values, bm.offsets)
     cpp.reset()                               # a reset library: no Runner made before it takes calls
     try:
-        assert not fresh.valid() and fresh(x) is None
+        assert not fresh.valid_for(bm.values, bm.offsets) and fresh(x, bm.values, bm.offsets) is None
         torch.testing.assert_close(bm.matmul(x).double(), bm.to_dense().double() @ x.double(), rtol=1e-5, atol=1e-5)
-        assert bm._cache["cpu_call"].valid()
+        assert bm._cache["cpu_call"].valid_for(bm.values, bm.offsets)
     finally:
         cpp.reset()
+
+
+def test_sparse_linear_runner_equals_the_general_path_and_follows_the_layer():
+    """After its first product at a batch, ``BalancedSparseLinear`` runs that batch as one C++ call (the Runner of
+    ``balanced_call.cpp``, the same kernel): the result equals the general path's bit for bit and the float64 product
+    of the masked weight; ``path_info`` names the batch that ran last; a dispatch change, new weights (in place or
+    loaded), another dtype and a copy all leave no stale Runner behind."""
+    from workbench.sparse.kernels import cpp
+    if "scalar" not in _cpu_kernels():
+        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    g = torch.Generator().manual_seed(24)
+    dense = nn.Linear(256, 96)
+    with torch.no_grad():
+        dense.weight.copy_(torch.randn(96, 256, generator=g))
+        dense.bias.copy_(torch.randn(96, generator=g))
+    layer = BalancedSparseLinear.from_linear(dense, 0.875, 64, dispatch="sparse")
+
+    def ref(x, lay=layer):
+        b = 0.0 if lay.bias is None else lay.bias.double()
+        return x.double() @ lay.dense_weight().double().t() + b
+
+    xs = [torch.randn(1, 256, generator=g), torch.randn(256, generator=g), torch.randn(3, 256, generator=g),
+          torch.randn(2, 2, 256, generator=g)]
+    for x in xs:
+        first = layer(x)                    # the general path, which hands the kernel to the Runner
+        calls = layer._run.calls
+        again = layer(x)                    # the Runner
+        assert layer._run.calls == calls + 1 and torch.equal(again, first) and again.shape == first.shape
+        torch.testing.assert_close(again.double(), ref(x), rtol=1e-5, atol=1e-4)
+        n = x.numel() // 256
+        assert layer.path_info["batch"] == n and layer.path_info["kernel"] == layer._plan(n, "cpu")[1]
+    wide = torch.randn(40, 256, generator=g)
+    layer(wide)                                                   # a batch the Runner does not hold
+    assert layer.path_info["batch"] == 40
+    layer(xs[0])
+    assert layer.path_info["batch"] == 1                          # the Runner's, again
+
+    with torch.no_grad():
+        layer.values.mul_(-1)                                     # in place: the Runner stops, the product follows
+    torch.testing.assert_close(layer(xs[0]).double(), ref(xs[0]), rtol=1e-5, atol=1e-4)
+    other = BalancedSparseLinear.from_linear(nn.Linear(256, 96), 0.875, 64, dispatch="sparse")
+    layer.load_state_dict(other.state_dict())                     # loaded weights
+    assert layer._run is None
+    layer(xs[0])
+    torch.testing.assert_close(layer(xs[0]), other(xs[0]), rtol=0, atol=0)
+    twin = copy.deepcopy(layer)                                   # a copy makes its own Runner
+    assert twin._run is None and torch.equal(twin(xs[0]), layer(xs[0]))
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    wide64 = layer.double()                                       # new buffers: the float64 kernels
+    x64 = xs[0].double()
+    for _ in range(2):
+        torch.testing.assert_close(wide64(x64), ref(x64, wide64), rtol=1e-10, atol=1e-10)
+    layer.float()
+    layer.dispatch = "dense"                                      # the dense path from now on
+    assert layer._run is None
+    layer(xs[0])
+    assert layer.path_info["kernel"] == "dense" and layer._run is None
+    nobias = BalancedSparseLinear.from_linear(nn.Linear(256, 96, bias=False), 0.875, 64, dispatch="sparse")
+    for _ in range(2):
+        torch.testing.assert_close(nobias(xs[0]).double(), ref(xs[0], nobias), rtol=1e-5, atol=1e-4)
+    assert nobias._run is not None and nobias._run.calls == 1
+    assert cpp.call_status()["call"] == "cpp"
 
 
 def test_without_the_call_binding_matmul_takes_the_python_path(monkeypatch, tmp_path):

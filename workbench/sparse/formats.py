@@ -263,7 +263,7 @@ class BalancedMatrix:
         if kernel == "auto" and threads is None and type(x) is torch.Tensor:
             call = self._cache.get("cpu_call")
             if call is not None:
-                y = call(x)   # one C++ call (balanced_call.cpp); None: not an x or state it takes
+                y = call(x, self.values, self.offsets)   # one C++ call (balanced_call.cpp); None: not one it takes
                 if y is not None:
                     return y
         if isinstance(x, torch.Tensor) and x.is_neg():   # a negative view (torch._neg_view): its memory is -x
