@@ -900,6 +900,28 @@ def test_measure_table_records_consistent_speedups():
     assert all((r["path"] == "sparse") == (r["speedup"] >= dispatch.MARGIN) for r in recs)
 
 
+def test_cpu_crossover_on_layers_times_the_layers_a_model_runs(monkeypatch):
+    """``measure.crossover_table_cpu`` times ``nn.Linear`` against ``BalancedSparseLinear`` forced sparse (made
+    before the timing, so each sparse layer holds its plan), and its table is as consistent as the functional one."""
+    from workbench.sparse import dispatch, measure
+    from workbench.sparse import nn as snn
+    made = []
+    real = snn.BalancedSparseLinear.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        made.append(self)
+    monkeypatch.setattr(snn.BalancedSparseLinear, "__init__", spy)
+    t = measure.crossover_table_cpu(sizes=(128,), batches=(1, 3), sparsities=(0.5, 0.75), bank_size=32, rounds=1,
+                                    block=1, settle=0.0, threads=1)
+    dispatch._validate_table(t)
+    assert t["timed"] == "layers" and len(made) == 2
+    assert all(m.dispatch == "sparse" and {k[1] for k in m._decisions} == {1, 3} for m in made)
+    for j in range(2):
+        for k in range(2):
+            assert t["speedup"][0][j][k] == pytest.approx(t["dense_ms"][0][j] / t["sparse_ms"][0][j][k])
+
+
 # ---------------------------------------------------------------------------------------------- measurements
 def test_measure_records_are_consistent():
     from workbench.sparse import measure

@@ -240,8 +240,8 @@ def run_crossover(args, log=print):
         t = measure.crossover_table_cuda(sizes=sizes, batches=batches, rounds=args.rounds, log=log)
     else:
         sizes = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
-        t = dispatch.measure_table(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,
-                                   rounds=args.rounds, log=log)
+        t = measure.crossover_table_cpu(sizes=sizes, batches=batches, threads=args.threads, settle=args.settle,
+                                        rounds=args.rounds, log=log)
     path = dispatch.save_table(t, args.crossover_out)
     log(f"crossover table ({t['seconds']} s) written to {path}")
     return t

@@ -229,7 +229,7 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
                   block: int = 3, block_warmup: int = 2, settle: float = 0.3, flush_mb: int = 0,
                   threads: int | None = None,
                   max_seconds: float = 20.0, progress=None,
-                  log=None) -> dict:
+                  log=None, layers=None) -> dict:
     """Measure the crossover table on this machine (CPU): for every (size, batch), ``F.linear`` (dense) and the
     sparse Linear path at every sparsity, timed in shuffled rounds after a pause (``settle`` s, so BLAS / OpenMP
     threads of the previous method are idle), medians. Sparsities are realized ones (k = (1 - s) * bank).
@@ -237,7 +237,12 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
     weights are usually warm, and a cold start costs both paths alike. Each block opens with ``block_warmup``
     untimed calls for the same reason: a layer inside a running model finds its thread pool awake, while the first
     call after the pause can wait a scheduler tick (measured 4-8 ms on this VM) for it — the previous table, timed
-    without them, read 4 ms for a 256x256 batch-4 ``F.linear`` that takes 0.015 ms."""
+    without them, read 4 ms for a 256x256 batch-4 ``F.linear`` that takes 0.015 ms.
+
+    ``layers``: ``(dense(W, bias), sparse(bm, bias))``, factories of the two callables timed on x (n, size); by
+    default ``F.linear`` and the functional sparse product ``cpu.linear``. :func:`workbench.sparse.measure.
+    crossover_table_cpu` passes ``nn.Linear`` and ``BalancedSparseLinear`` forced sparse, so the table times what a
+    layer runs (this module does not import the modules it serves)."""
     import time
 
     import torch
@@ -269,14 +274,22 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
                 bm = BalancedMatrix.from_mask(W, balanced_mask(W, s, bank_size), bank_size)
                 mats.append(bm)
             bias = torch.randn(size, generator=g)
+            if layers is not None:
+                dense_layer, sparse_layers = layers[0](W, bias), [layers[1](bm, bias) for bm in mats]
             for j, n in enumerate(batches):
                 x2 = torch.randn(n, size, generator=g)
-                fns = {"dense": lambda x2=x2, W=W, bias=bias: F.linear(x2, W, bias)}
-                for q, bm in enumerate(mats):
-                    tl = bm.cpu_layout(cpu.kernel_for(n, bm.dtype, bank_size))  # built before the timing
-                    fns[q] = (lambda bm=bm, tl=tl, x2=x2, size=size, bias=bias:
-                              cpu.linear(bm.values, bm.offsets, x2, bank_size, size, bias=bias, tiles=tl))
-                    kernels[(size, n)] = cpu.kernel_for(n, bm.dtype, bank_size)
+                if layers is not None:
+                    fns = {"dense": lambda x2=x2, f=dense_layer: f(x2)}
+                    for q, f in enumerate(sparse_layers):
+                        f(x2)  # plans, layouts (and the Runner) are made before the timing
+                        fns[q] = lambda x2=x2, f=f: f(x2)
+                else:
+                    fns = {"dense": lambda x2=x2, W=W, bias=bias: F.linear(x2, W, bias)}
+                    for q, bm in enumerate(mats):
+                        tl = bm.cpu_layout(cpu.kernel_for(n, bm.dtype, bank_size))  # built before the timing
+                        fns[q] = (lambda bm=bm, tl=tl, x2=x2, size=size, bias=bias:
+                                  cpu.linear(bm.values, bm.offsets, x2, bank_size, size, bias=bias, tiles=tl))
+                kernels[(size, n)] = cpu.kernel_for(n, W.dtype, bank_size)
                 times = timed_blocks(fns, rounds=rounds, block=block, settle=settle,
                                      setup=(lambda: bench.flush_cache(flush_mb)) if flush_mb else None,
                                      max_seconds=max_seconds, block_warmup=block_warmup)
@@ -298,6 +311,7 @@ def measure_table(sizes=(256, 512, 1024, 2048, 4096), batches=(1, 4, 16, 64, 256
             "sparsities": realized, "speedup": speed, "dense_ms": dense_ms, "sparse_ms": sparse_ms,
             "kernels": {f"{s}x{n}": k for (s, n), k in kernels.items()}, "rounds": rounds, "block": block,
             "settle_s": settle, "flush_mb": flush_mb, "block_warmup": block_warmup,
+            "timed": "functional" if layers is None else "layers",
             "machine": bench.machine_info(), "seconds": round(time.perf_counter() - t_start, 1),
             "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 

@@ -393,6 +393,25 @@ def crossover_map(device: str = "cpu") -> dict:
                 records=dispatch.crossover_records(t))
 
 
+def crossover_table_cpu(**kwargs) -> dict:
+    """The CPU crossover table (:func:`~workbench.sparse.dispatch.measure_table`, same arguments) timed on layers: a
+    dense ``nn.Linear`` against :class:`~workbench.sparse.nn.BalancedSparseLinear` forced onto the sparse path (fp32,
+    bias), so that what the dispatcher compares is what ``sparsify_`` would run - at small batches the layer's
+    one-call Runner. No autograd (``torch.no_grad``), as at inference."""
+    def dense(W, bias):
+        lin = torch.nn.Linear(W.shape[1], W.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(W)
+            lin.bias.copy_(bias)
+        return lin
+
+    def sparse(bm, bias):
+        return BalancedSparseLinear(bm, bias, dispatch="sparse")
+
+    with torch.no_grad():
+        return dispatch.measure_table(layers=(dense, sparse), **kwargs)
+
+
 def crossover_table_cuda(sizes=(256, 512, 1024, 2048, 4096, 8192), batches=(1, 4, 16, 64, 256),
                        sparsities=(0.25, 0.5, 0.75, 0.875, 0.90625, 0.953125), *, bank_size: int = 64,
                        rounds: int = 5, calls: int = 10, log=None) -> dict:
