@@ -99,7 +99,7 @@ def live_speed(size: int = 1024, batch: int = 1, sparsities=(0.5, 0.75, 0.9, 0.9
                 bsr = sp.bsr_matrix((W * prune.block_mask(W, s, (4, 4))).numpy(), blocksize=(4, 4))
                 fns["block"] = lambda bsr=bsr: bsr @ xn
             if "balanced" in methods:
-                fns["balanced"] = lambda bm=bm: bm.matmul(x, threads=threads)
+                fns["balanced"] = lambda bm=bm: bm.matmul(x)  # on torch's pool, set to `threads` above
             t = bench.interleaved(fns, repeats=repeats, warmup=1, setup=lambda: bench.flush_cache(16)) if fns else {}
             if "dense" in methods:
                 rows.append(dict(sparsity=s, method="dense", median_ms=dense * 1e3, speedup=1.0))
