@@ -65,7 +65,8 @@ def build():
     with gr.Tab("Speed"):
         run = gr.Button("Measure on this CPU", variant="primary", elem_id="sparse-measure")
         speed = gr.Plot(label="speedup over dense", elem_id="sparse-speed-plot")
-        speed_txt = gr.Markdown("Press *Measure* to time the kernels and the model on this CPU (a few seconds).",
+        speed_txt = gr.Markdown("Press *Measure* to time the kernels and the model on this CPU (a few seconds; "
+                                "the first time also builds the C++ kernels, about half a minute).",
                                 elem_id="sparse-speed-table")
         with gr.Row():
             rx = gr.Radio(["target", "size", "batch"], value="target", label="committed records: x axis",

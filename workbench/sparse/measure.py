@@ -76,6 +76,11 @@ def live_speed(size: int = 1024, batch: int = 1, sparsities=(0.5, 0.75, 0.9, 0.9
     unknown = set(methods) - set(LIVE_METHODS)
     if unknown or not methods:
         raise ValueError(f"methods must be chosen from {LIVE_METHODS}, got {list(methods)}")
+    if not _cpp.ready():   # the first product of the process builds the C++ kernels: say so, then build them
+        if progress is not None:
+            progress(0.0, "building the C++ kernels (first use only, about half a minute)")
+        cpu.library()
+        _cpp.call_binding()
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(seed)

@@ -253,6 +253,12 @@ def call_binding():
     return _CALL["mod"]
 
 
+def ready() -> bool:
+    """Whether the first use is behind: the kernel library and the call binding were built (or found unbuildable)
+    in this process, so no product will wait for a compiler."""
+    return bool(_STATE["tried"] and (_CALL["tried"] or _STATE["lib"] is None))
+
+
 def call_status() -> dict:
     """``{"call": "cpp" | "python", "reason", "build_s"}`` of the call binding (without building it)."""
     return dict(_CALL["status"]) if _CALL["tried"] else {"call": "unknown", "reason": "not built yet"}
