@@ -718,6 +718,24 @@ def test_a_used_matrix_pickles_and_deep_copies_without_its_kernel_handles():
     assert back._cache == {} and torch.equal(back.matmul(x), y)
 
 
+def test_a_reload_finds_its_build_again():
+    """torch's ``cpp_extension.load`` appends its libraries to the flag list it is given; the flags our build key
+    hashes must not change with it, or every reload (``cpp.reset()``) rebuilds the library in a new folder."""
+    from workbench.sparse.kernels import cpp
+    if "scalar" not in _cpu_kernels():
+        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    cpp.call_binding()
+    before = (cpp.build_dir(), cpp.call_build_dir(), tuple(cpp.CFLAGS), tuple(cpp.LDFLAGS))
+    cpp.reset()
+    try:
+        assert cpp.library() is not None
+        st = cpp.status()
+        assert st["cached"] and st["build_dir"] == str(before[0])
+        assert (cpp.build_dir(), cpp.call_build_dir(), tuple(cpp.CFLAGS), tuple(cpp.LDFLAGS)) == before
+    finally:
+        cpp.reset()
+
+
 def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(tmp_path):
     from workbench.sparse.kernels import cpp
     lock = tmp_path / "lock"
