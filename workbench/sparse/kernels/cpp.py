@@ -113,20 +113,13 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     so = d / f"{name}.so"
     st["cached"] = so.exists()
     t0 = time.perf_counter()
-    out = io.StringIO()
+    path = _jit_load(d, SOURCE, st, "C++ build failed", extra_ldflags=list(LDFLAGS), is_python_module=False)
+    if path is None:    # a failed build falls back to numba, the reason is kept
+        return None, st
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        clear_stale_lock(d)
-        with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
-            warnings.simplefilter("ignore")
-            path = cpp_extension.load(name=name, sources=[str(_source_copy(d))], extra_cflags=list(CFLAGS),
-                                      extra_ldflags=list(LDFLAGS), build_directory=str(d), is_python_module=False,
-                                      with_cuda=False, verbose=False)
         lib = ctypes.CDLL(str(path or so))
-    except Exception as e:  # a failed build falls back to numba, the reason is kept
-        msg = str(e).strip().splitlines()
-        st["reason"] = "C++ build failed: " + (msg[-1] if msg else type(e).__name__)[:300]
-        st["log"] = (out.getvalue() + "\n" + str(e))[-4000:]
+    except OSError as e:
+        st["reason"] = f"C++ library does not load: {e}"[:300]
         return None, st
     st["build_s"] = round(time.perf_counter() - t0, 2)
     try:
@@ -151,6 +144,26 @@ def _build() -> tuple[ctypes.CDLL | None, dict]:
     st.update(backend="cpp", reason="C++ kernel (at::parallel_for on torch's thread pool)",
               avx2=bool(lib.bs_has_avx2()), avx512=bool(lib.bs_has_avx512()))
     return lib, st
+
+
+def _jit_load(d: Path, source: Path, st: dict, failed: str, **kw):
+    """``torch.utils.cpp_extension.load`` of ``source`` (copied into the build folder ``d``, named after it), its
+    output captured; None on failure, with ``st["reason"]`` (``failed``: the last line of the error) and
+    ``st["log"]`` set."""
+    from torch.utils import cpp_extension
+    out = io.StringIO()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        clear_stale_lock(d)
+        with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
+            warnings.simplefilter("ignore")
+            return cpp_extension.load(name=d.name, sources=[str(_source_copy(d, source))], extra_cflags=list(CFLAGS),
+                                      build_directory=str(d), with_cuda=False, verbose=False, **kw)
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        st["reason"] = f"{failed}: " + (msg[-1] if msg else type(e).__name__)[:300]
+        st["log"] = (out.getvalue() + "\n" + str(e))[-4000:]
+        return None
 
 
 STALE_LOCK_S = 300.0  # a build takes seconds; an older lock was left by a build that was killed
@@ -218,22 +231,10 @@ def _build_call():
     if not CALL_SOURCE.exists():
         st["reason"] = f"{CALL_SOURCE.name} is missing from the installed package"
         return None, st
-    from torch.utils import cpp_extension
     d = call_build_dir()
     t0 = time.perf_counter()
-    out = io.StringIO()
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        clear_stale_lock(d)
-        with warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(out):
-            warnings.simplefilter("ignore")
-            mod = cpp_extension.load(name=d.name, sources=[str(_source_copy(d, CALL_SOURCE))],
-                                     extra_cflags=list(CFLAGS), build_directory=str(d), is_python_module=True,
-                                     with_cuda=False, verbose=False)
-    except Exception as e:  # the Python path to the same kernels stays
-        msg = str(e).strip().splitlines()
-        st["reason"] = "call binding build failed: " + (msg[-1] if msg else type(e).__name__)[:300]
-        st["log"] = (out.getvalue() + "\n" + str(e))[-4000:]
+    mod = _jit_load(d, CALL_SOURCE, st, "call binding build failed", is_python_module=True)
+    if mod is None:     # the Python path to the same kernels stays
         return None, st
     if getattr(mod, "ABI", None) != CALL_ABI:
         st["reason"] = f"stale call binding in {d}; delete the folder"
