@@ -371,6 +371,13 @@ def _cpu_kernels():
     return ks
 
 
+def _need_cpp_kernels():
+    """Skip where the C++ kernels do not build (no compiler): ``test_kernel_skips_follow_the_cpu_and_the_compiler``
+    checks that this happens only there."""
+    if "scalar" not in _cpu_kernels():
+        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+
+
 def test_kernel_skips_follow_the_cpu_and_the_compiler():
     """The skips of ``test_each_cpu_kernel_matches_float64`` hide nothing: the C++ backend is built wherever a C++
     compiler and Python's headers exist, and its AVX2 / AVX-512 kernels are reported exactly when the CPU's own
@@ -570,8 +577,7 @@ def test_call_binding_equals_the_python_path_and_refuses_what_it_does_not_take()
     result is bit-identical to it (and close to float64); it answers None - and ``matmul`` goes the checked general
     way - for every x it must not take and once the weights changed or the library was reset."""
     from workbench.sparse.kernels import cpp
-    if "scalar" not in _cpu_kernels():
-        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    _need_cpp_kernels()
     assert cpp.call_binding() is not None, cpp.call_status()   # wherever the kernels build, the binding builds
     g = torch.Generator().manual_seed(21)
     bm = BalancedMatrix.from_dense(torch.randn(70, 256, generator=g), 0.875, 64)
@@ -621,8 +627,7 @@ def test_sparse_linear_runner_equals_the_general_path_and_follows_the_layer():
     of the masked weight; ``path_info`` names the batch that ran last; a dispatch change, new weights (in place or
     loaded), another dtype and a copy all leave no stale Runner behind."""
     from workbench.sparse.kernels import cpp
-    if "scalar" not in _cpu_kernels():
-        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    _need_cpp_kernels()
     g = torch.Generator().manual_seed(24)
     dense = nn.Linear(256, 96)
     with torch.no_grad():
@@ -681,8 +686,7 @@ def test_sparse_linear_runner_equals_the_general_path_and_follows_the_layer():
 def test_without_the_call_binding_matmul_takes_the_python_path(monkeypatch, tmp_path):
     """A binding that does not build is recorded, and the products are the same kernels' through Python."""
     from workbench.sparse.kernels import cpp
-    if "scalar" not in _cpu_kernels():
-        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    _need_cpp_kernels()
     bad = tmp_path / "balanced_call.cpp"
     bad.write_text("this is not C++ either\n")
     monkeypatch.setattr(cpp, "CALL_SOURCE", bad)
@@ -722,8 +726,7 @@ def test_a_reload_finds_its_build_again():
     """torch's ``cpp_extension.load`` appends its libraries to the flag list it is given; the flags our build key
     hashes must not change with it, or every reload (``cpp.reset()``) rebuilds the library in a new folder."""
     from workbench.sparse.kernels import cpp
-    if "scalar" not in _cpu_kernels():
-        pytest.skip("no C++ kernels on this machine (covered by test_kernel_skips_follow_the_cpu_and_the_compiler)")
+    _need_cpp_kernels()
     cpp.call_binding()
     before = (cpp.build_dir(), cpp.call_build_dir(), tuple(cpp.CFLAGS), tuple(cpp.LDFLAGS))
     cpp.reset()
