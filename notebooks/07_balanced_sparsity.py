@@ -166,7 +166,10 @@ demo.records("target", "speedup_vs_dense", batch=1).figures["records"]
 
 # %% [markdown]
 # The same records against the goals of this workbench's CPU kernels (≥ 4× dense and ≥ 2.5× scipy CSR at batch 1,
-# ≥ 60% of the read bandwidth, ≥ 3× torch CSR batched, ≥ 5× inside real models):
+# ≥ 60% of the read bandwidth, ≥ 3× torch CSR batched, ≥ 5× inside real models). At batch 1 a product streams only
+# ~7.9 MB, so the Python around the call counts too: `matmul` and a sparse layer's forward make one C++ call there
+# (check x, allocate y, run the kernel; `balanced_call.cpp`), which the benchmark times against the old Python path
+# to the same kernel (`matmul_python_path`, ~1.1× slower):
 
 # %%
 print(demo.speed_summary())
