@@ -31,12 +31,10 @@ def test_live_speed_rows_and_speedups_are_consistent():
 
 def test_live_speed_announces_the_first_build_before_waiting_for_it(monkeypatch):
     """A fresh process builds the C++ kernels at its first product (about half a minute): the live measurement says
-    so on its progress bar first, then builds, then measures."""
+    so on its progress bar first, then builds (or finds it cannot, where numba runs), then measures."""
     from workbench.sparse.kernels import cpp
     cpp.library()
-    lib, st = cpp._STATE["lib"], cpp._STATE["status"]
-    if lib is None:
-        pytest.skip("no C++ kernels on this machine (the numba fallback builds nothing here)")
+    lib, st = cpp._STATE["lib"], cpp._STATE["status"]   # this machine's outcome, replayed by the fake build
     events = []
 
     def fake_build():
