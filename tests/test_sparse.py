@@ -1198,6 +1198,84 @@ def test_emulated_spmv_over_65535_rows():
     torch.testing.assert_close(y, bm.to_dense().double() @ x.double(), rtol=1e-12, atol=1e-12)
 
 
+def test_spmv_variants_match_float64_in_emulation():
+    """Every launch the GPU A/B times (bench sparse --variants) computes W x: emulated from its plan, compared with
+    float64, for both value widths it can meet; and every entry point it names exists in balanced.cu."""
+    import re
+
+    from workbench.sparse.kernels import gpu, gpu_emulate
+    g = torch.Generator().manual_seed(31)
+    entries = set(re.findall(r"BS_SPMV\((\w+)_##SUF", gpu.SOURCE.read_text()))
+    for dt in (torch.float32, torch.float16):
+        rows, cols, B = 70, 8 * 64, 64
+        bm = BalancedMatrix.from_dense(torch.randn(rows, cols, generator=g), 0.9, B)
+        v, x = bm.values.to(dt), torch.randn(cols, generator=g).to(dt)
+        ref = BalancedMatrix(v, bm.offsets, bm.shape, B).to_dense().double() @ x.double()
+        plans = gpu.spmv_variants(rows, bm.banks, bm.k, dt, cols, smem_limit=48 * 1024,
+                                  resident=lambda name, smem: 2)
+        assert list(plans) == list(gpu.SPMV_VARIANTS)
+        assert [p.vec for p in plans.values()] == [16 // dt.itemsize] * 2 + [1, 1]
+        assert [bool(p.smem) for p in plans.values()] == [True, False, False, True]
+        for sx, glob in (("vec_sx", "vec_global"), ("v1_sx", "v1_global")):  # capped to the resident blocks
+            assert plans[sx].blocks == min(2, plans[glob].blocks) and plans[sx].lanes == plans[glob].lanes
+        assert plans["v1_global"].blocks > 2
+        for name, p in plans.items():
+            assert p.name in entries, name
+            torch.testing.assert_close(gpu_emulate.emulate_spmv(v, bm.offsets, x, B, cols, p), ref,
+                                       rtol=1e-12, atol=1e-12)
+        # x too large for shared memory: only the global-memory variants
+        assert list(gpu.spmv_variants(rows, bm.banks, bm.k, dt, cols, smem_limit=256)) == ["vec_global",
+                                                                                           "v1_global"]
+    with pytest.raises(ValueError, match="vector loads"):
+        gpu.spmv_variants(10, 5, 3, torch.float32, 5 * 8, smem_limit=0)   # 15 entries per row
+
+
+def test_gather_lines_counts_distinct_lines_per_warp_gather():
+    """The A/B's model of the gathers' L1 cost, against a plain loop over the kernel's lane -> entry mapping; and
+    the claim it is printed for: on the benchmark's 90.6% matrix, scalar loads touch under half the lines."""
+    from workbench.benchmarks.sparse import gather_lines
+    g = torch.Generator().manual_seed(32)
+    B, banks, k = 64, 20, 6
+    offs = torch.stack([torch.sort(torch.randperm(B, generator=g)[:k]).values for _ in range(3 * banks)])
+    offs = offs.reshape(3, banks, k).to(torch.uint8)
+    for vec in (1, 4):
+        counts = []
+        for r in range(3):
+            chunks = banks * k // vec
+            for c0 in range(0, chunks, 32):
+                for i in range(vec):
+                    seen = set()
+                    for c in range(c0, min(c0 + 32, chunks)):
+                        e = c * vec + i
+                        seen.add(((e // k) * B + int(offs[r, e // k, e % k])) * 4 // 128)
+                    counts.append(len(seen))
+        assert gather_lines(offs, B, vec) == pytest.approx(sum(counts) / len(counts))
+    bm = BalancedMatrix.from_dense(torch.randn(8, 4096, generator=g), 0.9, 64)
+    assert gather_lines(bm.offsets, 64, 1) < 0.5 * gather_lines(bm.offsets, 64, 4)
+
+
+def test_variant_notes_pick_the_fastest_correct_variant():
+    from workbench.benchmarks.sparse import variant_notes
+
+    def row(method, ms, err=0.0, u=None):
+        return dict(size=4096, method=method, kernel="k", u=u, queued_ms=ms, speedup_vs_dense=0.033 / ms,
+                    speedup_vs_cusparse=0.019 / ms, pct_bw=10.0, max_rel_err=err)
+    rows = [row("cublas_fp32", 0.033), row("cusparse_csr", 0.019), row("balanced", 0.010),
+            row("vec_global_u2", 0.0100, u=2), row("v1_global_u8", 0.0066, u=8), row("v1_sx_u16", 0.005, 0.3, 16)]
+    text = variant_notes(rows)
+    assert "fastest variant v1_global_u8 6.6 us (1.52x the planner's), 5.00x cuBLAS, 2.88x cuSPARSE" in text
+    assert "WRONG RESULTS (excluded): v1_sx_u16" in text
+
+
+def test_variants_benchmark_needs_a_gpu(monkeypatch):
+    from workbench.benchmarks import sparse as bench_sparse
+    from workbench.sparse.kernels import gpu
+    monkeypatch.setattr(gpu, "available", lambda: False)
+    for device in ("cuda", "cpu"):
+        with pytest.raises(SystemExit, match="needs --device cuda and a CUDA device"):
+            bench_sparse.main(["--variants", "--device", device])
+
+
 # ---------------------------------------------------------------------------------------------- CUDA (real GPU)
 def test_gpu_pair_index_follows_the_source():
     """gpu.PAIRS[i] names the (value, offset) pair that -DBS_ONE=i keeps in balanced.cu, so one module per pair
@@ -1235,6 +1313,24 @@ def test_gpu_kernels_match_float64(dtype, idt, kernel, n):
     ref = bm.to_dense().double() @ xc.double()
     tol = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}[dtype]
     torch.testing.assert_close(y.double(), ref, rtol=tol, atol=tol * 10)
+
+
+@needs_gpu
+@pytest.mark.parametrize("u", [1, 16])
+def test_gpu_spmv_variants_match_float64(u):
+    """The GPU A/B's launches (every variant, the extreme loads-in-flight values) on a real GPU."""
+    from workbench.sparse.kernels import gpu
+    g = torch.Generator().manual_seed(33)
+    for rows, cols in ((131, 8 * 64), (2000, 64 * 64)):
+        bm = BalancedMatrix.from_dense(torch.randn(rows, cols, generator=g), 0.9, 64).to("cuda")
+        x = torch.randn(cols, generator=g).cuda()
+        ref = bm.to_dense().double() @ x.double()
+        plans = gpu.spmv_variants(rows, bm.banks, bm.k, torch.float32, cols, smem_limit=gpu.smem_optin_limit(),
+                                  resident=lambda name, smem: 4)
+        assert len(plans) == 4
+        for name, p in plans.items():
+            y = gpu.run_spmv_plan(bm.values, bm.offsets, x, 64, cols, p, u=u)
+            torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-4, msg=name)
 
 
 @needs_gpu

@@ -18,8 +18,11 @@ cuSPARSE CSR (cupyx), balanced fp32/fp16/bf16 (CuPy kernels); SpMV and SpMM at 4
 timing with the L2 flushed before every call, interleaved; device name, achieved HBM GB/s and % of the measured
 read bandwidth recorded.
 
-    workbench bench sparse [--device cpu|cuda|all] [--quick] [--threads 2] [--models] [--crossover]
-Results: sparse.{json,md} (CPU; sparse_<n>thread.* for --threads n != 2), sparse_gpu.{json,md} (GPU), in
+``--variants`` (with ``--device cuda``) times only the batch-1 launch variants side by side (:func:`run_gpu_variants`).
+
+    workbench bench sparse [--device cpu|cuda|all] [--quick] [--threads 2] [--models] [--crossover] [--variants]
+Results: sparse.{json,md} (CPU; sparse_<n>thread.* for --threads n != 2), sparse_gpu.{json,md} (GPU),
+sparse_gpu_variants.{json,md} (--variants), in
 runs/benchmarks/ or, with --commit, the checkout's benchmarks/results/; the crossover table goes to
 $WORKBENCH_CACHE/sparse_crossover_cpu.json or --crossover-out (the packaged one is workbench/sparse/crossover.json).
 """
@@ -328,16 +331,9 @@ def _gpu_methods(dense: dict, bms: dict, xs: dict, csr, xcp) -> dict:
     return fns
 
 
-def run_gpu(args, log=print) -> list[dict]:
-    import cupy
-    import cupyx.scipy.sparse as csp
-
-    dev = torch.device("cuda")
-    name = torch.cuda.get_device_name(0)
-    flushbuf = gpu.flush_l2(mb=256)
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    # HBM read bandwidth: a large reduction (reads only), best of 5
-    a = torch.ones(1 << 29, dtype=torch.float32, device=dev)  # 2 GiB
+def _hbm_read_bandwidth(e0, e1) -> float:
+    """GB/s of a large reduction (reads only, 2 GiB), best of 5."""
+    a = torch.ones(1 << 29, dtype=torch.float32, device="cuda")
     a.sum()
     torch.cuda.synchronize()
     bw = 0.0
@@ -349,6 +345,18 @@ def run_gpu(args, log=print) -> list[dict]:
         bw = max(bw, a.numel() * 4 / (e0.elapsed_time(e1) / 1e3) / 1e9)
     del a
     torch.cuda.empty_cache()
+    return bw
+
+
+def run_gpu(args, log=print) -> list[dict]:
+    import cupy
+    import cupyx.scipy.sparse as csp
+
+    dev = torch.device("cuda")
+    name = torch.cuda.get_device_name(0)
+    flushbuf = gpu.flush_l2(mb=256)
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    bw = _hbm_read_bandwidth(e0, e1)
     log(f"{name}: read bandwidth {bw:.0f} GB/s; smem opt-in limit {gpu.smem_optin_limit()} bytes")
     rows = []
     for size, s, batch in grid(args.quick, "cuda", args.points):
@@ -427,6 +435,128 @@ def run_gpu(args, log=print) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------------------------- GPU A/B (--variants)
+VARIANT_US = (1, 2, 4, 8, 16)  # BS_SPMV_U values compiled for the A/B
+VARIANT_COLUMNS = ["size", "method", "kernel", "u", "queued_ms", "speedup_vs_dense", "speedup_vs_cusparse",
+                   "pct_bw", "gather_lines", "max_rel_err"]
+
+
+def gather_lines(offsets: torch.Tensor, bank_size: int, vec: int, lanes: int = 32, esize: int = 4,
+                 line: int = 128, rows: int = 64) -> float:
+    """Mean number of distinct ``line``-byte lines of x that one warp-wide gather of the spmv kernels touches, over
+    the first ``rows`` rows of ``offsets`` (rows, banks, k): lane l of a row reads chunk c0 + l, and its i-th gather
+    reads entry (c0 + l) * vec + i, column (entry // k) * bank_size + offset. Through global memory each distinct line
+    is one L1 wavefront, so this is a model of the gathers' L1 cost, printed next to the A/B's timings."""
+    r, banks, k = offsets.shape
+    o = offsets[:rows].reshape(min(r, rows), banks * k).long()
+    nnz = banks * k
+    line_of = ((torch.arange(nnz) // k) * bank_size + o) * esize // line  # (rows, nnz)
+    chunks = nnz // vec
+    counts = []
+    for c0 in range(0, chunks, lanes):
+        cs = torch.arange(c0, min(c0 + lanes, chunks))
+        for i in range(vec):
+            idx = line_of[:, cs * vec + i]
+            counts.append(torch.tensor([len(torch.unique(row)) for row in idx], dtype=torch.float64))
+    return float(torch.stack(counts).mean())
+
+
+def run_gpu_variants(args, log=print) -> list[dict]:
+    """The batch-1 A/B: every :func:`gpu.spmv_variants` launch x every BS_SPMV_U in :data:`VARIANT_US`, next to the
+    planner's choice (``balanced``), cuBLAS fp32 and cuSPARSE CSR; fp32, 90.6%, 4096^2 and 16384^2 (--quick: 1024^2);
+    each variant checked against float64 first; queued CUDA-event timing (the GPU's own time), L2 flushed before
+    every call, methods in shuffled order, ``--gpu-repeats`` calls each, medians."""
+    import cupy
+    import cupyx.scipy.sparse as csp
+
+    name = torch.cuda.get_device_name(0)
+    dev = torch.device("cuda")
+    flushbuf = gpu.flush_l2(mb=256)
+    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    bw = _hbm_read_bandwidth(e0, e1)
+    log(f"{name}: read bandwidth {bw:.0f} GB/s")
+    out = []
+    for size in ((1024,) if args.quick else (4096, 16384)):
+        W, Wm, bm_cpu, _ = _matrices(size, 0.9, block=False)
+        bm = bm_cpu.to(dev)
+        x = torch.randn(size, generator=torch.Generator().manual_seed(1)).to(dev)
+        Wc, csr, xcp = W.to(dev), csp.csr_matrix(cupy.from_dlpack(Wm.to(dev))), cupy.from_dlpack(x)
+        ref = Wm.to(dev).double() @ x.double()
+        limit = gpu.smem_optin_limit()
+
+        def resident(fn, smem, u, k=bm.k):
+            return gpu._resident(gpu.module(k, "f32_u8", u).get_function(f"{fn}_f32_u8"), smem, dev.index or 0)
+
+        fns = {"cublas_fp32": functools.partial(torch.mv, Wc, x), "cusparse_csr": functools.partial(csr.dot, xcp),
+               "balanced": functools.partial(bm.matmul, x)}
+        kernel, lines, errs, us = {"balanced": gpu.plan_name(size, bm.banks, bm.k, BANK, 1)}, {}, {}, {}
+        for u in VARIANT_US:
+            plans = gpu.spmv_variants(size, bm.banks, bm.k, torch.float32, size, smem_limit=limit,
+                                      resident=functools.partial(resident, u=u))
+            for v, plan in plans.items():
+                m = f"{v}_u{u}"
+                fns[m] = functools.partial(gpu.run_spmv_plan, bm.values, bm.offsets, x, BANK, size, plan, u=u)
+                kernel[m], us[m] = f"{plan.name}, {plan.blocks} blocks", u
+                if not plan.smem:
+                    lines[m] = lines.get(plan.vec) or gather_lines(bm_cpu.offsets, BANK, plan.vec)
+                    lines[plan.vec] = lines[m]
+        for m, f in fns.items():  # warm-up (compiles) and the float64 check
+            y = f()
+            y = y if isinstance(y, torch.Tensor) else torch.from_dlpack(y)
+            errs[m] = float((y.double() - ref).abs().max() / ref.abs().max())
+        torch.cuda.synchronize()
+        queued = {m: [] for m in fns}
+        order, rng = list(fns), np.random.default_rng(0)
+        for _ in range(args.gpu_repeats):
+            rng.shuffle(order)
+            for m in order:
+                gpu.flush_l2(flushbuf)
+                torch.cuda._sleep(SLEEP_CYCLES)
+                e0.record()
+                fns[m]()
+                e1.record()
+                torch.cuda.synchronize()
+                queued[m].append(e0.elapsed_time(e1) / 1e3)
+        xb = size * 4 * 2
+        bytes_of = {m: bm.nbytes + xb for m in fns}
+        bytes_of["cublas_fp32"] = W.numel() * 4 + xb
+        bytes_of["cusparse_csr"] = int(csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes) + xb
+        rows = _rows(queued, bytes_of, {m: 0.0 for m in fns}, size, 1, 0.9, bw, kernel, None, ("cublas_fp32",))
+        cus = next(r["median_ms"] for r in rows if r["method"] == "cusparse_csr")
+        for r in rows:
+            m = r["method"]
+            r.update(device=name, queued_ms=r.pop("median_ms"), speedup_vs_cusparse=cus / r["queued_ms"],
+                     u=us.get(m, ""), gather_lines=lines.get(m, ""), max_rel_err=errs[m], bandwidth_gbps=bw)
+        out += rows
+        log(variant_notes(rows))
+        torch.cuda.empty_cache()
+    return out
+
+
+def variant_notes(rows: list[dict]) -> str:
+    """Per size: the fastest variant that matches float64 (max error <= 1e-4 of max |y|) against the planner's
+    choice and the issue's goals (>= 4x cuBLAS and >= 2x cuSPARSE at 4096^2; >= 60% of HBM at 16384^2)."""
+    lines = []
+    for size in sorted({r["size"] for r in rows}):
+        at = [r for r in rows if r["size"] == size]
+        wrong = [r["method"] for r in at if r.get("u") and r["max_rel_err"] > 1e-4]
+        ok = [r for r in at if r.get("u") and r["max_rel_err"] <= 1e-4]
+        cur = next(r for r in at if r["method"] == "balanced")
+        text = (f"{size}^2: planner ({cur['kernel']}) {cur['queued_ms'] * 1e3:.1f} us, "
+                f"{cur['speedup_vs_dense']:.2f}x cuBLAS, {cur['speedup_vs_cusparse']:.2f}x cuSPARSE, "
+                f"{cur['pct_bw']:.0f}% of HBM")
+        if ok:
+            best = min(ok, key=lambda r: r["queued_ms"])
+            text += (f"; fastest variant {best['method']} {best['queued_ms'] * 1e3:.1f} us "
+                     f"({cur['queued_ms'] / best['queued_ms']:.2f}x the planner's), "
+                     f"{best['speedup_vs_dense']:.2f}x cuBLAS, {best['speedup_vs_cusparse']:.2f}x cuSPARSE, "
+                     f"{best['pct_bw']:.0f}% of HBM")
+        if wrong:
+            text += f"; WRONG RESULTS (excluded): {', '.join(wrong)}"
+        lines.append(text + ".")
+    return "\n\n".join(lines)
+
+
 def ratio_table(rows: list[dict]) -> str:
     """Markdown table of ``speedup_vs_dense`` side by side: one row per (size, batch, target sparsity), one column per
     method (in the order measured; "-" where a method was not run at that point)."""
@@ -482,6 +612,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", action="store_true", help="Also time the two models, dense vs sparsify_.")
     p.add_argument("--crossover", action="store_true", help="Measure only the dispatcher's crossover table (this "
                    "machine's, used by sparsify_ from then on), not the benchmark; with --device cuda, the GPU's.")
+    p.add_argument("--variants", action="store_true", help="With --device cuda: only the batch-1 A/B of the spmv "
+                   "launch variants (load width, loads in flight, where x lives), next to the planner's choice, "
+                   "cuBLAS and cuSPARSE; results go to sparse_gpu_variants.*")
     p.add_argument("--crossover-out", default=None, help="where to write it (default: this machine's table in "
                    "$WORKBENCH_CACHE; workbench/sparse/crossover.json is the packaged one)")
     p.add_argument("--gpu-repeats", type=int, default=30, help="Timed calls per GPU method.")
@@ -493,6 +626,15 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     if args.crossover:
         run_crossover(args)
+        return
+    if args.variants:
+        if args.device != "cuda" or not gpu.available():
+            raise SystemExit("--variants times GPU kernels: it needs --device cuda and a CUDA device visible to CuPy")
+        rows = run_gpu_variants(args)
+        paths = bench.write_results("sparse_gpu_variants" + ("_quick" if args.quick else ""), rows,
+                                    title="Balanced sparsity: GPU batch-1 launch variants (A/B)",
+                                    columns=VARIANT_COLUMNS, notes=variant_notes(rows), out_dir=bench.output_dir(args))
+        print("wrote " + " and ".join(str(p) for p in paths), flush=True)
         return
     if args.device in ("cpu", "all"):
         load0 = os.getloadavg()[0]

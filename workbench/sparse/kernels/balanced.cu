@@ -368,7 +368,8 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
         bs_spmm_fallback_impl<T, I>(vals, offs, x, y, rows, banks, k, bank_size, cols, n);                         \
     }
 
-// per (value type, offset type): spmv with compile-time k (vector loads; x in shared memory or not) and run-time k
+// per (value type, offset type): spmv with compile-time k (vector loads or scalar ones, "v1"; x in shared memory or
+// not; the scalar ones with x in shared memory are timed only by the GPU A/B, gpu.spmv_variants) and run-time k
 // (scalar loads); spmvn for 8 and 32 columns (vector loads, x in shared memory or not);
 // spmm tiles 8/16/32/64 columns with compile-time and run-time k; the fallback. -DBS_ONE=<i> keeps only the i-th
 // (value, offset) pair below (gpu.py compiles one module per k and pair: a ninth of the compile time).
@@ -376,6 +377,7 @@ __device__ __forceinline__ void bs_spmm_fallback_impl(const T* __restrict__ vals
     BS_SPMV(bs_spmv_k_##SUF, BS_K, VEC, 1, false, T, I)                \
     BS_SPMV(bs_spmv_k_sx_##SUF, BS_K, VEC, 1, true, T, I)              \
     BS_SPMV(bs_spmv_k_v1_##SUF, BS_K, 1, 1, false, T, I)               \
+    BS_SPMV(bs_spmv_k_v1_sx_##SUF, BS_K, 1, 1, true, T, I)             \
     BS_SPMV(bs_spmv_rt_##SUF, 0, 1, 1, false, T, I)                    \
     BS_SPMV(bs_spmvn8_k_##SUF, BS_K, VEC, 8, false, T, I)              \
     BS_SPMV(bs_spmvn8_k_sx_##SUF, BS_K, VEC, 8, true, T, I)            \

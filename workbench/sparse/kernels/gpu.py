@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -213,6 +213,33 @@ def plan_name(rows: int, banks: int, k: int, bank_size: int, n: int, dtype: torc
     return f"spmm {p.tn}-col tile, G={p.G}, {p.smem // 1024} KB" if p.kind == "tile" else "spmm fallback"
 
 
+SPMV_VARIANTS = ("vec_sx", "vec_global", "v1_global", "v1_sx")
+
+
+def spmv_variants(rows: int, banks: int, k: int, dtype: torch.dtype, cols: int, *, smem_limit: int,
+                  resident=lambda name, smem: 0) -> dict[str, SpmvPlan]:
+    """The batch-1 launches the GPU A/B (``workbench bench sparse --device cuda --variants``) times side by side, by
+    :data:`SPMV_VARIANTS` name: 16-byte loads of values and offsets (``vec_``) or one entry per load (``v1_``), with x
+    staged in shared memory (``_sx``, where it fits in ``smem_limit``) or gathered from global memory. Why scalar
+    loads might win: a lane's 16-byte load holds 4 consecutive fp32 entries, so one gather instruction of a warp
+    reads entries 4 apart over ~21 banks (~31 distinct 128-byte lines of x at 90.6%, 6 of 64), while scalar loads
+    make it read 32 consecutive entries over ~6 banks (~11 lines): a third of the L1 wavefronts per kept entry.
+    ``resident(name, smem)`` gives the blocks of an entry point that fit on the GPU at once (caps the _sx grids)."""
+    plans = {"vec_global": plan_spmv(rows, banks, k, dtype, cols=cols, smem_limit=0)}
+    if plans["vec_global"].vec == 1:
+        raise ValueError("the A/B needs rows that vector loads can read (banks * k entries, 16-byte multiples)")
+    sx = plan_spmv(rows, banks, k, dtype, cols=cols, smem_limit=smem_limit,
+                   resident=resident("bs_spmv_k_sx", _pad16(cols, _esize(dtype)) * _esize(dtype)))
+    if sx.smem:
+        plans["vec_sx"] = sx
+    v1 = plan_spmv(rows, banks, k, dtype, cols=cols, aligned=False)
+    plans["v1_global"] = v1
+    if sx.smem:
+        plans["v1_sx"] = replace(v1, name="bs_spmv_k_v1_sx", smem=sx.smem,
+                                 blocks=max(1, min(v1.blocks, resident("bs_spmv_k_v1_sx", sx.smem) or v1.blocks)))
+    return {name: plans[name] for name in SPMV_VARIANTS if name in plans}
+
+
 # ------------------------------------------------------------------------------------------------------- runtime
 def available() -> bool:
     """True when CuPy is importable and sees a CUDA device (and torch does too)."""
@@ -237,10 +264,12 @@ def _smem_optin(device: int) -> int:
     return int(cupy.cuda.runtime.deviceGetAttribute(CUDA_ATTR_SMEM_OPTIN, device))
 
 
-def _options(k: int, pair: str | None = None) -> tuple[str, ...]:
+def _options(k: int, pair: str | None = None, u: int | None = None) -> tuple[str, ...]:
     opts = ["--std=c++17", f"-DBS_K={int(k)}"]
     if pair is not None:
         opts.append(f"-DBS_ONE={PAIRS.index(pair)}")
+    if u is not None:  # loads in flight per spmv lane (BS_SPMV_U); None: the source's default
+        opts.append(f"-DBS_SPMV_U={int(u)}")
     try:
         import cupy
         inc = os.path.join(cupy.cuda.get_cuda_path() or "", "include")
@@ -252,16 +281,16 @@ def _options(k: int, pair: str | None = None) -> tuple[str, ...]:
 
 
 @functools.cache
-def module(k: int, pair: str = "f32_u8"):
+def module(k: int, pair: str = "f32_u8", u: int | None = None):
     """The RawModule compiled for compile-time ``k`` and one (value, offset) pair of :data:`PAIRS` (NVRTC when
-    available, else nvcc)."""
+    available, else nvcc); ``u`` overrides BS_SPMV_U (the GPU A/B benchmark, ``bench sparse --variants``)."""
     import cupy
     code = SOURCE.read_text()
     errors = []
     backends = ["nvrtc", "nvcc"] if shutil.which("nvcc") else ["nvrtc"]
     for backend in backends:
         try:
-            mod = cupy.RawModule(code=code, backend=backend, options=_options(k, pair))
+            mod = cupy.RawModule(code=code, backend=backend, options=_options(k, pair, u))
             mod.get_function(f"bs_spmv_k_{pair}")  # forces the compile
             return mod
         except Exception as e:  # pragma: no cover - depends on the machine's CUDA
@@ -289,11 +318,7 @@ def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dt
         sx = mod.get_function(f"{'bs_spmv' if nc == 1 else f'bs_spmvn{nc}'}_k_sx_{pair}")
         p = plan_spmv(rows, banks, k, dtype, aligned=aligned, cols=cols, smem_limit=limit, n=n,
                       resident=_resident(sx, _pad16(cols * n, es) * es, device))
-        f = mod.get_function(f"{p.name}_{pair}")
-        if p.smem > DEFAULT_SMEM:
-            f.max_dynamic_shared_size_bytes = smem_optin_limit(device)
-        return f, (p.blocks,), (p.threads,), (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols),
-                                               i32(p.lanes), i32(n), i32(p.xvec)), p.smem
+        return _spmv_launch(mod, pair, p, rows, banks, k, bank_size, cols, n, device)
     p = plan_spmm(rows, cols, banks, k, bank_size, n, dtype, index_dtype, smem_limit=smem_optin_limit(device),
                   aligned=aligned, kernel=kernel)
     f = mod.get_function(f"{p.name}_{pair}")
@@ -304,6 +329,19 @@ def _launch(rows: int, banks: int, k: int, bank_size: int, cols: int, n: int, dt
         return (f, p.grid, p.block, (i32(rows), i32(cols), i32(banks), i32(k), i32(bank_size), i32(n), i32(p.G),
                                      i32(p.x_vec), i32(p.v_vec), i32(p.o_vec)), p.smem)
     return f, p.grid, p.block, (i64(rows), i32(banks), i32(k), i32(bank_size), i32(cols), i32(n)), 0
+
+
+def _spmv_launch(mod, pair: str, p: SpmvPlan, rows: int, banks: int, k: int, bank_size: int, cols: int, n: int,
+                 device: int):
+    """(function, grid, block, trailing arguments, dynamic shared memory) of a planned spmv / spmvn launch."""
+    import numpy as np
+
+    f = mod.get_function(f"{p.name}_{pair}")
+    if p.smem > DEFAULT_SMEM:
+        f.max_dynamic_shared_size_bytes = smem_optin_limit(device)
+    i32 = np.int32
+    return f, (p.blocks,), (p.threads,), (np.int64(rows), i32(banks), i32(k), i32(bank_size), i32(cols),
+                                         i32(p.lanes), i32(n), i32(p.xvec)), p.smem
 
 
 def _resident(f, smem: int, device: int) -> int:
@@ -371,6 +409,24 @@ def balanced_matmul(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor
     u64 = np.uint64  # device pointers (8-byte kernel arguments)
     with _stream(torch.cuda.current_stream().cuda_stream):
         f(grid, block, (u64(vp), u64(op), u64(xp), u64(y.data_ptr())) + tail, shared_mem=smem)
+    return y
+
+
+def run_spmv_plan(values: torch.Tensor, offsets: torch.Tensor, x: torch.Tensor, bank_size: int, cols: int,
+                  plan: SpmvPlan, *, u: int | None = None) -> torch.Tensor:
+    """y = W x (batch 1) with a given plan (one of :func:`spmv_variants`) and loads in flight ``u`` (None: the
+    source's BS_SPMV_U): the GPU A/B's launches; :func:`balanced_matmul` plans its own."""
+    import numpy as np
+
+    if x.dim() != 1 or plan.nc != 1 or not (values.is_cuda and offsets.is_cuda and x.is_cuda):
+        raise ValueError("run_spmv_plan takes one CUDA column x and a batch-1 plan")
+    rows, banks, k = values.shape
+    pair = f"{VALUE_SUFFIX[values.dtype]}_{INDEX_SUFFIX[offsets.dtype]}"
+    f, grid, block, tail, smem = _spmv_launch(module(k, pair, u), pair, plan, rows, banks, k, bank_size, cols, 1,
+                                              x.device.index)
+    y = torch.empty(rows, dtype=x.dtype, device=x.device)
+    with _stream(torch.cuda.current_stream().cuda_stream):
+        f(grid, block, tuple(np.uint64(t.data_ptr()) for t in (values, offsets, x, y)) + tail, shared_mem=smem)
     return y
 
 
