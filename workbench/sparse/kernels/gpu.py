@@ -15,6 +15,8 @@ accumulators per lane, each kept entry reading its x row of n values once), ``sp
 rows: tiles of 64 rows x 8/16/32/64 columns chosen from the batch, G banks per double-buffered cp.async stage, dynamic
 shared memory above 48 KB through the opt-in attribute), ``fallback`` (a warp per (row, 32 columns), grid-stride:
 any rows, any bank size). ``auto``: spmv at batch 1, spmvn at 2..32 when rows are aligned, spmm otherwise.
+:func:`spmv_variants` and :func:`run_spmv_plan` give the batch-1 launches that ``workbench bench sparse --device
+cuda --variants`` times side by side (load width, loads in flight, where x lives) to choose the planner's rule from.
 
 Measured on an NVIDIA H200 (benchmarks/results/sparse_gpu.md, 90.6%, fp32): at 4096^2 batch 1 the kernel takes
 10 us queued (3.2x cuBLAS, 1.9x cuSPARSE) but a call made alone ~56 us, most of it the host's Python and launch (as
