@@ -1,4 +1,4 @@
-"""Function tests of the "Sparse speedup dashboard" tab and the sparse figures/measurements behind it."""
+"""Function tests of the "Balanced sparsity" tab and the sparse figures/measurements behind it."""
 from __future__ import annotations
 
 import numpy as np

@@ -52,3 +52,26 @@ def test_header_paper_names_render_in_one_font(page, hub_url):
         assert len({f["familyName"] for f in fonts}) == 1, fonts
         families |= {f["familyName"] for f in fonts}
     assert len(families) == 1
+
+
+def test_every_paper_tab_is_in_sight_on_a_laptop_or_narrow_window(browser, hub_url):
+    """No tab hides in a "More tabs" menu: at 1280 x 800 the labels sit in one row without overlapping; at 700 px
+    they wrap onto more rows, every one still visible."""
+    for width, one_row in ((1280, True), (700, False)):
+        context = browser.new_context(viewport={"width": width, "height": 800})
+        try:
+            pg = context.new_page()
+            pg.goto(hub_url)
+            pg.locator("#hub-shapes-plot .js-plotly-plot").first.wait_for()
+            pg.wait_for_timeout(500)  # gradio lays the bar out after the first render
+            tabs = pg.get_by_role("tab").filter(visible=True)
+            labels = [tabs.nth(i).inner_text().strip() for i in range(tabs.count())]
+            assert labels == ["Welcome"] + [t.title for t in TABS], width
+            assert pg.get_by_role("button", name="More tabs").filter(visible=True).count() == 0
+            boxes = [tabs.nth(i).bounding_box() for i in range(tabs.count())]
+            rows = sorted({round(b["y"]) for b in boxes})
+            assert (len(rows) == 1) == one_row, (width, rows)
+            for a, b in zip(boxes, boxes[1:]):
+                assert round(a["y"]) != round(b["y"]) or a["x"] + a["width"] <= b["x"] + 0.5
+        finally:
+            context.close()

@@ -1,4 +1,4 @@
-"""Browser test of the "Sparse speedup dashboard" tab: moving the sparsity slider redraws the pruning patterns,
+"""Browser test of the "Balanced sparsity" tab: moving the sparsity slider redraws the pruning patterns,
 and a live measurement draws the speed chart."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ TIMEOUT = 180_000
 
 def _open(page, hub_url):
     page.goto(hub_url)
-    click_tab(page, "Sparse speedup dashboard")
+    click_tab(page, "Balanced sparsity")
     expect(page.locator("#sparse-pattern-summary")).to_contain_text("balanced", timeout=TIMEOUT)
 
 

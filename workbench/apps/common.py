@@ -126,9 +126,14 @@ def theme():
                              font_mono=["ui-monospace", "Consolas", "monospace"])
 
 
+# Tab labels with 6 px of side padding instead of Gradio's 16: the hub's eight tabs then fit a 1280 px window, so
+# no paper's tab hides in Gradio's "More tabs" menu on a laptop screen (tests/browser/test_hub_browser.py).
+CSS = ".tab-container > button[role='tab'] { padding-left: 6px; padding-right: 6px; }"
+
+
 def launch_kwargs(host: str = "127.0.0.1", port: int | None = None) -> dict:
     return dict(server_name=host, server_port=port, share=False, max_file_size=MAX_FILE_SIZE,
-                show_error=True, footer_links=["api", "settings"], theme=theme())
+                show_error=True, footer_links=["api", "settings"], theme=theme(), css=CSS)
 
 
 def single_app(build, title: str):

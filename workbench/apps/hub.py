@@ -91,7 +91,7 @@ def build_hub(only: str | None = None):
         raise ValueError(f"unknown tab {only!r}; choose from {[t.module for t in TABS]}")
     with gr.Blocks(title="Vision Workbench") as demo:
         gr.Markdown(INTRO)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every tab stays in sight on a narrow window (no "More tabs" menu)
             if only is None:
                 with gr.Tab("Welcome", id="welcome", elem_id="tab-welcome"):
                     show, inputs, outputs = _welcome()

@@ -28,6 +28,6 @@ TABS: tuple[Tab, ...] = (
         "Whitened pairwise and unary attention of the disentangled non-local block."),
     Tab("icar", "iCAR zero-shot",
         "A cosine classifier whose class weights come from a text encoder and class descriptions."),
-    Tab("sparse", "Sparse speedup dashboard",
-        "Balanced sparsity: pruning patterns, packed format and measured speedups."),
+    Tab("sparse", "Balanced sparsity",
+        "Balanced pruning, the packed format and measured speedups against dense and CSR."),
 )

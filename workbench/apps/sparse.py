@@ -104,4 +104,4 @@ def build():
 
 
 if __name__ == "__main__":
-    launch(build, title="Sparse speedup dashboard")
+    launch(build, title="Balanced sparsity")
