@@ -34,6 +34,13 @@ def test_pick_a_point_and_see_its_neighbours(page, hub_url):
     expect(page.locator("#moby-neighbours .js-plotly-plot .imagelayer image")).to_have_count(9, timeout=TIMEOUT)
     expect(page.locator("#moby-map .js-plotly-plot")).to_be_visible(timeout=TIMEOUT)
     assert page.locator("#moby-map .js-plotly-plot .legendtext", has_text="selected").count() == 1
+    # the grid's titles (class, cosine similarity) do not run into each other in the half-width column
+    boxes = page.locator("#moby-neighbours .js-plotly-plot g.annotation").evaluate_all(
+        "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })")
+    assert len(boxes) == 9
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
     expect(page.get_by_text("Error", exact=True).filter(visible=True)).to_have_count(0)
 
 

@@ -57,9 +57,9 @@ def bias_panel(layer: int = 0, block: int = 0, head: int = 0, window: int = 8, p
     cpb = swin_v2.bias_over_offsets(attn, window, pretrained_window)[head]
     q = swin_v2.query_bias(cpb, qy, qx)
     figs = {
+        # coloured over its own range (the bound (0, 16) would leave a trained bias of ~0.5-2.5 one flat colour)
         "cpb": vz.offset_bias_heatmap(cpb, title=f"CPB: 16·sigmoid(MLP), stage {layer}, block {block}, head {head}<br>"
-                                                 f"window {window}, pretrained {pretrained_window or window}",
-                                      zmin=0, zmax=16),
+                                                 f"window {window}, pretrained {pretrained_window or window}"),
         "query": vz.query_bias_figure(q, (qy, qx), title=f"bias of query ({qy}, {qx})<br>over the {window}x{window} window"),
     }
     key = f"layers.{layer}.blocks.{block}.attn.relative_position_bias_table"

@@ -22,13 +22,17 @@ def embedding_map(xy, labels, names: Sequence[str], *, highlight: Sequence[int] 
 
 def neighbours_figure(query, images: Sequence, sims: Sequence[float], labels: Sequence[int],
                       names: Sequence[str], *, indices: Sequence[int] | None = None, query_title: str = "query"):
-    """The query image followed by its nearest neighbours, each titled with cosine similarity and class."""
+    """The query image followed by its nearest neighbours, each titled with its class and, on a second line, its
+    cosine similarity (one line overlapped its neighbours' titles in a half-width app column)."""
     titles = [query_title]
     for j, (s, c) in enumerate(zip(sims, labels)):
         tag = f"#{indices[j]} " if indices is not None else ""
-        titles.append(f"{tag}{names[int(c)]} · {s:.2f}")
+        titles.append(f"{tag}{names[int(c)]}<br>cos {s:.2f}")
     cols = min(len(titles), 5)
-    return core.image_grid([query, *images], titles=titles, cols=cols, height_per_row=170)
+    fig = core.image_grid([query, *images], titles=titles, cols=cols, height_per_row=190)
+    fig.update_annotations(font_size=11)
+    fig.update_layout(margin_t=45)
+    return fig
 
 
 def thumbnail(image, max_side: int = 192) -> np.ndarray:
