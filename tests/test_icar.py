@@ -342,6 +342,39 @@ def test_demo_checkpoint_zero_shot_beats_chance_on_held_out_classes(demo):
     assert acc > 1 / 3 + 0.082 + 0.1, acc
 
 
+def test_demo_checkpoint_is_right_on_the_app_examples(demo):
+    """What a user sees first: the app's ten example images, scored against all ten classes as the tab does
+    (top-1 with "name: description" and with names only), and the three held-out ones against the held-out classes
+    (the tab's "Held-out classes only" button)."""
+    from workbench.demos import icar as demo_mod
+
+    model, tok, caps = demo
+    rows, held_rows = demo_mod.default_class_rows(), demo_mod.default_class_rows(["ring", "pentagon", "crescent"])
+    right = {"with_desc": 0, "names_only": 0}
+    for ex in demo_mod.example_names():
+        truth = ex.split()[0]
+        rep = demo_mod.zero_shot_report(model, tok, demo_mod.example_image(ex), rows, k=1, captions=caps)
+        for key in right:
+            right[key] += rep["names"][int(np.argmax(rep[key]))] == truth
+        if truth in ("ring", "pentagon", "crescent"):
+            rep = demo_mod.zero_shot_report(model, tok, demo_mod.example_image(ex), held_rows, k=1, captions=caps)
+            assert rep["names"][int(np.argmax(rep["names_only"]))] == truth, ex
+    assert min(right.values()) >= 9, right
+
+
+def test_demo_checkpoint_classifies_unseen_images_of_the_seen_classes(demo):
+    """Fresh shapes of the seven labelled classes, classified through the class names' text weights."""
+    from workbench.studies.icar import SEEN, class_list
+
+    model, tok, _ = demo
+    d = shapes.generate(shapes.ShapesConfig(n=350, size=model.cfg.image_size, seed=778, classes=SEEN))
+    y = torch.tensor([SEEN.index(shapes.CLASSES[int(l)]) for l in d.labels])
+    x = torch.tensor(d.images).permute(0, 3, 1, 2).float() / 255
+    acc = float((icar.predict_proba(model, tok, x, class_list(SEEN), use_descriptions=False).argmax(1) == y)
+                .float().mean())
+    assert acc >= 0.9, acc
+
+
 def test_demo_checkpoint_round_trip(tmp_path, demo):
     model, tok, _ = demo
     path = icar.save_model(tmp_path / "m.pt", model, tok, half=False)
