@@ -348,6 +348,18 @@ def _hbm_read_bandwidth(e0, e1) -> float:
     return bw
 
 
+def _queued_seconds(f, flushbuf, e0, e1) -> float:
+    """One call of ``f`` timed queued: L2 flushed, then a GPU sleep holds the stream while the host enqueues the
+    call, so the events time the GPU's own work (as in a CUDA graph or behind earlier kernels)."""
+    gpu.flush_l2(flushbuf)
+    torch.cuda._sleep(SLEEP_CYCLES)
+    e0.record()
+    f()
+    e1.record()
+    torch.cuda.synchronize()
+    return e0.elapsed_time(e1) / 1e3
+
+
 def run_gpu(args, log=print) -> list[dict]:
     import cupy
     import cupyx.scipy.sparse as csp
@@ -393,15 +405,7 @@ def run_gpu(args, log=print) -> list[dict]:
                 e1.record()
                 torch.cuda.synchronize()
                 times[k].append(e0.elapsed_time(e1) / 1e3)
-                # queued: a GPU sleep holds the stream while the host enqueues the call, so the events time the
-                # GPU's own work (as in a CUDA graph or behind earlier kernels)
-                gpu.flush_l2(flushbuf)
-                torch.cuda._sleep(SLEEP_CYCLES)
-                e0.record()
-                fns[k]()
-                e1.record()
-                torch.cuda.synchronize()
-                queued[k].append(e0.elapsed_time(e1) / 1e3)
+                queued[k].append(_queued_seconds(fns[k], flushbuf, e0, e1))
         xb, yb = x.numel() * 4, size * batch * 4
         bytes_of = {"cusparse_csr": int(csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes) + xb + yb}
         for p, es in (("fp32", 4), ("fp16", 2), ("bf16", 2)):
@@ -510,13 +514,7 @@ def run_gpu_variants(args, log=print) -> list[dict]:
         for _ in range(args.gpu_repeats):
             rng.shuffle(order)
             for m in order:
-                gpu.flush_l2(flushbuf)
-                torch.cuda._sleep(SLEEP_CYCLES)
-                e0.record()
-                fns[m]()
-                e1.record()
-                torch.cuda.synchronize()
-                queued[m].append(e0.elapsed_time(e1) / 1e3)
+                queued[m].append(_queued_seconds(fns[m], flushbuf, e0, e1))
         xb = size * 4 * 2
         bytes_of = {m: bm.nbytes + xb for m in fns}
         bytes_of["cublas_fp32"] = W.numel() * 4 + xb
